@@ -1,0 +1,29 @@
+# The two commands of the README's quickstart: `make toy` and `make test`.
+# Both create the virtual environment on first use (Python 3.10-3.12; CPU torch 2.13.0).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= runs/toy
+PARAMS ?=
+
+.PHONY: toy test setup benchmarks clean-runs
+
+toy: $(VENV)/.installed
+	$(PY) -m mdrl_lib run --run-dir $(RUN_DIR) -p scale toy $(PARAMS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+setup: $(VENV)/.installed
+
+benchmarks: $(VENV)/.installed
+	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $@
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,162 @@
+"""``python -m mdrl_lib``: run the notebooks with papermill, list their parameters.
+
+Introduced in the README's quickstart. ``run`` executes the ordered notebooks into a run directory,
+passing ``-p NAME VALUE`` overrides to every notebook that declares the parameter; a failing
+notebook makes it exit non-zero, naming the notebook and the cell.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+class CliError(Exception):
+    """A user error reported as one line, with exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(args)
+        if args.command == "params":
+            print(format_parameters(_find_notebook(args.notebook, args.notebooks_dir)))
+            return 0
+        if args.command == "list":
+            for path in list_notebooks(args.notebooks_dir):
+                print(path.name)
+            return 0
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mdrl_lib",
+        description="Run the mdrl-kit notebooks with papermill and inspect their parameters.",
+        epilog="Example: python -m mdrl_lib run -p scale toy -p seed 1 --run-dir runs/seed1",
+    )
+    parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR,
+                        help=f"where the notebooks live (default: {NOTEBOOKS_DIR})")
+    sub = parser.add_subparsers(dest="command")
+    run_p = sub.add_parser("run", help="execute the notebooks in order into a run directory")
+    run_p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="a parameter override passed to each notebook that declares NAME")
+    run_p.add_argument("--run-dir", type=Path, default=None,
+                       help="directory for executed notebooks and cached artifacts "
+                            "(default: runs/<scale>-seed<seed>)")
+    run_p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
+                       help="run only these notebooks (names or two-digit prefixes, e.g. 00 01)")
+    run_p.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    params_p = sub.add_parser("params", help="list a notebook's parameters with types and help")
+    params_p.add_argument("notebook", help="a notebook name or two-digit prefix, e.g. 00")
+    sub.add_parser("list", help="list the notebooks in order")
+    return parser
+
+
+def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The ordered notebooks: ``NN_name.ipynb`` files sorted by name."""
+    if not notebooks_dir.is_dir():
+        raise CliError(f"notebooks directory {notebooks_dir} does not exist")
+    return sorted(p for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _find_notebook(name: str, notebooks_dir: Path) -> Path:
+    notebooks = list_notebooks(notebooks_dir)
+    for path in notebooks:
+        if name in (path.name, path.stem, path.stem[:2]):
+            return path
+    raise CliError(f"unknown notebook {name!r}; valid notebooks: {', '.join(p.stem for p in notebooks)}")
+
+
+def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """A notebook's parameters cell as papermill reads it: name -> type, default and help."""
+    import papermill
+
+    return papermill.inspect_notebook(str(path))
+
+
+def format_parameters(path: Path) -> str:
+    """A table of one notebook's parameters."""
+    params = notebook_parameters(path)
+    if not params:
+        return f"{path.name} has no parameters cell"
+    width = max(len(n) for n in params)
+    lines = [f"Parameters of {path.name}:"]
+    for name, info in params.items():
+        lines.append(f"  {name:<{width}}  {info['inferred_type_name']:<8} default {info['default']:<14} "
+                     f"{info['help']}".rstrip())
+    return "\n".join(lines)
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value as papermill would read it: int, float, bool, None or the string itself."""
+    from papermill.cli import _resolve_type
+
+    return _resolve_type(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mdrl_lib.config import ConfigError, RunConfig, parameter_names
+
+    overrides = {name: parse_value(value) for name, value in args.parameter}
+    notebooks = list_notebooks(args.notebooks_dir)
+    if args.only:
+        notebooks = [_find_notebook(n, args.notebooks_dir) for n in args.only]
+    if not notebooks:
+        raise CliError(f"no notebooks found in {args.notebooks_dir}")
+    declared = {path: notebook_parameters(path) for path in notebooks}
+    known = set().union(*(set(p) for p in declared.values()))
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise CliError(f"unknown parameter {', '.join(map(repr, unknown))}; the selected notebooks "
+                       f"declare: {', '.join(sorted(known))}")
+    try:
+        config = RunConfig.from_params(**{k: v for k, v in overrides.items() if k in parameter_names()})
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+    run_dir = (args.run_dir or Path("runs") / f"{config.scale}-seed{config.seed}").expanduser().resolve()
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {run_dir}")
+    for path in notebooks:
+        params = {k: v for k, v in overrides.items() if k in declared[path]}
+        if "run_dir" in declared[path]:
+            params["run_dir"] = str(run_dir)
+        _execute(path, out_dir, params, run_dir, args.log_output)
+    return 0
+
+
+def _execute(path: Path, out_dir: Path, params: dict[str, Any], cwd: Path, log_output: bool) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    partial = out_dir / f"{path.stem}.part.ipynb"
+    failed = out_dir / f"{path.stem}.FAILED.ipynb"
+    final = out_dir / path.name
+    for stale in (partial, failed):
+        stale.unlink(missing_ok=True)
+    start = time.perf_counter()
+    print(f"running {path.name} ...", flush=True)
+    try:
+        papermill.execute_notebook(str(path), str(partial), parameters=params, kernel_name="python3",
+                                   cwd=str(cwd), progress_bar=False, log_output=log_output)
+    except PapermillExecutionError as error:
+        os.replace(partial, failed)
+        raise CliError(f"notebook {path.name} failed in cell {error.cell_index} (In [{error.exec_count}]): "
+                       f"{error.ename}: {error.evalue}; the executed copy is {failed}") from None
+    except Exception:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, final)
+    print(f"  done in {time.perf_counter() - start:.1f} s -> {final}", flush=True)

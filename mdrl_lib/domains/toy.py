@@ -1,0 +1,45 @@
+"""Shared pieces of the toy world: the prompt format, number parsing and seeded sampling.
+
+Introduced in notebook ``00_toy_world``. Every toy prompt is ``<tag>:<body>=`` and every answer is
+short text over one character vocabulary of digits, lowercase letters and ``+-*() ,:=?``, so the
+four domains share input and output routes.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz+-*() ,:=?"
+
+
+def prompt(tag: str, body: str) -> str:
+    """The toy prompt ``<tag>:<body>=``."""
+    return f"{tag}:{body}="
+
+
+def spec(**fields) -> str:
+    """A verifier spec as canonical JSON."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def rng_for(seed: int, domain: str) -> random.Random:
+    """A random generator seeded by ``seed`` and the domain name (never Python's salted ``hash``)."""
+    return random.Random(f"{seed}:{domain}")
+
+
+def take_split(items: list, seed: int, domain: str, train_size: int, eval_size: int) -> tuple[list, list]:
+    """Shuffle ``items`` by seed and cut disjoint eval (first) and train (next) parts.
+
+    A size larger than what is left gives a clear error naming the counts.
+    """
+    if train_size + eval_size > len(items):
+        raise ValueError(f"{domain}: asked for {train_size} train + {eval_size} eval items, but the toy "
+                         f"{domain} domain has only {len(items)} distinct prompts")
+    shuffled = list(items)
+    rng_for(seed, domain).shuffle(shuffled)
+    return shuffled[eval_size:eval_size + train_size], shuffled[:eval_size]
+
+
+def first_line(completion: str) -> str:
+    """The completion up to its first newline, stripped of surrounding spaces."""
+    return completion.split("\n", 1)[0].strip()

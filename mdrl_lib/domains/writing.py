@@ -1,0 +1,73 @@
+"""Toy Creative Writing: a "counting verse" graded by a programmatic rubric.
+
+Introduced in notebook ``00_toy_world``. The prompt ``w:bg12=`` asks for number-word pairs whose
+words start with the given letters in order and whose text is exactly 12 characters long, e.g.
+``2 bat 17 gem``. The rubric stands in for the paper's reference- or judge-based reward: it checks
+form, lexicon, first letters, ascending numbers and length, and the score is the fraction met.
+The verse is built around numbers, so a CW stage moves Math's output routes too.
+"""
+from __future__ import annotations
+
+import re
+
+from mdrl_lib.domains.base import Domain, Example, Splits, register
+from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, take_split
+
+LEXICON = ("bat", "bed", "bus", "cat", "cup", "dog", "dig", "gem", "gum", "hat", "hen",
+           "map", "mop", "pen", "pig", "sun", "sod", "top", "tin")
+LETTERS = "".join(sorted({w[0] for w in LEXICON}))
+NUMBER_MAX = 40
+RUBRIC = ("form", "lexicon", "letters", "ascending", "length")
+_PAIR = re.compile(r"^(\d{1,2}) ([a-z]+)$")
+
+
+def verse_for(numbers: list[int], words: list[str]) -> str:
+    return " ".join(f"{n} {w}" for n, w in zip(numbers, words))
+
+
+def all_tasks(seed: int) -> list[tuple[str, int, str]]:
+    """(letters, length, reference verse) for every 2- and 3-letter prompt, deterministic by seed."""
+    rng = rng_for(seed, "cw-verses")
+    tasks = []
+    for count in (2, 3):
+        for index in range(len(LETTERS) ** count):
+            letters = "".join(LETTERS[(index // len(LETTERS) ** k) % len(LETTERS)] for k in range(count))
+            numbers = sorted(rng.sample(range(NUMBER_MAX + 1), count))
+            words = [rng.choice([w for w in LEXICON if w[0] == c]) for c in letters]
+            verse = verse_for(numbers, words)
+            tasks.append((letters, len(verse), verse))
+    return tasks
+
+
+def rubric(text: str, letters: str, length: int) -> dict[str, bool]:
+    """Which of the five rubric checks a verse meets; a malformed verse meets none."""
+    pairs = [_PAIR.match(p) for p in re.findall(r"\S+ \S+", text)] if text else []
+    form = bool(pairs) and all(pairs) and " ".join(m.group(0) for m in pairs) == text and len(pairs) == len(letters)
+    if not form:
+        return dict.fromkeys(RUBRIC, False)
+    numbers = [int(m.group(1)) for m in pairs]
+    words = [m.group(2) for m in pairs]
+    return {
+        "form": True,
+        "lexicon": all(w in LEXICON for w in words),
+        "letters": "".join(w[0] for w in words) == letters,
+        "ascending": all(a < b for a, b in zip(numbers, numbers[1:])),
+        "length": len(text) == length,
+    }
+
+
+@register("toy", "cw")
+class ToyWriting(Domain):
+    name, title = "cw", "CW"
+    default_sizes = (400, 200)
+
+    def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
+        train, held_out = take_split(all_tasks(seed), seed, self.name, train_size, eval_size)
+        return Splits([self._example(*t) for t in train], [self._example(*t) for t in held_out])
+
+    def _example(self, letters: str, length: int, verse: str) -> Example:
+        return Example(self.name, prompt("w", f"{letters}{length}"), verse, spec(letters=letters, length=length))
+
+    def score_one(self, completion: str, spec: dict) -> float:
+        checks = rubric(first_line(completion), spec["letters"], spec["length"])
+        return sum(checks.values()) / len(RUBRIC)

@@ -1,0 +1,38 @@
+"""Notebooks are committed without outputs, with kernelspec python3 and a parameters cell."""
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def problems(notebook: dict) -> list[str]:
+    """What is wrong with a notebook as committed (empty when it is clean)."""
+    found = []
+    if notebook.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
+        found.append("kernelspec is not python3")
+    code = [c for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
+    if any(c.get("outputs") for c in code):
+        found.append("code cells have outputs")
+    if any(c.get("execution_count") is not None for c in code):
+        found.append("code cells have execution counts")
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        found.append(f"{len(tagged)} cells tagged 'parameters' (want 1)")
+    return found
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks/NN_*.ipynb found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_committed_clean(path):
+    assert problems(json.loads(path.read_text())) == []
+
+
+def test_the_check_catches_a_dirty_notebook():
+    dirty = {"metadata": {"kernelspec": {"name": "conda-env"}},
+             "cells": [{"cell_type": "code", "outputs": [{"text": "1"}], "execution_count": 3, "metadata": {}}]}
+    assert len(problems(dirty)) == 4
