@@ -52,7 +52,7 @@ class DataConfig:
 class WarmupConfig:
     """Supervised warm-up that gives the toy base partial skill on every domain."""
 
-    steps: int = 1200
+    steps: int = 2400
     lr: float = 3e-3
     batch_size: int = 64
 
@@ -67,7 +67,7 @@ class RLConfig:
     lr_schedule: str = "linear"
     prompts_per_step: int = 8
     num_generations: int = 8
-    max_completion_length: int = 16
+    max_completion_length: int = 24
     temperature: float = 1.0
     kl_beta: float = 0.0
     lora_rank: int = 0
@@ -121,6 +121,9 @@ class RunConfig:
         _check_int("seed", self.seed, minimum=0)
         _check_order("order", self.order)
         _check_model(self.model.name, self.scale)
+        if self.scale == "full" and self.warmup.steps:
+            raise ConfigError(f"warmup_steps: the full scale starts from a pretrained model and has no warm-up; "
+                              f"got {self.warmup.steps}, leave it at 0 (or None)")
         for group in ("model", "data", "warmup", "rl"):
             for f in dataclasses.fields(getattr(self, group)):
                 _check_field(group, f, getattr(getattr(self, group), f.name))

@@ -32,9 +32,11 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         batch = {k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
         output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=sample,
                                 temperature=temperature if sample else None, top_p=None, top_k=None,
-                                num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=tokenizer.eos_token_id)
-        texts += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                                num_return_sequences=num_samples if sample else 1,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        # Greedy decoding gives one answer per prompt; its "samples" are that answer repeated.
+        texts += decoded if sample else [t for t in decoded for _ in range(num_samples)]
     model.train(was_training)
     return texts
 
@@ -60,6 +62,8 @@ def score_domains(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """One row per domain: ``domain``, ``n``, mean ``score`` and its standard error ``se``."""
     rows = []
     for name, (domain, examples) in evals.items():
+        if not examples:
+            raise ValueError(f"no eval examples for domain {name!r}")
         scores = score_domain(model, tokenizer, domain, examples, max_new_tokens=max_new_tokens)
         rows.append({"domain": name, "n": len(scores), "score": sum(scores) / len(scores),
                      "se": standard_error(scores)})
@@ -72,6 +76,8 @@ def mixed_group_share(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """How often GRPO gets a signal: sample ``num_generations`` completions per prompt and report the
     share of prompts whose rewards are not all equal (``mixed``), that hold a full-score answer
     (``any_right``) and the mean sampled reward (``mean_reward``)."""
+    if not examples:
+        raise ValueError(f"no examples to sample for domain {domain.name!r}")
     completions = generate(model, tokenizer, [e.prompt for e in examples], max_new_tokens=max_new_tokens,
                            num_samples=num_generations, temperature=temperature, seed=seed)
     specs = [e.spec for e in examples for _ in range(num_generations)]
@@ -86,6 +92,8 @@ def mixed_group_share(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 def stage_matrix(scores_by_stage: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The stage x domain matrix of scores from per-stage ``score_domains`` tables (stages in order)."""
-    table = pd.DataFrame({stage: frame.set_index("domain")["score"] for stage, frame in scores_by_stage.items()}).T
+    columns = {stage: frame.set_index("domain")["score"] for stage, frame in scores_by_stage.items()}
+    domains = list(dict.fromkeys(d for column in columns.values() for d in column.index))
+    table = pd.DataFrame(columns).T.reindex(columns=domains)
     table.index.name, table.columns.name = "stage", "domain"
     return table

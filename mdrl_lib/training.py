@@ -96,3 +96,204 @@ def warmup(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     if not all(math.isfinite(x) for x in losses):
         raise RuntimeError(f"warm-up diverged (losses {losses[-3:]}); lower warmup_lr")
     return WarmupLog(losses, log_every, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------------
+# GRPO stages through trl (notebooks 01_sparse_edits, 04_sequential_rl, 05_refresh_vs_rollback)
+# --------------------------------------------------------------------------------------------------
+
+MASTER_FP32 = "master_fp32.safetensors"
+
+
+@dataclass(frozen=True)
+class GRPOLog:
+    """One GRPO stage: mean sampled reward per optimizer step, KL to the reference per step (empty
+    when ``kl_beta`` is 0), the step count and the seconds the stage took."""
+
+    rewards: list[float]
+    kl: list[float]
+    steps: int
+    seconds: float
+
+    def to_metrics(self) -> dict:
+        """The log as JSON-ready manifest metrics (rounded)."""
+        return {"rewards": [round(r, 5) for r in self.rewards], "kl": [round(k, 6) for k in self.kl],
+                "steps": self.steps, "seconds": round(self.seconds, 2)}
+
+
+def stage_seed(seed: int, *parts: str) -> int:
+    """A stage's seed from the run seed and names (domain order, "refresh", ...): a sha256 digest,
+    stable across processes (never Python's salted ``hash``). Introduced in ``04_sequential_rl``."""
+    import hashlib
+
+    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).hexdigest()
+    return int(digest[:8], 16) % (2**31 - 1)
+
+
+def _examples_dataset(examples):
+    """A ``datasets.Dataset`` with columns prompt, answer, spec from :class:`Example` objects or
+    mappings (trl passes the extra columns to the reward function as keyword lists)."""
+    from datasets import Dataset
+
+    rows = [e if isinstance(e, Mapping) else {"prompt": e.prompt, "answer": e.answer, "spec": e.spec}
+            for e in examples]
+    if not rows:
+        raise ValueError("grpo: no training examples")
+    return Dataset.from_dict({c: [r[c] for r in rows] for c in ("prompt", "answer", "spec")})
+
+
+def _grpo_args(rl_config, seed: int, steps: int, output_dir: str):
+    """The ``GRPOConfig`` of one stage: the config's rate and schedule (decaying to 0 within the
+    stage for ``linear``), completions per step = prompts x generations, CPU-safe and quiet."""
+    import dataclasses as dc
+
+    from trl import GRPOConfig
+
+    on_gpu = torch.cuda.is_available()
+    names = {f.name for f in dc.fields(GRPOConfig)}
+    kwargs = dict(
+        output_dir=output_dir, max_steps=steps, learning_rate=rl_config.lr,
+        lr_scheduler_type=rl_config.lr_schedule, warmup_steps=0, weight_decay=0.0,
+        per_device_train_batch_size=rl_config.prompts_per_step * rl_config.num_generations,
+        gradient_accumulation_steps=1, num_generations=rl_config.num_generations, num_iterations=1,
+        max_completion_length=rl_config.max_completion_length, temperature=rl_config.temperature,
+        beta=rl_config.kl_beta, seed=seed, data_seed=seed, use_cpu=not on_gpu,
+        bf16=on_gpu and rl_config.precision == "bf16", fp16=False,
+        logging_steps=1, logging_strategy="steps", save_strategy="no", report_to=[], disable_tqdm=True,
+        log_completions=False, dataloader_num_workers=0, shuffle_dataset=True,
+    )
+    if "activation_checkpointing" in names:
+        kwargs["activation_checkpointing"] = False
+    else:
+        kwargs["gradient_checkpointing"] = False
+    return GRPOConfig(**kwargs)
+
+
+def _stage_callback(total: int, desc: str, progress: bool):
+    """A TrainerCallback that shows one tqdm bar per stage with the running reward and collects
+    the reward and KL of every logged step."""
+    from transformers import TrainerCallback
+
+    class StageProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.rewards: list[float] = []
+            self.kl: list[float] = []
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "reward" in logs and logs["reward"] is not None:
+                self.rewards.append(float(logs["reward"]))
+                self.bar.update(1)
+                running = sum(self.rewards[-10:]) / len(self.rewards[-10:])
+                self.bar.set_postfix(reward=f"{running:.3f}")
+            if "kl" in logs and logs["kl"] is not None:
+                self.kl.append(float(logs["kl"]))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return StageProgress()
+
+
+def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, examples, rl_config, seed: int,
+         *, steps: int | None = None, progress: bool = True, desc: str | None = None
+         ) -> tuple[PreTrainedModel, GRPOLog]:
+    """One GRPO stage on ``domain`` through trl's ``GRPOTrainer``; returns (trained model, log).
+
+    Introduced in ``01_sparse_edits`` (experts); chained in ``04_sequential_rl``, short refreshes in
+    ``05_refresh_vs_rollback``. ``examples``: the domain's train :class:`Example` list (prompt, answer,
+    spec); ``rl_config``: an :class:`mdrl_lib.config.RLConfig`; ``steps`` overrides ``rl_config.steps``.
+    Each step samples ``prompts_per_step`` prompts x ``num_generations`` completions (at most
+    ``max_completion_length`` tokens, at ``temperature``), rewards them with
+    ``domain.reward_function()`` and takes one AdamW step at ``lr`` decayed by ``lr_schedule`` within
+    the stage (``linear`` goes to 0 at the last step), with KL weight ``kl_beta``. Full parameters, or
+    LoRA of rank ``lora_rank`` on every linear layer: the adapters are injected into ``model`` and merged
+    back (``merge_and_unload``), so the returned model has the base's parameter names. Either way
+    ``model`` is changed in place: pass a copy to keep the original. The trainer
+    writes nothing (its output directory is a removed temporary one) and prints nothing; a tqdm bar
+    per stage shows the running reward. The same seed and inputs give byte-identical weights.
+    """
+    import shutil
+    import tempfile
+    import time
+    import warnings
+
+    from transformers import PrinterCallback, ProgressCallback
+    from trl import GRPOTrainer
+
+    steps = int(rl_config.steps if steps is None else steps)
+    if steps < 1:
+        raise ValueError(f"grpo: steps must be >= 1, got {steps}")
+    dataset = _examples_dataset(examples)
+    peft_config = None
+    if rl_config.lora_rank > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=rl_config.lora_rank, lora_alpha=2 * rl_config.lora_rank, lora_dropout=0.0,
+                                 target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+    use_cache = getattr(model.config, "use_cache", None)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    callback = _stage_callback(steps, desc or f"GRPO {getattr(domain, 'name', domain)}", progress)
+    output_dir = tempfile.mkdtemp(prefix="mdrl-grpo-")
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            args = _grpo_args(rl_config, seed, steps, output_dir)
+            trainer = GRPOTrainer(model=model, reward_funcs=domain.reward_function(), args=args,
+                                  train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+                                  callbacks=[callback])
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+            trainer.train()
+            trained = trainer.model
+            if peft_config is not None:
+                trained = trained.merge_and_unload()
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    trained.eval()
+    if use_cache is not None:
+        trained.config.use_cache = use_cache  # transformers' Trainer turns it off for training
+    log = GRPOLog(callback.rewards, callback.kl if rl_config.kl_beta > 0 else [], steps, time.perf_counter() - start)
+    return trained, log
+
+
+def save_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory, precision: str = "fp32") -> None:
+    """Write an RL checkpoint. ``fp32``: the weights as they are. ``bf16``: the fp32 master goes to
+    ``master_fp32.safetensors`` and the checkpoint proper (``model.safetensors``, dtype bf16) holds the
+    bf16-rounded weights; ``model`` itself is rounded in place (values bf16-representable, dtype fp32),
+    so later stages and scores see what is stored. Introduced in ``01_sparse_edits`` (C1 both ways)."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from mdrl_lib.models import save_model
+
+    directory = Path(directory)
+    if precision == "bf16":
+        master, seen = {}, set()
+        for name, tensor in model.state_dict().items():
+            if tensor.data_ptr() not in seen:  # tied weights once, under the name save_pretrained keeps
+                seen.add(tensor.data_ptr())
+                master[name] = tensor.detach().contiguous()
+        save_file(master, str(directory / MASTER_FP32), metadata={"format": "pt"})
+        del master
+        with torch.no_grad():
+            for param in model.parameters():
+                param.copy_(param.to(torch.bfloat16).to(param.dtype))
+        dtype = next(model.parameters()).dtype
+        model.to(torch.bfloat16)
+        try:
+            save_model(model, tokenizer, directory)
+        finally:
+            model.to(dtype)
+    elif precision == "fp32":
+        save_model(model, tokenizer, directory)
+    else:
+        raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")

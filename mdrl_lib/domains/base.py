@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 DOMAIN_NAMES: tuple[str, ...] = ("code", "math", "qa", "cw")
@@ -32,10 +32,12 @@ class Example:
 
 @dataclass(frozen=True)
 class Splits:
-    """Disjoint train and eval examples of one domain."""
+    """Disjoint examples of one domain: RL ``train`` prompts, held-out ``eval`` prompts, and a
+    ``warmup`` pool for supervised warm-up (the toy base's "pretraining"; empty at full scale)."""
 
     train: list[Example]
     eval: list[Example]
+    warmup: list[Example] = field(default_factory=list)
 
 
 class Domain(ABC):
@@ -46,8 +48,8 @@ class Domain(ABC):
     default_sizes: tuple[int, int] = (0, 0)  # (train, eval) used when the config asks for 0
 
     def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
-        """(prompt, target) pairs for supervised warm-up: by default the train split's answers."""
-        return [(e.prompt, e.answer) for e in splits.train]
+        """(prompt, target) pairs for supervised warm-up: by default the warm-up pool's answers."""
+        return [(e.prompt, e.answer) for e in splits.warmup]
 
     @abstractmethod
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:

@@ -64,22 +64,23 @@ def run_programs(programs: list[str], targets: list[int], digits: list[str]) -> 
     from mdrl_lib.sandbox import run_python
 
     payload = json.dumps([[p, t, d] for p, t, d in zip(programs, targets, digits)])
-    result = run_python(HARNESS, stdin=payload, timeout_s=10.0)
+    result = run_python(HARNESS, stdin=payload, timeout_s=10.0, max_output_bytes=64 * len(programs) + 4096)
     if not result.ok:
-        raise RuntimeError(f"the code sandbox failed: {result.stderr[-500:]}")
+        reason = "its output was truncated" if result.output_truncated else result.stderr[-500:]
+        raise RuntimeError(f"the code sandbox failed on a batch of {len(programs)} programs: {reason}")
     return json.loads(result.stdout)
 
 
 @register("toy", "code")
 class ToyCode(Domain):
     name, title = "code", "Code"
-    default_sizes = (180, 160)
+    default_sizes = (120, 120)
 
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         rng = rng_for(seed, "code-references")
         tasks = [(t, d, rng.choice(s)) for t, d, s in all_tasks()]
-        train, held_out = take_split(tasks, seed, self.name, train_size, eval_size)
-        return Splits([self._example(*t) for t in train], [self._example(*t) for t in held_out])
+        parts = take_split(tasks, seed, self.name, train_size, eval_size)
+        return Splits(*([self._example(*item) for item in part] for part in parts))
 
     def _example(self, target: int, digit: str, reference: str) -> Example:
         return Example(self.name, prompt("c", f"{target},{digit}"), reference, spec(target=target, digit=digit))

@@ -27,17 +27,17 @@ def rng_for(seed: int, domain: str) -> random.Random:
     return random.Random(f"{seed}:{domain}")
 
 
-def take_split(items: list, seed: int, domain: str, train_size: int, eval_size: int) -> tuple[list, list]:
-    """Shuffle ``items`` by seed and cut disjoint eval (first) and train (next) parts.
-
-    A size larger than what is left gives a clear error naming the counts.
+def take_split(items: list, seed: int, domain: str, train_size: int, eval_size: int) -> tuple[list, list, list]:
+    """Shuffle ``items`` by seed and cut disjoint (train, eval, warm-up) parts: eval first, train next,
+    the rest is the warm-up pool. Sizes that leave no warm-up pool give a clear error naming the counts.
     """
-    if train_size + eval_size > len(items):
+    if train_size + eval_size >= len(items):
         raise ValueError(f"{domain}: asked for {train_size} train + {eval_size} eval items, but the toy "
-                         f"{domain} domain has only {len(items)} distinct prompts")
+                         f"{domain} domain has only {len(items)} distinct prompts and needs some left "
+                         f"for warm-up; ask for fewer than {len(items)} in all")
     shuffled = list(items)
     rng_for(seed, domain).shuffle(shuffled)
-    return shuffled[eval_size:eval_size + train_size], shuffled[:eval_size]
+    return shuffled[eval_size:eval_size + train_size], shuffled[:eval_size], shuffled[eval_size + train_size:]
 
 
 def first_line(completion: str) -> str:

@@ -59,11 +59,11 @@ def rubric(text: str, letters: str, length: int) -> dict[str, bool]:
 @register("toy", "cw")
 class ToyWriting(Domain):
     name, title = "cw", "CW"
-    default_sizes = (400, 200)
+    default_sizes = (300, 200)
 
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
-        train, held_out = take_split(all_tasks(seed), seed, self.name, train_size, eval_size)
-        return Splits([self._example(*t) for t in train], [self._example(*t) for t in held_out])
+        parts = take_split(all_tasks(seed), seed, self.name, train_size, eval_size)
+        return Splits(*([self._example(*item) for item in part] for part in parts))
 
     def _example(self, letters: str, length: int, verse: str) -> Example:
         return Example(self.name, prompt("w", f"{letters}{length}"), verse, spec(letters=letters, length=length))

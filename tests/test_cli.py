@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mdrl_lib.cli import main, parse_value
+
+
+def _notebook(path: Path, parameters: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "00_first.ipynb", 'seed: int = 0  # the seed\nrun_dir: str = ""  # where to write',
+              "from pathlib import Path\nPath(run_dir, f'seed{seed}.txt').write_text(str(seed))")
+    _notebook(folder / "01_second.ipynb", "steps: int = 2  # how many", "assert steps > 0, 'steps must be positive'")
+    return folder
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "run" in out and "params" in out
+
+
+def test_params_lists_types_and_help(notebooks, capsys):
+    assert main(["--notebooks-dir", str(notebooks), "params", "00"]) == 0
+    out = capsys.readouterr().out
+    assert "seed" in out and "int" in out and "the seed" in out
+
+
+def test_run_passes_overrides_and_writes_executed_notebooks(notebooks, tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(run_dir),
+                 "-p", "seed", "3", "-p", "steps", "5"]) == 0
+    assert (run_dir / "seed3.txt").read_text() == "3"
+    executed = sorted(p.name for p in (run_dir / "notebooks").iterdir())
+    assert executed == ["00_first.ipynb", "01_second.ipynb"]
+    cells = json.loads((run_dir / "notebooks" / "01_second.ipynb").read_text())["cells"]
+    assert any("steps = 5" in "".join(c["source"]) for c in cells)
+
+
+def test_failing_notebook_exits_nonzero_naming_notebook_and_cell(notebooks, tmp_path, capsys):
+    code = main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(tmp_path / "run"),
+                 "-p", "steps", "-1"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "01_second.ipynb" in err and "cell" in err and "steps must be positive" in err
+    assert (tmp_path / "run" / "notebooks" / "01_second.FAILED.ipynb").is_file()
+    assert not (tmp_path / "run" / "notebooks" / "01_second.ipynb").exists()
+
+
+def test_unknown_parameter_is_an_error_before_running(notebooks, tmp_path, capsys):
+    code = main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(tmp_path / "run"), "-p", "sead", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'sead'" in err and "seed" in err
+    assert not (tmp_path / "run" / "notebooks").exists() or not any((tmp_path / "run" / "notebooks").iterdir())
+
+
+def test_bad_config_value_is_an_error_before_running(notebooks, tmp_path, capsys):
+    assert main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(tmp_path / "r"), "-p", "seed", "-4"]) == 2
+    assert "seed" in capsys.readouterr().err
+
+
+def test_unknown_notebook_names_the_valid_ones(notebooks, capsys):
+    assert main(["--notebooks-dir", str(notebooks), "params", "07"]) == 2
+    assert "00_first" in capsys.readouterr().err
+
+
+def test_values_are_parsed_like_papermill():
+    assert parse_value("3") == 3 and parse_value("1e-3") == 0.001 and parse_value("code,math") == "code,math"
+
+
+def test_module_entry_point_prints_help():
+    done = subprocess.run([sys.executable, "-m", "mdrl_lib", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "papermill" in done.stdout
