@@ -111,6 +111,8 @@ def run_python(
             "memory_mb": memory_mb,
             "max_processes": max_processes,
             "status_fd": status_write,
+            # Resolved here: inside the sandbox /tmp is masked, and a venv there would vanish.
+            "executable": os.path.realpath(sys.executable),
         }
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(config)],
@@ -309,7 +311,7 @@ def _launch(config: dict) -> None:
 def _become_program(config: dict, status_fd: int) -> None:
     """In the forked child: apply the limits, drop privileges and exec the program's interpreter."""
     uid = config["uid"]
-    executable = os.path.realpath(sys.executable)
+    executable = config["executable"]
     try:
         nproc = config["max_processes"]
         if uid is None and _LINUX:
