@@ -199,7 +199,8 @@ class Kit:
         metrics, so a second request takes seconds. ``.attrs["se"]`` holds the matching standard errors.
         """
         order = self._order(order)
-        artifacts = [self.base(progress=progress), *self.chain(order, progress=progress)]
+        stages = self.chain(order, progress=progress)  # builds the base first if needed, on one thread
+        artifacts = [self.base(progress=progress), *stages]
         frames = {stage: self.scores_of(a) for stage, a in zip(("base", *order), artifacts)}
         from mdrl_lib.evaluation import stage_matrix
 

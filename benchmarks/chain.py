@@ -1,0 +1,125 @@
+"""Benchmark and criterion check for the default toy chain (issue 4; notebooks 04 and 05).
+
+For each seed: builds (or reads from the store) the warmed-up base, the chain Code -> Math -> QA -> CW
+and a Re-Math refresh, then prints the seconds per stage, the stage x domain score matrix, Math's drop
+from right after its stage to the chain end in units of the evaluation's standard error, and the share
+of that drop the refresh recovers (with how far the other domains moved during the refresh).
+
+    python benchmarks/chain.py --seeds 0 1 2 --run-root runs/bench
+    python benchmarks/chain.py --seeds 0 --set rl_steps=300 --set rl_lr=3e-4   # an RL-settings attempt
+
+Timings are honest only for a fresh run root (a cached chain prints the stored build times).
+One torch thread: on this machine's two cores the tiny model is far slower with two.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mdrl_lib.config import RunConfig  # noqa: E402
+from mdrl_lib.kit import Kit  # noqa: E402
+
+
+def parse_set(items: list[str]) -> dict:
+    """``name=value`` overrides of notebook parameters (values parsed as Python literals)."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value
+    return out
+
+
+def run_seed(seed: int, root: Path, overrides: dict, progress: bool) -> dict:
+    """Build and measure one seed; returns the figures printed and collected in the summary."""
+    config = RunConfig.from_params(seed=seed, run_dir=str(root / f"seed{seed}"), **overrides)
+    kit = Kit(config)
+    order = config.order
+    t0 = time.perf_counter()
+    base = kit.base(progress=progress)
+    t_base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stages = kit.chain(order, progress=progress)
+    matrix = kit.score_matrix(order, progress=progress)
+    t_chain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    refresh = kit.refreshed("math", order=order, progress=progress)
+    t_refresh = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    kit.chain(order, progress=False)
+    kit.score_matrix(order, progress=False)
+    t_cached = time.perf_counter() - t0
+
+    se = matrix.attrs["se"]
+    math_stage = order.index("math")
+    after_math = matrix.iloc[1 + math_stage]["math"]
+    after_math_se = se.iloc[1 + math_stage]["math"]
+    end, end_se = matrix.iloc[-1]["math"], se.iloc[-1]["math"]
+    drop = after_math - end
+    refreshed = refresh.metrics["scores"]
+    recovery = (refreshed["math"] - end) / drop if drop > 0 else float("nan")
+    others = {d: refreshed[d] - matrix.iloc[-1][d] for d in matrix.columns if d != "math"}
+
+    print(f"\n=== seed {seed} ({config.rl.steps} steps/stage, lr {config.rl.lr}, "
+          f"{config.rl.prompts_per_step}x{config.rl.num_generations}, refresh {config.rl.refresh_steps}) ===")
+    print(f"base (warm-up {config.warmup.steps} steps): {base.manifest['seconds']:.1f} s stored, "
+          f"{t_base:.1f} s this call")
+    for name, stage in zip(order, stages):
+        print(f"  stage {name:5s}: {stage.manifest['seconds']:6.1f} s (GRPO {stage.metrics['log']['seconds']:.1f} s"
+              f", mean reward first/last 10 steps {_mean(stage.metrics['log']['rewards'][:10]):.3f}"
+              f"/{_mean(stage.metrics['log']['rewards'][-10:]):.3f})")
+    print(f"  refresh    : {refresh.manifest['seconds']:6.1f} s")
+    print(f"chain + score matrix this call: {t_chain:.1f} s; refresh: {t_refresh:.1f} s; "
+          f"cached chain + matrix: {t_cached:.2f} s")
+    print(matrix.round(3).to_string())
+    print(f"Math after its stage {after_math:.3f} (se {after_math_se:.3f}), chain end {end:.3f} (se {end_se:.3f}): "
+          f"drop {drop:+.3f} = {drop / after_math_se:.1f} se "
+          f"({drop / math.hypot(after_math_se, end_se):.1f} se of the difference)")
+    print(f"Re-Math refresh: Math {end:.3f} -> {refreshed['math']:.3f}, recovers {recovery:.0%} of the drop; "
+          f"others moved " + ", ".join(f"{d} {v:+.3f}" for d, v in others.items()))
+    return {"seed": seed, "drop": drop, "drop_se": drop / after_math_se, "recovery": recovery,
+            "others": others, "chain_seconds": t_chain, "stage_seconds": [s.manifest["seconds"] for s in stages],
+            "base_seconds": base.manifest["seconds"], "refresh_seconds": refresh.manifest["seconds"],
+            "cached_seconds": t_cached, "matrix": matrix.round(4).to_dict(), "refresh": refreshed}
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--run-root", default="runs/bench-chain")
+    parser.add_argument("--set", action="append", default=[], help="a notebook parameter, name=value")
+    parser.add_argument("--json", default="", help="also write the per-seed figures to this file")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+    overrides = parse_set(args.set)
+    results = [run_seed(s, Path(args.run_root), overrides, not args.no_progress) for s in args.seeds]
+    print("\n=== summary ===")
+    for r in results:
+        ok = r["drop_se"] > 2 and r["recovery"] >= 0.5
+        print(f"seed {r['seed']}: drop {r['drop_se']:.1f} se, recovery {r['recovery']:.0%}, "
+              f"chain+matrix {r['chain_seconds']:.0f} s -> {'meets' if ok else 'misses'} the criterion")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""More than one process (issue 4, item 6): a GRPO stage under `accelerate launch` with two CPU
+processes, and the files that configure full scale (accelerate, DeepSpeed ZeRO-3, vLLM settings).
+
+The two-process run uses a tiny setting (80 warm-up steps of the default toy model, 2 GRPO steps of
+2 prompts x 4 completions on CW, whose rubric gives partial credit so that the weights really move);
+it takes about 15 s on two cores and is bounded at 90 s.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from mdrl_lib.config import RunConfig
+from mdrl_lib.kit import Kit
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "grpo_stage.py"
+CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
+ZERO3 = ROOT / "configs" / "accelerate" / "multi_gpu_zero3.yaml"
+GRPO_FULL = ROOT / "configs" / "grpo_full.yaml"
+LAUNCH_TIMEOUT_S = 90
+TINY_FLAGS = ["--warmup-steps", "80", "--steps", "2", "--prompts-per-step", "2", "--num-generations", "4",
+              "--train-size", "50", "--eval-size", "20", "--no-progress"]
+TINY_PARAMS = dict(warmup_steps=80, rl_steps=2, rl_prompts_per_step=2, rl_num_generations=4, data_train_size=50,
+                   data_eval_size=20)
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("grpo_stage", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_bounded(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``command`` on CPU only; on timeout kill its whole process group and fail with its output."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"{' '.join(command[:6])} ... took over {timeout} s\n{out[-2000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def tensor_names(path: Path) -> set[str]:
+    with safe_open(str(path / "model.safetensors"), "pt") as handle:
+        return set(handle.keys())
+
+
+def test_a_stage_trains_with_two_cpu_processes_and_is_stored_once_where_the_kit_looks(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_bounded([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+                          str(SCRIPT), "--domain", "cw", "--run-dir", str(run_dir), *TINY_FLAGS], LAUNCH_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])  # printed once, by the main process
+    assert summary["num_processes"] == 2 and len(summary["stages"]) == 1
+
+    kit = Kit(RunConfig.from_params(run_dir=str(run_dir), **TINY_PARAMS))
+    stores = sorted(p.name for p in kit.store.root.iterdir() if p.name != ".tmp")
+    assert stores == sorted([kit.base_key(), kit.stage_key(("cw",))])  # one stage, written once
+    assert not any((kit.store.root / ".tmp").glob("*")), "a half-written artifact was left behind"
+    expert = kit.expert("cw", progress=False)  # served from the store: the notebooks find it
+    metrics = expert.metrics
+    assert metrics["num_processes"] == 2 and metrics["prompts_per_process"] == 1
+    assert metrics["distributed_type"].endswith("MULTI_CPU")
+    assert len(metrics["log"]["rewards"]) == 2 and set(metrics["scores"]) == {"code", "math", "qa", "cw"}
+    base = kit.base(progress=False)
+    assert tensor_names(expert.path) == tensor_names(base.path)
+    with safe_open(str(base.path / "model.safetensors"), "pt") as a, \
+            safe_open(str(expert.path / "model.safetensors"), "pt") as b:
+        assert any(not torch.equal(a.get_tensor(n), b.get_tensor(n)) for n in a.keys()), "GRPO changed nothing"
+
+
+def test_prompts_are_split_over_processes_with_clear_errors():
+    script = load_script()
+    config = RunConfig.from_params(rl_prompts_per_step=8, rl_num_generations=4)
+    local, overrides = script.per_process_batch(config, 2, {})
+    assert local.prompts_per_step == 4 and overrides == {}
+    local, overrides = script.per_process_batch(config, 2, {"gradient_accumulation_steps": 4})
+    assert overrides == {"gradient_accumulation_steps": 4, "per_device_train_batch_size": 4}
+    with pytest.raises(script.UsageError, match="must divide by the number of processes"):
+        script.per_process_batch(config, 3, {})
+    with pytest.raises(script.UsageError, match="must divide the completions per process"):
+        script.per_process_batch(config, 2, {"gradient_accumulation_steps": 3})
+
+
+def test_bad_flags_exit_2_with_one_line(capsys):
+    script = load_script()
+    assert script.main(["--domain", "math", "--heads", "3", "--hidden-size", "32"]) == 2
+    assert "must divide --hidden-size" in capsys.readouterr().err
+    assert script.main(["--order", "math,physics"]) == 2
+    assert "unknown domain 'physics'" in capsys.readouterr().err
+
+
+def test_the_full_scale_grpo_settings_are_real_grpo_config_fields(tmp_path):
+    script = load_script()
+    overrides = script.load_grpo_overrides(GRPO_FULL)
+    assert overrides["use_vllm"] is True and overrides["vllm_mode"] == "colocate"
+    assert 0 < overrides["vllm_gpu_memory_utilization"] < 1
+    bad = tmp_path / "bad.yaml"
+    for text, message in [("vllm_gpu_memory_utilisation: 0.3\n", "did you mean 'vllm_gpu_memory_utilization'"),
+                          ("learning_rate: 0.1\n", "set by the kit"),
+                          ("use_vllm: 'yes'\n", "expects a bool"),
+                          ("- use_vllm\n", "must hold a mapping")]:
+        bad.write_text(text)
+        with pytest.raises(script.UsageError, match=message):
+            script.load_grpo_overrides(bad)
+
+
+def test_overrides_reach_the_grpo_config_that_training_builds(tmp_path):
+    from mdrl_lib import training
+
+    script = load_script()
+    rl = RunConfig.from_params(rl_prompts_per_step=2, rl_num_generations=4).rl
+    original = training._grpo_args
+    overrides = {"activation_checkpointing": True, "gradient_accumulation_steps": 2,
+                 "per_device_train_batch_size": 4, "vllm_gpu_memory_utilization": 0.5}
+    with script.grpo_config_overrides(overrides):
+        args = training._grpo_args(rl, 0, 3, str(tmp_path))
+    assert training._grpo_args is original
+    assert args.activation_checkpointing and args.gradient_checkpointing
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
+    assert args.generation_batch_size == 8 and args.steps_per_generation == 2  # 2 prompts x 4 per optimizer step
+    assert args.vllm_gpu_memory_utilization == 0.5 and args.learning_rate == rl.lr and args.max_steps == 3
+
+
+def test_accelerate_configs_load_and_zero3_points_at_its_deepspeed_file():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    cpu = load_config_from_file(str(CPU_2PROC))
+    assert cpu.num_processes == 2 and cpu.use_cpu
+    zero3 = load_config_from_file(str(ZERO3))
+    ds_file = ROOT / zero3.deepspeed_config["deepspeed_config_file"]
+    ds = json.loads(ds_file.read_text())
+    assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] == "auto"
+    assert "optimizer" not in ds and "scheduler" not in ds  # the kit's AdamW and rate schedule apply
+    args = launch_command_parser().parse_args(["--config_file", str(ZERO3), str(SCRIPT), "--domain", "math"])
+    args, _, mixed_precision_from_config = _validate_launch_command(args)
+    assert args.use_deepspeed and args.zero3_init_flag and not mixed_precision_from_config
+
+
+def test_the_cpu_copy_used_after_zero3_stores_exactly_what_the_model_would(tmp_path):
+    """Under ZeRO-3 the stage is stored from a CPU copy of the gathered weights (the gathering itself
+    needs DeepSpeed and GPUs and is not run here); the copy must store byte-identical checkpoints."""
+    from mdrl_lib.models import build_toy_model, build_toy_tokenizer
+    from mdrl_lib.training import MASTER_FP32, save_stage
+
+    script = load_script()
+    tokenizer = build_toy_tokenizer()
+    model = build_toy_model(RunConfig().model, tokenizer, seed=0)
+    state = {name: p.detach().float().clone() for name, p in model.named_parameters()}
+    copy = script.cpu_copy(model, state)
+    assert copy.lm_head.weight is copy.model.embed_tokens.weight
+    for name, source in (("direct", model), ("copy", copy)):
+        (tmp_path / name).mkdir()
+        save_stage(source, tokenizer, tmp_path / name, "bf16")
+    for file in ("model.safetensors", MASTER_FP32):
+        with safe_open(str(tmp_path / "direct" / file), "pt") as a, safe_open(str(tmp_path / "copy" / file), "pt") as b:
+            assert set(a.keys()) == set(b.keys())
+            assert all(torch.equal(a.get_tensor(n), b.get_tensor(n)) for n in a.keys())
