@@ -19,12 +19,13 @@ import torch
 
 from mdrl_lib.config import ConfigError, RunConfig, parse_order
 from mdrl_lib.domains.base import DOMAIN_NAMES, Domain, Splits, get_domain
+from mdrl_lib.domains.toy import WORLD_VERSION
 from mdrl_lib.store import Artifact, Store, cache_key
 from mdrl_lib.training import stage_seed
 
 # The toy base must know Math best (GRPO finds nothing to climb below about 0.3) and Code needs
 # more practice than the table look-ups of QA or the form of CW; see notebook 00.
-TOY_WARMUP_WEIGHTS = {"math": 3.0, "code": 2.0, "qa": 1.0, "cw": 1.0}
+TOY_WARMUP_WEIGHTS = {"math": 4.0, "code": 2.0, "qa": 1.0, "cw": 1.0}
 TOY_ANNEAL_STEPS = 400
 
 
@@ -68,18 +69,29 @@ class Kit:
         """Each domain with its eval examples, as :func:`mdrl_lib.evaluation.score_domains` takes them."""
         return {n: (self.domain(n), self.splits(n).eval) for n in DOMAIN_NAMES}
 
+    def base_fields(self) -> dict:
+        """What the base depends on: scale, seed, model, data and warm-up settings, and at toy scale
+        the toy world's version (so a changed world never reuses an old base)."""
+        fields = self.config.fields_for("model", "data", "warmup")
+        if self.config.scale == "toy":
+            fields["world"] = WORLD_VERSION
+        return fields
+
     def base_key(self) -> str:
-        return cache_key("base", self.config.fields_for("model", "data", "warmup"))
+        return cache_key("base", self.base_fields())
 
     def base(self, progress: bool = True) -> Artifact:
         """The base model: at toy scale built and warmed up here; at full scale the pretrained model."""
-        fields = self.config.fields_for("model", "data", "warmup")
         return self.store.get_or_create(self.base_key(), lambda d: self._build_base(d, progress),
-                                        config=fields, seed=self.config.seed)
+                                        config=self.base_fields(), seed=self.config.seed)
 
     def _build_base(self, directory: Path, progress: bool) -> dict:
+        with self._compute_threads():
+            return self._warm_up_base(directory, progress)
+
+    def _warm_up_base(self, directory: Path, progress: bool) -> dict:
         from mdrl_lib.evaluation import score_domains
-        from mdrl_lib.models import build_toy_model, build_toy_tokenizer, load_model, parameter_count, save_model
+        from mdrl_lib.models import build_toy_model, build_toy_tokenizer, parameter_count, save_model
         from mdrl_lib.training import warmup
 
         if self.config.scale == "full":
@@ -110,7 +122,8 @@ class Kit:
         from mdrl_lib.evaluation import score_domains
 
         model, tokenizer = self.load(artifact)
-        return score_domains(model, tokenizer, self.evals, max_new_tokens=self.config.rl.max_completion_length)
+        with self._compute_threads():
+            return score_domains(model, tokenizer, self.evals, max_new_tokens=self.config.rl.max_completion_length)
 
 
     # ---- RL artifacts: experts (01_sparse_edits), chains and the score matrix (04_sequential_rl),
@@ -238,7 +251,7 @@ class Kit:
         if found is not None:
             return found
         config = {**describe, "base": self.base_key(), "parent": parent.key, "rl": self.rl_fields(),
-                  "steps": steps, "stage_seed": seed, "run": self.config.fields_for("model", "data", "warmup")}
+                  "steps": steps, "stage_seed": seed, "run": self.base_fields()}
         return self.store.get_or_create(
             key, lambda directory: self._build_stage(directory, parent, domain, steps, seed, desc, progress),
             config=config, seed=self.config.seed)

@@ -2,7 +2,6 @@
 mixed GRPO groups and the stage x domain matrix, checked by hand on fake domains."""
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
@@ -13,25 +12,13 @@ from mdrl_lib.config import ModelConfig
 from mdrl_lib.domains.base import Domain, Example, Splits
 from mdrl_lib.domains.toy import spec
 from mdrl_lib.evaluation import generate, mixed_group_share, score_domain, score_domains, stage_matrix, standard_error
-from mdrl_lib.models import build_toy_model, build_toy_tokenizer
+from mdrl_lib.models import build_toy_model
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 PROMPTS = ["m:1+2=", "q:bax age?=", "w:bg12=", "c:17,3=", "m:29-29="]
 NEW = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not slow to a crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_toy_tokenizer()
 
 
 @pytest.fixture(scope="module")

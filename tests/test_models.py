@@ -7,25 +7,13 @@ import torch
 
 from mdrl_lib.config import ModelConfig
 from mdrl_lib.domains.toy import ALPHABET
-from mdrl_lib.models import build_toy_model, build_toy_tokenizer, load_model, parameter_count, save_model
+from mdrl_lib.models import build_toy_model, load_model, parameter_count, save_model
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not slow to a crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 TOY_STRINGS = ["m:12+7=", "19", "c:17,3=", "3*5+2", "q:bax age?=", "f:bax age?=", "w:bg12=", "2 bat 17 gem",
                " a b ", "  ", ALPHABET]
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_toy_tokenizer()
 
 
 def ids_of(text: str) -> list[int]:

@@ -19,13 +19,6 @@ TINY = dict(warmup_steps=80, data_train_size=50, data_eval_size=40, rl_steps=3, 
             rl_prompts_per_step=2, rl_num_generations=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

@@ -8,24 +8,12 @@ import torch.nn.functional as F
 
 from mdrl_lib.config import ModelConfig
 from mdrl_lib.domains.base import get_domain
-from mdrl_lib.models import build_toy_model, build_toy_tokenizer
+from mdrl_lib.models import build_toy_model
 from mdrl_lib.training import IGNORE, collate, encode_pairs, warmup, warmup_rate
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not slow to a crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_toy_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import random
 
+# Bump when a toy domain's data, prompts or verifier change: cached bases and stages are keyed by it.
+WORLD_VERSION = 2
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz+-*() ,:=?"
 
 
