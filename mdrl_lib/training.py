@@ -15,6 +15,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE = -100
+# Progress bars redraw at most this often: in a notebook every redraw is a kernel message, and a
+# flood of them overflows the kernel's output queue while a test runner waits for the cell to end.
+PROGRESS_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def warmup(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     model.train()
     losses, running = [], 0.0
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc="warm-up", disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc="warm-up", disable=not progress, leave=False, mininterval=PROGRESS_INTERVAL_S)
     for step in bar:
         chosen = rng.choices(names, weights=domain_weights, k=batch_size)
         batch = collate([rng.choice(encoded[n]) for n in chosen], tokenizer.pad_token_id)
@@ -90,7 +93,7 @@ def warmup(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         running += loss.item()
         if (step + 1) % log_every == 0:
             losses.append(running / log_every)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             running = 0.0
     model.eval()
     if not all(math.isfinite(x) for x in losses):
@@ -181,7 +184,8 @@ def _stage_callback(total: int, desc: str, progress: bool):
             self.bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+            self.bar = tqdm(total=total, desc=desc, disable=not progress, leave=False,
+                            mininterval=PROGRESS_INTERVAL_S)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -189,7 +193,7 @@ def _stage_callback(total: int, desc: str, progress: bool):
                 self.rewards.append(float(logs["reward"]))
                 self.bar.update(1)
                 running = sum(self.rewards[-10:]) / len(self.rewards[-10:])
-                self.bar.set_postfix(reward=f"{running:.3f}")
+                self.bar.set_postfix(reward=f"{running:.3f}", refresh=False)
             if "kl" in logs and logs["kl"] is not None:
                 self.kl.append(float(logs["kl"]))
 
