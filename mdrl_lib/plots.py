@@ -37,5 +37,5 @@ def plot_domain_scores(scores: pd.DataFrame, title: str, ylabel: str = "held-out
     labels = [DOMAIN_TITLES.get(d, d) for d in scores["domain"]]
     ax.bar(labels, scores["score"], yerr=2 * scores["se"], capsize=4,
            color=[DOMAIN_COLORS.get(d, "grey") for d in scores["domain"]])
-    ax.set(ylim=(0, 1.05), xlabel="domain", ylabel=ylabel, title=title)
+    ax.set(ylim=(0, 1.05), xlabel="domain (whiskers: ±2 standard errors)", ylabel=ylabel, title=title)
     return ax
