@@ -1,5 +1,5 @@
 # The two commands of the README's quickstart: `make toy` and `make test`.
-# Both create the virtual environment on first use (Python 3.10-3.12; CPU torch 2.13.0).
+# Both create the virtual environment on first use (Python 3.11 or 3.12; CPU torch 2.13.0).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
