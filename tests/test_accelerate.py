@@ -7,11 +7,7 @@ it takes about 15 s on two cores and is bounded at 90 s.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +17,7 @@ from safetensors import safe_open
 
 from mdrl_lib.config import RunConfig
 from mdrl_lib.kit import Kit
+from script_runner import load_script, run_bounded
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "grpo_stage.py"
@@ -34,27 +31,6 @@ TINY_PARAMS = dict(warmup_steps=80, rl_steps=2, rl_prompts_per_step=2, rl_num_ge
                    data_eval_size=20)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("grpo_stage", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_bounded(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run ``command`` on CPU only; on timeout kill its whole process group and fail with its output."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"{' '.join(command[:6])} ... took over {timeout} s\n{out[-2000:]}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
-
-
 def tensor_names(path: Path) -> set[str]:
     with safe_open(str(path / "model.safetensors"), "pt") as handle:
         return set(handle.keys())
@@ -63,7 +39,8 @@ def tensor_names(path: Path) -> set[str]:
 def test_a_stage_trains_with_two_cpu_processes_and_is_stored_once_where_the_kit_looks(tmp_path):
     run_dir = tmp_path / "run"
     result = run_bounded([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
-                          str(SCRIPT), "--domain", "cw", "--run-dir", str(run_dir), *TINY_FLAGS], LAUNCH_TIMEOUT_S)
+                          str(SCRIPT), "--domain", "cw", "--run-dir", str(run_dir), *TINY_FLAGS], LAUNCH_TIMEOUT_S,
+                         OMP_NUM_THREADS="1")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])  # printed once, by the main process
     assert summary["num_processes"] == 2 and len(summary["stages"]) == 1
@@ -85,7 +62,7 @@ def test_a_stage_trains_with_two_cpu_processes_and_is_stored_once_where_the_kit_
 
 
 def test_prompts_are_split_over_processes_with_clear_errors():
-    script = load_script()
+    script = load_script(SCRIPT)
     config = RunConfig.from_params(rl_prompts_per_step=8, rl_num_generations=4)
     local, overrides = script.per_process_batch(config, 2, {})
     assert local.prompts_per_step == 4 and overrides == {}
@@ -98,7 +75,7 @@ def test_prompts_are_split_over_processes_with_clear_errors():
 
 
 def test_bad_flags_exit_2_with_one_line(capsys):
-    script = load_script()
+    script = load_script(SCRIPT)
     assert script.main(["--domain", "math", "--heads", "3", "--hidden-size", "32"]) == 2
     assert "must divide --hidden-size" in capsys.readouterr().err
     assert script.main(["--order", "math,physics"]) == 2
@@ -106,7 +83,7 @@ def test_bad_flags_exit_2_with_one_line(capsys):
 
 
 def test_the_full_scale_grpo_settings_are_real_grpo_config_fields(tmp_path):
-    script = load_script()
+    script = load_script(SCRIPT)
     overrides = script.load_grpo_overrides(GRPO_FULL)
     assert overrides["use_vllm"] is True and overrides["vllm_mode"] == "colocate"
     assert 0 < overrides["vllm_gpu_memory_utilization"] < 1
@@ -123,7 +100,7 @@ def test_the_full_scale_grpo_settings_are_real_grpo_config_fields(tmp_path):
 def test_overrides_reach_the_grpo_config_that_training_builds(tmp_path):
     from mdrl_lib import training
 
-    script = load_script()
+    script = load_script(SCRIPT)
     rl = RunConfig.from_params(rl_prompts_per_step=2, rl_num_generations=4).rl
     original = training._grpo_args
     overrides = {"activation_checkpointing": True, "gradient_accumulation_steps": 2,
@@ -159,7 +136,7 @@ def test_the_cpu_copy_used_after_zero3_stores_exactly_what_the_model_would(tmp_p
     from mdrl_lib.models import build_toy_model, build_toy_tokenizer
     from mdrl_lib.training import MASTER_FP32, save_stage
 
-    script = load_script()
+    script = load_script(SCRIPT)
     tokenizer = build_toy_tokenizer()
     model = build_toy_model(RunConfig().model, tokenizer, seed=0)
     state = {name: p.detach().float().clone() for name, p in model.named_parameters()}

@@ -6,45 +6,23 @@ against the published parameter count by building it on the meta device (no memo
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from script_runner import load_script, run_bounded
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_smoke.py"
 TINY_TIMEOUT_S = 60
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_smoke", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_bounded(arguments: list[str], timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"gpu_smoke.py {' '.join(arguments)} took over {timeout} s\n{out[-2000:]}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(arguments, process.returncode, out, err)
-
-
 def test_tiny_smoke_runs_three_grpo_steps_and_an_edits_pass(tmp_path):
     report_path = tmp_path / "report.json"
-    result = run_bounded(["--tiny", "--report", str(report_path), "--work-dir", str(tmp_path / "work")],
+    result = run_bounded([sys.executable, str(SCRIPT), "--tiny", "--report", str(report_path),
+                          "--work-dir", str(tmp_path / "work")],
                          TINY_TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -60,7 +38,7 @@ def test_tiny_smoke_runs_three_grpo_steps_and_an_edits_pass(tmp_path):
 def test_full_size_refuses_a_machine_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here; the refusal is for CPU-only machines")
-    result = run_bounded([], TINY_TIMEOUT_S)
+    result = run_bounded([sys.executable, str(SCRIPT)], TINY_TIMEOUT_S)
     assert result.returncode == 2
     assert "needs a CUDA GPU" in result.stderr and "--tiny" in result.stderr
 
@@ -68,7 +46,7 @@ def test_full_size_refuses_a_machine_without_a_gpu():
 def test_the_hand_written_config_is_qwen3_4b():
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    script = load_script()
+    script = load_script(SCRIPT)
     with torch.device("meta"):
         model = Qwen3ForCausalLM(Qwen3Config(**script.QWEN3_4B))
     parameters = sum(p.numel() for p in model.parameters())
