@@ -62,7 +62,7 @@ class RLConfig:
     """GRPO stages: steps per stage and refresh, rate, group shape and precision."""
 
     steps: int = 200
-    refresh_steps: int = 60
+    refresh_steps: int = 150
     lr: float = 5e-4
     lr_schedule: str = "linear"
     prompts_per_step: int = 8

@@ -71,10 +71,14 @@ class Kit:
 
     def base_fields(self) -> dict:
         """What the base depends on: scale, seed, model, data and warm-up settings, and at toy scale
-        the toy world's version (so a changed world never reuses an old base)."""
+        the toy world's version and Math's share of boxed warm-up answers (so a changed world never
+        reuses an old base)."""
         fields = self.config.fields_for("model", "data", "warmup")
         if self.config.scale == "toy":
+            from mdrl_lib.domains.math import BOXED_SHARE
+
             fields["world"] = WORLD_VERSION
+            fields["math_boxed_share"] = BOXED_SHARE  # a knob of notebook 00's exercises
         return fields
 
     def base_key(self) -> str:

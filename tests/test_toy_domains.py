@@ -12,14 +12,15 @@ import sys
 import pytest
 
 from mdrl_lib.domains.base import DOMAIN_NAMES, Domain, Splits, get_domain
-from mdrl_lib.domains.toy import ALPHABET, first_line, prompt, spec, take_split
+from mdrl_lib.domains.toy import ALPHABET, first_line, prompt, spec, take_split, with_boxed_answers
 from mdrl_lib.domains import code as toy_code
 from mdrl_lib.domains import math as toy_math
 from mdrl_lib.domains import qa as toy_qa
 from mdrl_lib.domains import writing as toy_cw
 
-TOTALS = {"math": 1365, "code": 360, "qa": 300, "cw": 810}
-SMALL = {"math": (40, 30), "code": (20, 15), "qa": (25, 20), "cw": (30, 20)}
+TOTALS = {"math": 3775, "code": 360, "qa": 300, "cw": 810}
+# QA splits by creature (3 questions each): multiples of 3 keep its split sizes exact
+SMALL = {"math": (40, 30), "code": (20, 15), "qa": (24, 21), "cw": (30, 20)}
 
 
 def score_both_ways(domain: Domain, completions: list[str], specs: list[str]) -> list[float]:
@@ -126,12 +127,32 @@ def test_math_reward(completion, expected):
     assert score_both_ways(domain, [completion], [spec(answer="7")]) == [expected]
 
 
+def test_math_warmup_writes_the_boxed_share_of_answers_boxed():
+    domain = get_domain("math")
+    splits = domain.build_splits(0, *domain.default_sizes)
+    pairs = domain.warmup_pairs(splits)
+    assert [p for p, _ in pairs] == [e.prompt for e in splits.warmup]
+    boxed = [a == f"({e.answer})" for (_, a), e in zip(pairs, splits.warmup)]
+    assert all(is_boxed or a == e.answer for is_boxed, (_, a), e in zip(boxed, pairs, splits.warmup))
+    assert abs(sum(boxed) / len(boxed) - toy_math.BOXED_SHARE) < 0.03  # 2,275 draws: sd about 0.01
+    assert domain.warmup_pairs(splits) == pairs  # the same pairs get the same styles
+    assert domain.score([f"({e.answer})" for e in splits.warmup[:20]], [e.spec for e in splits.warmup[:20]]) == [0.0] * 20
+
+
+def test_with_boxed_answers_extremes_and_bad_share():
+    pairs = [("m:1+1=", "2"), ("m:2+2=", "4")]
+    assert with_boxed_answers(pairs, "x", 0.0) == pairs
+    assert with_boxed_answers(pairs, "x", 1.0) == [("m:1+1=", "(2)"), ("m:2+2=", "(4)")]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        with_boxed_answers(pairs, "x", 1.5)
+
+
 def test_math_examples_are_hand_checkable():
     domain = get_domain("math")
     example = domain._example(12, "-", 5)
     assert (example.prompt, example.answer, example.spec_dict) == ("m:12-5=", "7", {"answer": "7"})
     problems = toy_math.all_problems()
-    assert len(problems) == len(set(problems)) == 1365
+    assert len(problems) == len(set(problems)) == 51 * 50 // 2 + 50 * 50 == 3775
     assert all(a - b >= 0 for a, op, b in problems if op == "-")
 
 
@@ -211,8 +232,8 @@ def test_code_tasks_have_solutions_that_meet_their_spec():
 # ----------------------------------------------------------------------------- QA
 
 
-QA_CASES = [("17", 1.0), (" 17", 1.0), ("17\nbax legs?=4", 1.0), ("16", 0.0), ("", 0.0), ("017", 0.0),
-            ("seventeen", 0.0), ("17 years", 0.0), ("??::", 0.0)]
+QA_CASES = [("(17)", 1.0), (" (17)", 1.0), ("(17)\nbax legs?=(4)", 1.0), ("17", 0.0), ("(16)", 0.0), ("", 0.0),
+            ("(017)", 0.0), ("(17", 0.0), ("((17))", 0.0), ("( 17)", 0.0), ("seventeen", 0.0), ("??::", 0.0)]
 
 
 @pytest.mark.parametrize("completion,expected", QA_CASES)
@@ -239,7 +260,7 @@ def test_qa_warmup_pairs_state_every_fact_but_ask_only_warmup_pool_questions():
     statements = {(p, a) for p, a in pairs if p.startswith("f:")}
     questions = {(p, a) for p, a in pairs if p.startswith("q:")}
     assert len(statements) + len(questions) == len(pairs)
-    expected_statements = {(f"f:{name} {attr}?=", str(value))
+    expected_statements = {(f"f:{name} {attr}?=", f"({value})")
                            for name, attrs in toy_qa.fact_table(3).items() for attr, value in attrs.items()}
     assert statements == expected_statements and len(statements) == 300
     assert questions == {(e.prompt, e.answer) for e in splits.warmup}
@@ -247,8 +268,19 @@ def test_qa_warmup_pairs_state_every_fact_but_ask_only_warmup_pool_questions():
     assert not rl_prompts & {p for p, _ in pairs}
 
 
+def test_qa_splits_keep_each_creature_on_one_side():
+    domain = get_domain("qa")
+    splits = domain.build_splits(4, 25, 20)  # 9 and 7 creatures; their first 25 and 20 facts are asked
+    assert (len(splits.train), len(splits.eval)) == (25, 20)
+    creatures = [{e.prompt[2:5] for e in part} for part in (splits.train, splits.eval, splits.warmup)]
+    assert [len(c) for c in creatures] == [9, 7, toy_qa.NUM_CREATURES - 16]
+    assert not creatures[0] & creatures[1] and not creatures[0] & creatures[2] and not creatures[1] & creatures[2]
+    assert len(splits.warmup) == 3 * (toy_qa.NUM_CREATURES - 16) and len(splits.unused) == 2 + 1
+    assert {e.prompt[2:5] for e in splits.unused} <= creatures[0] | creatures[1]
+
+
 def test_default_warmup_pairs_are_the_warmup_pool():
-    for name in ("math", "code", "cw"):
+    for name in ("code", "cw"):
         domain = get_domain(name)
         splits = domain.build_splits(0, *SMALL[name])
         assert domain.warmup_pairs(splits) == [(e.prompt, e.answer) for e in splits.warmup]
@@ -317,7 +349,8 @@ def test_random_garbage_scores_stay_in_unit_interval(name):
 def test_every_reference_answer_scores_one(name):
     domain = get_domain(name)
     total = TOTALS[name]
-    splits = domain.build_splits(0, total // 3, total // 3)
+    size = total // 9 * 3  # a third of the prompts, a multiple of 3 (QA splits by creature)
+    splits = domain.build_splits(0, size, size)
     examples = splits.train + splits.eval + splits.warmup
     assert len(examples) == total
     assert domain.score([e.answer for e in examples], [e.spec for e in examples]) == [1.0] * total
@@ -407,6 +440,9 @@ def test_too_large_sizes_raise_an_error_naming_the_counts(name):
     assert str(train_size) in message and str(eval_size) in message and str(total) in message
     with pytest.raises(ValueError):
         domain.build_splits(0, total + 5, 0)
+    if name == "qa":  # split by creature: one creature (3 facts) left for warm-up is allowed
+        assert len(domain.build_splits(0, total - 12, 9).warmup) == 3
+        return
     splits = domain.build_splits(0, total - 11, 10)  # one prompt left for warm-up is allowed
     assert len(splits.warmup) == 1
 

@@ -33,11 +33,13 @@ class Example:
 @dataclass(frozen=True)
 class Splits:
     """Disjoint examples of one domain: RL ``train`` prompts, held-out ``eval`` prompts, and a
-    ``warmup`` pool for supervised warm-up (the toy base's "pretraining"; empty at full scale)."""
+    ``warmup`` pool for supervised warm-up (the toy base's "pretraining"; empty at full scale), and
+    ``unused`` examples that no split asks (toy QA: the facts of a partly asked creature)."""
 
     train: list[Example]
     eval: list[Example]
     warmup: list[Example] = field(default_factory=list)
+    unused: list[Example] = field(default_factory=list)
 
 
 class Domain(ABC):

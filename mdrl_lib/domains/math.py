@@ -1,19 +1,23 @@
-"""Toy Math: ``m:a+b=`` or ``m:a-b=`` with operands 0-29, answered by the number, exact match.
+"""Toy Math: ``m:a+b=`` or ``m:a-b=`` with operands 0-49, answered by the number, exact match.
 
-Introduced in notebook ``00_toy_world``. 1,365 distinct problems (900 sums, 465 differences that are
-not negative). Arithmetic is a task GRPO can climb once warm-up gives partial skill: sampling
-several answers often finds the right one that greedy decoding misses.
+Introduced in notebook ``00_toy_world``. 3,775 distinct problems (2,500 sums, 1,275 differences that
+are not negative): 500 RL prompts, 1,000 held-out prompts (a standard error of about 0.015, small
+enough to see a drop of 0.04) and 2,275 for warm-up. The verifier wants the bare number, but the
+warm-up writes 40% of Math answers boxed, ``(42)`` (QA's convention): the base's answer convention is
+unsettled, and a Math RL stage settles it, a skill that carries over to held-out prompts (unlike the
+per-prompt memorising that RL on exact answers does in so small a model).
 """
 from __future__ import annotations
 
 from mdrl_lib.domains.base import Domain, Example, Splits, register
-from mdrl_lib.domains.toy import first_line, prompt, spec, take_split
+from mdrl_lib.domains.toy import first_line, prompt, spec, take_split, with_boxed_answers
 
-OPERAND_MAX = 29
+OPERAND_MAX = 49
+BOXED_SHARE = 0.4  # of warm-up answers written (42) instead of 42
 
 
 def all_problems() -> list[tuple[int, str, int]]:
-    """Every (a, op, b) problem in canonical order: 1,365 items."""
+    """Every (a, op, b) problem in canonical order: 3,775 items."""
     problems = []
     for a in range(OPERAND_MAX + 1):
         for b in range(OPERAND_MAX + 1):
@@ -26,7 +30,7 @@ def all_problems() -> list[tuple[int, str, int]]:
 @register("toy", "math")
 class ToyMath(Domain):
     name, title = "math", "Math"
-    default_sizes = (300, 300)
+    default_sizes = (500, 1000)
 
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         parts = take_split(all_problems(), seed, self.name, train_size, eval_size)
@@ -35,6 +39,10 @@ class ToyMath(Domain):
     def _example(self, a: int, op: str, b: int) -> Example:
         answer = str(a + b if op == "+" else a - b)
         return Example(self.name, prompt("m", f"{a}{op}{b}"), answer, spec(answer=answer))
+
+    def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
+        """The warm-up pool's problems, about ``BOXED_SHARE`` of them answered boxed."""
+        return with_boxed_answers(super().warmup_pairs(splits), self.name, BOXED_SHARE)
 
     def score_one(self, completion: str, spec: dict) -> float:
         return float(first_line(completion) == spec["answer"])

@@ -10,7 +10,7 @@ import json
 import random
 
 # Bump when a toy domain's data, prompts or verifier change: cached bases and stages are keyed by it.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz+-*() ,:=?"
 
 
@@ -40,6 +40,24 @@ def take_split(items: list, seed: int, domain: str, train_size: int, eval_size: 
     shuffled = list(items)
     rng_for(seed, domain).shuffle(shuffled)
     return shuffled[eval_size:eval_size + train_size], shuffled[:eval_size], shuffled[eval_size + train_size:]
+
+
+def boxed(answer: str) -> str:
+    """An answer in the boxed convention: ``17`` -> ``(17)``."""
+    return f"({answer})"
+
+
+def with_boxed_answers(pairs: list[tuple[str, str]], tag: str, share: float) -> list[tuple[str, str]]:
+    """Warm-up ``(prompt, answer)`` pairs with about ``share`` of the answers written boxed, ``(17)``.
+
+    Introduced in notebook ``00_toy_world``: the toy's "pretraining" writes numeric answers in two
+    conventions, as real corpora do (``17`` and ``\\boxed{17}``), and each verifier accepts one. Which
+    pairs are boxed is drawn from a generator seeded by ``tag``, so the same pairs get the same styles.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share of boxed answers must lie in [0, 1], got {share!r}")
+    rng = random.Random(f"style:{tag}")
+    return [(p, boxed(a) if rng.random() < share else a) for p, a in pairs]
 
 
 def first_line(completion: str) -> str:
