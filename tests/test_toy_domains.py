@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from mdrl_lib.domains.base import DOMAIN_NAMES, Domain, Splits, get_domain
-from mdrl_lib.domains.toy import ALPHABET, first_line, prompt, spec, take_split, with_boxed_answers
+from mdrl_lib.domains.toy import ALPHABET, boxed, first_line, prompt, spec, take_split, with_boxed_answers
 from mdrl_lib.domains import code as toy_code
 from mdrl_lib.domains import math as toy_math
 from mdrl_lib.domains import qa as toy_qa
@@ -132,11 +132,12 @@ def test_math_warmup_writes_the_boxed_share_of_answers_boxed():
     splits = domain.build_splits(0, *domain.default_sizes)
     pairs = domain.warmup_pairs(splits)
     assert [p for p, _ in pairs] == [e.prompt for e in splits.warmup]
-    boxed = [a == f"({e.answer})" for (_, a), e in zip(pairs, splits.warmup)]
-    assert all(is_boxed or a == e.answer for is_boxed, (_, a), e in zip(boxed, pairs, splits.warmup))
-    assert abs(sum(boxed) / len(boxed) - toy_math.BOXED_SHARE) < 0.03  # 2,275 draws: sd about 0.01
+    is_boxed = [a == boxed(e.answer) for (_, a), e in zip(pairs, splits.warmup)]
+    assert all(b or a == e.answer for b, (_, a), e in zip(is_boxed, pairs, splits.warmup))
+    assert abs(sum(is_boxed) / len(is_boxed) - toy_math.BOXED_SHARE) < 0.03  # 2,275 draws: sd about 0.01
     assert domain.warmup_pairs(splits) == pairs  # the same pairs get the same styles
-    assert domain.score([f"({e.answer})" for e in splits.warmup[:20]], [e.spec for e in splits.warmup[:20]]) == [0.0] * 20
+    first = splits.warmup[:20]
+    assert domain.score([boxed(e.answer) for e in first], [e.spec for e in first]) == [0.0] * 20
 
 
 def test_with_boxed_answers_extremes_and_bad_share():
