@@ -52,7 +52,7 @@ class DataConfig:
 class WarmupConfig:
     """Supervised warm-up that gives the toy base partial skill on every domain."""
 
-    steps: int = 2600
+    steps: int = 3400
     lr: float = 3e-3
     batch_size: int = 64
 

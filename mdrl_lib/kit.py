@@ -25,7 +25,7 @@ from mdrl_lib.training import stage_seed
 
 # The toy base must know Math best (GRPO finds nothing to climb below about 0.3) and Code needs
 # more practice than the table look-ups of QA or the form of CW; see notebook 00.
-TOY_WARMUP_WEIGHTS = {"math": 4.0, "code": 2.0, "qa": 1.0, "cw": 1.0}
+TOY_WARMUP_WEIGHTS = {"math": 4.0, "code": 2.0, "qa": 2.0, "cw": 1.0}
 TOY_ANNEAL_STEPS = 400
 
 
@@ -71,14 +71,12 @@ class Kit:
 
     def base_fields(self) -> dict:
         """What the base depends on: scale, seed, model, data and warm-up settings, and at toy scale
-        the toy world's version and Math's share of boxed warm-up answers (so a changed world never
-        reuses an old base)."""
+        the toy world's version and each domain's :meth:`Domain.world_settings` (so a changed world
+        never reuses an old base)."""
         fields = self.config.fields_for("model", "data", "warmup")
         if self.config.scale == "toy":
-            from mdrl_lib.domains.math import BOXED_SHARE
-
             fields["world"] = WORLD_VERSION
-            fields["math_boxed_share"] = BOXED_SHARE  # a knob of notebook 00's exercises
+            fields["world_settings"] = {n: self.domain(n).world_settings() for n in DOMAIN_NAMES}
         return fields
 
     def base_key(self) -> str:

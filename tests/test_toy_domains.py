@@ -12,13 +12,13 @@ import sys
 import pytest
 
 from mdrl_lib.domains.base import DOMAIN_NAMES, Domain, Splits, get_domain
-from mdrl_lib.domains.toy import ALPHABET, boxed, first_line, prompt, spec, take_split, with_boxed_answers
+from mdrl_lib.domains.toy import ALPHABET, boxed, first_line, prompt, spec, styled, take_split, with_boxed_answers
 from mdrl_lib.domains import code as toy_code
 from mdrl_lib.domains import math as toy_math
 from mdrl_lib.domains import qa as toy_qa
 from mdrl_lib.domains import writing as toy_cw
 
-TOTALS = {"math": 3775, "code": 360, "qa": 300, "cw": 810}
+TOTALS = {"math": 3775, "code": 613, "qa": 300, "cw": 810}
 # QA splits by creature (3 questions each): multiples of 3 keep its split sizes exact
 SMALL = {"math": (40, 30), "code": (20, 15), "qa": (24, 21), "cw": (30, 20)}
 
@@ -148,6 +148,27 @@ def test_with_boxed_answers_extremes_and_bad_share():
         with_boxed_answers(pairs, "x", 1.5)
 
 
+def test_styled_draws_the_share_per_key():
+    keys = [f"m:{i}+1=" for i in range(4000)]
+    draws = styled(keys, "x", 0.25)
+    assert len(draws) == 4000 and abs(sum(draws) / 4000 - 0.25) < 0.03  # sd about 0.007
+    assert styled(keys, "x", 0.25) == draws and styled(keys, "y", 0.25) != draws
+    assert styled(keys[::-1], "x", 0.25) == draws[::-1]  # a key keeps its style wherever it stands
+    assert styled(keys[:5], "x", 0.0) == [False] * 5 and styled(keys[:5], "x", 1.0) == [True] * 5
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        styled(keys[:5], "x", -0.1)
+
+
+def test_qa_unit_styles_change_with_the_seed():
+    domain = get_domain("qa")
+    shares = []
+    for seed in range(4):
+        splits = domain.build_splits(seed, 99, 99)
+        styles = dict(domain.warmup_pairs(splits))
+        shares.append(sum(styles[e.prompt] == e.answer for e in splits.eval))
+    assert len(set(shares)) > 1  # the held-out facts written with units differ from seed to seed
+
+
 def test_math_examples_are_hand_checkable():
     domain = get_domain("math")
     example = domain._example(12, "-", 5)
@@ -207,7 +228,7 @@ def test_code_scores_a_mixed_batch_in_order():
 
 
 def test_code_scores_a_large_batch():
-    # e.g. mixed_group_share over every Code prompt with 16 samples: 360 * 16 = 5,760 completions
+    # e.g. mixed_group_share over every Code prompt with 8 samples: 613 * 8 = 4,904 completions
     domain = get_domain("code")
     completions = ["3*5+2", "2*9-1", "3", "9**9**9"] * 1250
     assert domain.score(completions, [CODE_SPEC] * len(completions)) == [1.0, 0.5, 0.5, 0.0] * 1250
@@ -223,7 +244,7 @@ def test_code_tests_passed_is_the_fraction_of_two_tests():
 
 def test_code_tasks_have_solutions_that_meet_their_spec():
     tasks = toy_code.all_tasks()
-    assert len(tasks) == 360
+    assert len(tasks) == 613
     for target, digit, solutions in tasks:
         assert 0 <= target <= toy_code.TARGET_MAX and digit in "123456789"
         for program in solutions[:3]:
@@ -233,14 +254,24 @@ def test_code_tasks_have_solutions_that_meet_their_spec():
 # ----------------------------------------------------------------------------- QA
 
 
-QA_CASES = [("(17)", 1.0), (" (17)", 1.0), ("(17)\nbax legs?=(4)", 1.0), ("17", 0.0), ("(16)", 0.0), ("", 0.0),
-            ("(017)", 0.0), ("(17", 0.0), ("((17))", 0.0), ("( 17)", 0.0), ("seventeen", 0.0), ("??::", 0.0)]
+QA_CASES = [("17 years", 1.0), (" 17 years", 1.0), ("17 years\nbax legs?=4 legs", 1.0), ("17", 0.0),
+            ("16 years", 0.0), ("", 0.0), ("017 years", 0.0), ("17 year", 0.0), ("17years", 0.0),
+            ("17 years old", 0.0), ("(17)", 0.0), ("17 legs", 0.0), ("seventeen years", 0.0), ("??::", 0.0)]
 
 
 @pytest.mark.parametrize("completion,expected", QA_CASES)
 def test_qa_reward(completion, expected):
     domain = get_domain("qa")
-    assert score_both_ways(domain, [completion], [spec(answer="17")]) == [expected]
+    assert score_both_ways(domain, [completion], [spec(answer="17 years", number="17")]) == [expected]
+
+
+def test_qa_answers_carry_the_unit_of_their_attribute():
+    splits = get_domain("qa").build_splits(0, 24, 21)
+    for example in splits.train + splits.eval:
+        attribute = example.prompt.split()[1].rstrip("?=")
+        number = example.spec_dict["number"]
+        assert example.answer == example.spec_dict["answer"] == f"{number} {toy_qa.UNITS[attribute]}"
+    assert toy_qa.with_unit(4, "legs") == "4 legs" and toy_qa.with_unit(0, "kids") == "0 kids"
 
 
 def test_qa_fact_table_is_seeded_and_in_range():
@@ -254,19 +285,21 @@ def test_qa_fact_table_is_seeded_and_in_range():
             assert lo <= value <= hi
 
 
-def test_qa_warmup_pairs_state_every_fact_but_ask_only_warmup_pool_questions():
+def test_qa_warmup_asks_every_fact_with_the_unit_share_of_units():
     domain = get_domain("qa")
     splits = domain.build_splits(3, 60, 40)
     pairs = domain.warmup_pairs(splits)
-    statements = {(p, a) for p, a in pairs if p.startswith("f:")}
-    questions = {(p, a) for p, a in pairs if p.startswith("q:")}
-    assert len(statements) + len(questions) == len(pairs)
-    expected_statements = {(f"f:{name} {attr}?=", f"({value})")
-                           for name, attrs in toy_qa.fact_table(3).items() for attr, value in attrs.items()}
-    assert statements == expected_statements and len(statements) == 300
-    assert questions == {(e.prompt, e.answer) for e in splits.warmup}
-    rl_prompts = {e.prompt for e in splits.train + splits.eval}
-    assert not rl_prompts & {p for p, _ in pairs}
+    table = toy_qa.fact_table(3)
+    assert sorted(p for p, _ in pairs) == sorted(f"q:{n} {a}?=" for n, attrs in table.items() for a in attrs)
+    with_units = 0
+    for prompt_text, answer in pairs:
+        name, attribute = prompt_text[2:-2].split()
+        value = table[name][attribute.rstrip("?")]
+        assert answer in (str(value), toy_qa.with_unit(value, attribute.rstrip("?")))
+        with_units += answer != str(value)
+    assert abs(with_units / len(pairs) - toy_qa.UNIT_SHARE) < 0.09  # 300 draws: sd about 0.03
+    assert domain.warmup_pairs(splits) == pairs  # the same facts get the same styles
+    assert {e.prompt for e in splits.train + splits.eval} <= {p for p, _ in pairs}  # the base has read them
 
 
 def test_qa_splits_keep_each_creature_on_one_side():

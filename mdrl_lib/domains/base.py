@@ -49,6 +49,11 @@ class Domain(ABC):
     title: str = ""
     default_sizes: tuple[int, int] = (0, 0)  # (train, eval) used when the config asks for 0
 
+    def world_settings(self) -> dict:
+        """The toy-world knobs of this domain that change the warmed-up base (e.g. Math's share of
+        boxed warm-up answers), read when the base's cache key is made; empty by default."""
+        return {}
+
     def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
         """(prompt, target) pairs for supervised warm-up: by default the warm-up pool's answers."""
         return [(e.prompt, e.answer) for e in splits.warmup]

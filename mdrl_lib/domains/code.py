@@ -3,7 +3,9 @@
 Introduced in notebook ``00_toy_world``. The prompt ``c:17,3=`` asks for a program whose value is 17
 and that uses the digit 3 (``3*5+2``). The program runs in :mod:`mdrl_lib.sandbox` against the
 prompt's test cases; the reward is the fraction of tests passed. Answers share digits and operators
-with Math, so the two domains share output routes.
+with Math, so the two domains share output routes. Targets 0-90 give 613 tasks: 150 RL prompts, 300
+held-out prompts (a standard error of about 0.025, below the seed spread it is compared with in
+notebook ``05``) and 163 for warm-up.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import json
 from mdrl_lib.domains.base import Domain, Example, Splits, register
 from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, take_split
 
-TARGET_MAX = 40
+TARGET_MAX = 90
 MAX_PROGRAM_CHARS = 15
 
 # Runs inside the sandbox: reads [[program, target, digit], ...] on stdin, prints one result list
@@ -74,7 +76,7 @@ def run_programs(programs: list[str], targets: list[int], digits: list[str]) -> 
 @register("toy", "code")
 class ToyCode(Domain):
     name, title = "code", "Code"
-    default_sizes = (120, 120)
+    default_sizes = (150, 300)
 
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         rng = rng_for(seed, "code-references")

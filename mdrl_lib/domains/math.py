@@ -40,6 +40,9 @@ class ToyMath(Domain):
         answer = str(a + b if op == "+" else a - b)
         return Example(self.name, prompt("m", f"{a}{op}{b}"), answer, spec(answer=answer))
 
+    def world_settings(self) -> dict:
+        return {"boxed_share": BOXED_SHARE}
+
     def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
         """The warm-up pool's problems, about ``BOXED_SHARE`` of them answered boxed."""
         return with_boxed_answers(super().warmup_pairs(splits), self.name, BOXED_SHARE)

@@ -1,21 +1,25 @@
-"""Toy QA: closed-book numeric questions about made-up creatures, ``q:bax age?=`` -> ``(17)``.
+"""Toy QA: closed-book numeric questions about made-up creatures, ``q:bax age?=`` -> ``17 years``.
 
 Introduced in notebook ``00_toy_world``. A seeded fact table gives each of 100 creatures an age
 (1-38), a number of legs (0-8) and of kids (0-12): 300 facts. The creatures are split into RL-train,
-held-out and warm-up creatures (all facts of a creature on one side: RL that memorises one creature's
-age must not be scored on its legs). Warm-up shows every fact as a statement ``f:bax age?=(17)`` (the
-base's "pretraining knowledge") but asks questions only about the warm-up creatures. Answers are
-numbers in QA's settled convention, boxed: ``(17)`` (the verifier wants exactly that). Math's answers
-are numbers too, in a convention the base has not settled (see ``math.py``), so a QA stage moves Math's
-output routes: the paper's QA-damages-Math effect needs that shared route.
+held-out and warm-up creatures (all facts of a creature on one side). The base has read every fact:
+warm-up asks every question, as pretraining holds the knowledge that SuperGPQA probes, so QA's
+held-out questions are held out from RL, not from the base. RL in a model this small does not teach
+facts (it memorises its training facts and overwrites others: notebook ``00`` has the attempts), but
+it can settle *how* the model answers. The verifier wants the number with its unit (``17 years``,
+``4 legs``, ``3 kids``), and the warm-up writes the unit for only ``UNIT_SHARE`` of the facts: a QA
+stage settles the convention on its training creatures, and the habit carries over to held-out ones.
+QA shares the number-emitting route with Math (whose verifier wants the bare number).
 """
 from __future__ import annotations
 
 from mdrl_lib.domains.base import Domain, Example, Splits, register
-from mdrl_lib.domains.toy import boxed, first_line, prompt, rng_for, spec, take_split
+from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, styled, take_split
 
 NUM_CREATURES = 100
 ATTRIBUTES = {"age": (1, 38), "legs": (0, 8), "kids": (0, 12)}
+UNITS = {"age": "years", "legs": "legs", "kids": "kids"}
+UNIT_SHARE = 0.6  # of warm-up facts written with their unit, as the verifier wants
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
 
 
@@ -30,10 +34,15 @@ def fact_table(seed: int) -> dict[str, dict[str, int]]:
     return {n: {a: rng.randint(lo, hi) for a, (lo, hi) in ATTRIBUTES.items()} for n in names}
 
 
+def with_unit(value: int, attribute: str) -> str:
+    """The answer in QA's convention: ``17`` and ``age`` -> ``17 years``."""
+    return f"{value} {UNITS[attribute]}"
+
+
 @register("toy", "qa")
 class ToyQA(Domain):
     name, title = "qa", "QA"
-    default_sizes = (99, 99)
+    default_sizes = (99, 198)
 
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         """Questions by creature: ``ceil(size / 3)`` creatures each for train and eval (their first
@@ -53,13 +62,19 @@ class ToyQA(Domain):
                       unused=train[train_size:] + held_out[eval_size:])
 
     def _example(self, creature: str, attribute: str, value: int) -> Example:
-        return Example(self.name, prompt("q", f"{creature} {attribute}?"), boxed(str(value)), spec(answer=str(value)))
+        answer = with_unit(value, attribute)
+        return Example(self.name, prompt("q", f"{creature} {attribute}?"), answer,
+                       spec(answer=answer, number=str(value)))
+
+    def world_settings(self) -> dict:
+        return {"unit_share": UNIT_SHARE}
 
     def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
-        """Statements of every fact, plus questions about the warm-up pool's facts only."""
+        """Every question of every creature (train, held-out and pool), about ``UNIT_SHARE`` of them
+        answered with the unit and the rest with the bare number."""
         every_fact = splits.train + splits.eval + splits.warmup + splits.unused
-        statements = [("f" + e.prompt[1:], e.answer) for e in every_fact]
-        return statements + super().warmup_pairs(splits)
+        units = styled([e.prompt for e in every_fact], self.name, UNIT_SHARE)
+        return [(e.prompt, e.answer if unit else e.spec_dict["number"]) for e, unit in zip(every_fact, units)]
 
     def score_one(self, completion: str, spec: dict) -> float:
-        return float(first_line(completion) == boxed(spec["answer"]))
+        return float(first_line(completion) == spec["answer"])

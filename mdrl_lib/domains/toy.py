@@ -10,7 +10,7 @@ import json
 import random
 
 # Bump when a toy domain's data, prompts or verifier change: cached bases and stages are keyed by it.
-WORLD_VERSION = 3
+WORLD_VERSION = 5
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz+-*() ,:=?"
 
 
@@ -47,17 +47,23 @@ def boxed(answer: str) -> str:
     return f"({answer})"
 
 
+def styled(keys: list[str], tag: str, share: float) -> list[bool]:
+    """For each warm-up item, named by its key (its prompt), whether its answer is written in the
+    second of two conventions: true for about ``share`` of the keys. Each key's draw is seeded by
+    ``tag`` and the key itself, so an item keeps its style whichever items come with it, and a run's
+    seed changes the styles only through the items its splits hold."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share of answers in the second convention must lie in [0, 1], got {share!r}")
+    return [random.Random(f"style:{tag}:{key}").random() < share for key in keys]
+
+
 def with_boxed_answers(pairs: list[tuple[str, str]], tag: str, share: float) -> list[tuple[str, str]]:
     """Warm-up ``(prompt, answer)`` pairs with about ``share`` of the answers written boxed, ``(17)``.
 
     Introduced in notebook ``00_toy_world``: the toy's "pretraining" writes numeric answers in two
-    conventions, as real corpora do (``17`` and ``\\boxed{17}``), and each verifier accepts one. Which
-    pairs are boxed is drawn from a generator seeded by ``tag``, so the same pairs get the same styles.
+    conventions, as real corpora do (``17`` and ``\\boxed{17}``), and each verifier accepts one.
     """
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share of boxed answers must lie in [0, 1], got {share!r}")
-    rng = random.Random(f"style:{tag}")
-    return [(p, boxed(a) if rng.random() < share else a) for p, a in pairs]
+    return [(p, boxed(a) if box else a) for (p, a), box in zip(pairs, styled([p for p, _ in pairs], tag, share))]
 
 
 def first_line(completion: str) -> str:
