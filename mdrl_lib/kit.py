@@ -23,8 +23,9 @@ from mdrl_lib.domains.toy import WORLD_VERSION
 from mdrl_lib.store import Artifact, Store, cache_key
 from mdrl_lib.training import stage_seed
 
-# The toy base must know Math best (GRPO finds nothing to climb below about 0.3) and Code needs
-# more practice than the table look-ups of QA or the form of CW; see notebook 00.
+# The toy base must know Math best (GRPO finds nothing to climb below about 0.3); Code needs practice,
+# and QA's facts must be recalled almost perfectly, or a QA stage overwrites the held-out facts while it
+# memorises its own; CW's form is learned fastest. See notebook 00, section 4.
 TOY_WARMUP_WEIGHTS = {"math": 4.0, "code": 2.0, "qa": 2.0, "cw": 1.0}
 TOY_ANNEAL_STEPS = 400
 
