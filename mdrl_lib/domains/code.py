@@ -4,8 +4,8 @@ Introduced in notebook ``00_toy_world``. The prompt ``c:17,3=`` asks for a progr
 and that uses the digit 3 (``3*5+2``). The program runs in :mod:`mdrl_lib.sandbox` against the
 prompt's test cases; the reward is the fraction of tests passed. Answers share digits and operators
 with Math, so the two domains share output routes. Targets 0-90 give 613 tasks: 150 RL prompts, 300
-held-out prompts (a standard error of about 0.025, below the seed spread it is compared with in
-notebook ``05``) and 163 for warm-up.
+held-out prompts (a standard error of about 0.025; with 120 it was 0.04, larger than the seed spread
+that the refresh check of issue 4 compares Code's moves with) and 163 for warm-up.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Introduced in notebook ``00_toy_world``. 3,775 distinct problems (2,500 sums, 1,275 differences that
 are not negative): 500 RL prompts, 1,000 held-out prompts (a standard error of about 0.015, small
 enough to see a drop of 0.04) and 2,275 for warm-up. The verifier wants the bare number, but the
-warm-up writes 40% of Math answers boxed, ``(42)`` (QA's convention): the base's answer convention is
+warm-up writes 40% of Math answers boxed, ``(42)`` (``BOXED_SHARE``): the base's answer convention is
 unsettled, and a Math RL stage settles it, a skill that carries over to held-out prompts (unlike the
 per-prompt memorising that RL on exact answers does in so small a model).
 """
