@@ -71,7 +71,8 @@ def run_seed(seed: int, root: Path, overrides: dict, progress: bool, experts: bo
     if experts:
         base_scores = kit.scores_of(base).set_index("domain")["score"]
         for name in order:
-            expert_scores = kit.expert(name, progress=progress).metrics["scores"]
+            kit.expert(name, progress=progress)
+            expert_scores = kit.scores_of(kit.chain_specs((name,))[0]).set_index("domain")["score"]
             gains[name] = expert_scores[name] - base_scores[name]
 
     se = matrix.attrs["se"]
@@ -80,7 +81,7 @@ def run_seed(seed: int, root: Path, overrides: dict, progress: bool, experts: bo
     after_math_se = se.iloc[1 + math_stage]["math"]
     end, end_se = matrix.iloc[-1]["math"], se.iloc[-1]["math"]
     drop = after_math - end
-    refreshed = refresh.metrics["scores"]
+    refreshed = kit.scores_of(refresh).set_index("domain")["score"]
     recovery = (refreshed["math"] - end) / drop if drop > 0 else float("nan")
     others = {d: refreshed[d] - matrix.iloc[-1][d] for d in matrix.columns if d != "math"}
 

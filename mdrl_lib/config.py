@@ -1,19 +1,23 @@
 """Scale presets and the validated run configuration built from a notebook's parameters.
 
-Introduced in notebook ``00_toy_world``. Every notebook's parameters cell holds flat literals;
-``RunConfig.from_params(**params)`` checks each of them before any work starts and groups them by
-topic. Flat names are ``<group>_<field>`` (``rl_lr`` is ``config.rl.lr``), except the top-level
-``scale``, ``seed``, ``model``, ``order`` and ``run_dir``.
+Introduced in notebook ``00_toy_world``. Every parameter the kit accepts is declared once, here: the
+run configuration's fields (grouped by topic, with their type, bounds, choices and help in the
+dataclass field metadata) and the notebooks' own parameters (:data:`NOTEBOOK_PARAMETERS`). The
+notebooks, the CLI and the scripts all validate through these declarations, before any work starts.
+Flat names are ``<group>_<field>`` (``rl_lr`` is ``config.rl.lr``), except the top-level ``scale``,
+``seed``, ``model``, ``order`` and ``run_dir``. This module imports nothing heavy (no torch), so a
+notebook's first cell after its parameters can check them in a fraction of a second.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mdrl_lib.domains.base import DOMAIN_NAMES, SCALES
 
@@ -21,11 +25,83 @@ DEFAULT_ORDER: tuple[str, ...] = ("code", "math", "qa", "cw")
 TOY_MODELS: tuple[str, ...] = ("toy",)
 PAPER_MODEL = "Qwen/Qwen3-4B-Thinking-2507"
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+MAX_SEED = 2**31 - 1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class ConfigError(ValueError):
-    """A parameter with a bad value; the message names the field, the value and the valid choices."""
+    """A parameter with a bad value; the message names the field, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter's declaration: its type, bounds or choices, and its help text.
+
+    ``minimum``/``maximum`` are inclusive; ``above`` is an exclusive lower bound (a rate above 0).
+    """
+
+    type: type
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    choices: tuple | None = None
+
+    def describe(self) -> str:
+        """What values are allowed, in words (used in every error message)."""
+        if self.choices is not None:
+            return f"one of {', '.join(map(str, self.choices))}"
+        kind = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}[self.type]
+        bounds = []
+        if self.above is not None:
+            bounds.append(f"> {_number(self.above)}")
+        if self.minimum is not None:
+            bounds.append(f">= {_number(self.minimum)}")
+        if self.maximum is not None:
+            bounds.append(f"<= {_number(self.maximum)}")
+        return kind + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` if it is allowed (an int where a float is declared becomes a float), else a
+        :class:`ConfigError` naming ``name``, the value and what is allowed."""
+        given = value
+
+        def bad() -> ConfigError:
+            return ConfigError(f"{name}: expected {self.describe()}, got {given!r} ({type(given).__name__})")
+
+        if self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad()
+        elif self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad()
+            if not math.isfinite(value):
+                raise bad()
+            value = float(value)
+        elif self.type is str:
+            if not isinstance(value, str):
+                raise bad()
+        elif self.type is bool and not isinstance(value, bool):
+            raise bad()
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{name}: unknown value {value!r}; valid choices: {', '.join(map(str, self.choices))}")
+        if self.above is not None and not value > self.above:
+            raise bad()
+        if self.minimum is not None and value < self.minimum:
+            raise bad()
+        if self.maximum is not None and value > self.maximum:
+            raise bad()
+        return value
+
+
+def _number(value: float) -> str:
+    """A bound as a reader writes it: 1000000 rather than 1e+06, 0.001 as it is."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _field(default: Any, help: str, **bounds: Any) -> Any:
+    """A dataclass field whose metadata holds its :class:`Param` declaration."""
+    return field(default=default, metadata={"param": Param(type(default), help, **bounds)})
 
 
 @dataclass(frozen=True)
@@ -33,48 +109,90 @@ class ModelConfig:
     """The model: a toy preset built offline, or a causal LM id / local directory at full scale."""
 
     name: str = "toy"
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 256
+    hidden_size: int = _field(128, "toy model width", minimum=8, maximum=4096)
+    num_layers: int = _field(2, "toy model layers", minimum=1, maximum=48)
+    num_heads: int = _field(4, "toy attention heads (must divide hidden_size)", minimum=1, maximum=64)
+    intermediate_size: int = _field(256, "toy MLP width", minimum=8, maximum=16384)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Prompts per domain for training and evaluation; 0 takes each domain's default size."""
+    """Prompts per domain, prompt truncation and, at full scale, where each domain's data comes from."""
 
-    train_size: int = 0
-    eval_size: int = 0
-    max_prompt_chars: int = 64
+    train_size: int = _field(0, "RL training prompts per domain (0: the domain's default)", minimum=0, maximum=10**7)
+    eval_size: int = _field(0, "held-out prompts per domain (0: the domain's default)", minimum=0, maximum=10**7)
+    max_prompt_tokens: int = _field(2048, "full scale: prompts are truncated to this many tokens (the toy "
+                                    "scale's prompts are a few characters and ignore it)", minimum=16,
+                                    maximum=10**6)
+    math_source: str = _field("", "full scale: Math training data, a hub id or a local .jsonl/.json/.parquet "
+                              "file ('' = OpenR1-Math)")
+    math_eval_source: str = _field("", "full scale: Math validation data ('' = AIME25)")
+    code_source: str = _field("", "full scale: Code data ('' = KlearReasoner-CodeSub-15K)")
+    qa_source: str = _field("", "full scale: QA data ('' = SuperGPQA)")
+    cw_source: str = _field("", "full scale: CW data, one source or several joined by ',' "
+                            "('' = the Creative-Writing series)")
 
 
 @dataclass(frozen=True)
 class WarmupConfig:
     """Supervised warm-up that gives the toy base partial skill on every domain."""
 
-    steps: int = 3400
-    lr: float = 3e-3
-    batch_size: int = 64
+    steps: int = _field(3400, "supervised warm-up steps of the toy base (0 at full scale)", minimum=0,
+                        maximum=10**6)
+    lr: float = _field(3e-3, "warm-up learning rate", above=0.0, maximum=1.0)
+    batch_size: int = _field(64, "warm-up examples per step", minimum=1, maximum=4096)
+    anneal_steps: int = _field(400, "warm-up steps over which the rate decays linearly to 0 at the end",
+                               minimum=0, maximum=10**6)
 
 
 @dataclass(frozen=True)
 class RLConfig:
     """GRPO stages: steps per stage and refresh, rate, group shape and precision."""
 
-    steps: int = 200
-    refresh_steps: int = 150
-    lr: float = 5e-4
-    lr_schedule: str = "linear"
-    prompts_per_step: int = 8
-    num_generations: int = 8
-    max_completion_length: int = 24
-    temperature: float = 1.0
-    kl_beta: float = 0.0
-    lora_rank: int = 0
-    precision: str = "fp32"
+    steps: int = _field(200, "GRPO steps per stage", minimum=1, maximum=10**6)
+    refresh_steps: int = _field(150, "GRPO steps of a refresh", minimum=1, maximum=10**6)
+    lr: float = _field(5e-4, "GRPO learning rate (AdamW)", above=0.0, maximum=1.0)
+    lr_schedule: str = _field("linear", "rate schedule within a stage (linear decays to 0 at its last step)",
+                              choices=("linear", "constant", "cosine"))
+    prompts_per_step: int = _field(8, "prompts per optimizer step", minimum=1, maximum=65536)
+    num_generations: int = _field(8, "completions sampled per prompt (GRPO needs at least 2)", minimum=2,
+                                  maximum=1024)
+    max_completion_length: int = _field(24, "completion tokens at most", minimum=1, maximum=10**6)
+    temperature: float = _field(1.0, "sampling temperature of GRPO's completions", above=0.0, maximum=100.0)
+    kl_beta: float = _field(0.0, "KL weight to the stage's start (0: no reference model)", minimum=0.0,
+                            maximum=100.0)
+    lora_rank: int = _field(0, "LoRA rank (0: full fine-tuning)", minimum=0, maximum=4096)
+    precision: str = _field("fp32", "weights stored in fp32, or bf16 with the fp32 master kept beside them",
+                            choices=PRECISIONS)
 
 
-_GROUPS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "warmup": WarmupConfig, "rl": RLConfig}
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Where and in what dtype the kit scores and analyses models (training follows trl's own rules).
+
+    These settings change how a result is computed, not what is computed; only ``dtype`` changes the
+    numbers of a score and is part of the cache key of scores and analyses.
+    """
+
+    device: str = _field("auto", "device for scoring and analyses (auto: a GPU when there is one)",
+                         choices=("auto", "cpu", "cuda"))
+    dtype: str = _field("auto", "dtype for scoring and analyses (auto: bf16 on a GPU at full scale, else fp32)",
+                        choices=("auto", "fp32", "bf16"))
+    eval_batch_size: int = _field(0, "prompts per generation batch (0: sized to the device, halved on "
+                                  "out-of-memory)", minimum=0, maximum=65536)
+
+
+_GROUPS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "warmup": WarmupConfig, "rl": RLConfig,
+                            "compute": ComputeConfig}
+
+_TOP_PARAMETERS: dict[str, Param] = {
+    "scale": Param(str, "toy (CPU, minutes) or full (the paper's model and data; GPUs)", choices=SCALES),
+    "seed": Param(int, "seeds the data splits, the model's initialisation and the warm-up", minimum=0,
+                  maximum=MAX_SEED),
+    "order": Param(str, f"the chain's domain order, e.g. 'code,math,qa,cw'; domains: {', '.join(DOMAIN_NAMES)}"),
+    "run_dir": Param(str, "where checkpoints are cached ('' = runs/<scale>-seed<seed>)"),
+    "model": Param(str, "'toy' at toy scale; a causal LM id or local directory at full scale"),
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "toy": {},
@@ -82,7 +200,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": PAPER_MODEL,
         "data_train_size": 5120,
         "data_eval_size": 50,
-        "data_max_prompt_chars": 8192,
         "warmup_steps": 0,
         "rl_steps": 200,
         "rl_refresh_steps": 20,
@@ -94,12 +211,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rl_kl_beta": 0.0,
         "rl_precision": "bf16",
     },
-}
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "scale": SCALES,
-    "rl_precision": PRECISIONS,
-    "rl_lr_schedule": ("linear", "constant", "cosine"),
 }
 
 
@@ -115,18 +226,33 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("scale", self.scale)
-        _check_int("seed", self.seed, minimum=0)
+        _TOP_PARAMETERS["scale"].check("scale", self.scale)
+        _TOP_PARAMETERS["seed"].check("seed", self.seed)
         _check_order("order", self.order)
         _check_model(self.model.name, self.scale)
+        _check_run_dir(self.run_dir)
+        for group in _GROUPS:
+            settings = getattr(self, group)
+            for f in dataclasses.fields(settings):
+                if "param" in f.metadata:  # store the checked value: 1 given for a rate is kept as 1.0 (keys agree)
+                    checked = f.metadata["param"].check(f"{group}_{f.name}", getattr(settings, f.name))
+                    object.__setattr__(settings, f.name, checked)
         if self.scale == "full" and self.warmup.steps:
             raise ConfigError(f"warmup_steps: the full scale starts from a pretrained model and has no warm-up; "
                               f"got {self.warmup.steps}, leave it at 0 (or None)")
-        for group in ("model", "data", "warmup", "rl"):
-            for f in dataclasses.fields(getattr(self, group)):
-                _check_field(group, f, getattr(getattr(self, group), f.name))
+        if self.scale == "toy":
+            if self.model.hidden_size % self.model.num_heads:
+                raise ConfigError(f"model_num_heads: {self.model.num_heads} must divide model_hidden_size "
+                                  f"{self.model.hidden_size}")
+            _check_toy_sizes(self.seed, self.data.train_size, self.data.eval_size)
+            sources = [n for n in ("math_source", "math_eval_source", "code_source", "qa_source", "cw_source")
+                       if getattr(self.data, n)]
+            if sources:
+                raise ConfigError(f"data_{sources[0]}: the toy scale builds its own data; data sources apply at "
+                                  f"scale 'full' only, got {getattr(self.data, sources[0])!r}")
 
     @classmethod
     def from_params(cls, **params: Any) -> "RunConfig":
@@ -135,10 +261,11 @@ class RunConfig:
         Unknown names are an error that lists the valid ones; ``None`` keeps the preset value.
         """
         scale = params.get("scale", "toy")
-        _check_choice("scale", scale)
+        scale = "toy" if scale is None else scale
+        _TOP_PARAMETERS["scale"].check("scale", scale)
         unknown = sorted(set(params) - set(parameter_names()))
         if unknown:
-            raise ConfigError(_unknown_message(unknown))
+            raise ConfigError(_unknown_message(unknown, parameter_names()))
         values = {**PRESETS[scale], **{k: v for k, v in params.items() if v is not None}}
         top: dict[str, Any] = {"scale": scale}
         groups: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
@@ -154,7 +281,8 @@ class RunConfig:
                 groups[group][attr] = value
         if "run_dir" in top:
             if not isinstance(top["run_dir"], (str, os.PathLike)):
-                raise ConfigError(f"run_dir: expected a path string, got {top['run_dir']!r}")
+                raise ConfigError(f"run_dir: expected a path string, got {top['run_dir']!r} "
+                                  f"({type(top['run_dir']).__name__})")
             top["run_dir"] = str(top["run_dir"])
         built = {g: _GROUPS[g](**kw) for g, kw in groups.items()}
         return cls(**top, **built)
@@ -187,12 +315,56 @@ class RunConfig:
         return (Path.cwd() / "runs" / f"{self.scale}-seed{self.seed}").resolve()
 
 
+# ------------------------------------------------------------------------ the notebooks' own parameters
+
+NOTEBOOK_PARAMETERS: dict[str, Param] = {
+    "examples_per_domain": Param(int, "prompts shown per domain (notebook 00)", minimum=1, maximum=50),
+    "num_generations": Param(int, "completions sampled per prompt when measuring GRPO's signal (notebook 00)",
+                             minimum=2, maximum=256),
+}
+
+
+def check_notebook_params(**params: Any) -> dict[str, Any]:
+    """The notebook-only parameters ``params``, each checked against :data:`NOTEBOOK_PARAMETERS`.
+
+    Introduced in notebook ``00_toy_world``: the first cell after the parameters calls this and
+    :meth:`RunConfig.from_params`, so a bad value stops the notebook with one line naming it.
+    """
+    unknown = sorted(set(params) - set(NOTEBOOK_PARAMETERS))
+    if unknown:
+        raise ConfigError(_unknown_message(unknown, list(NOTEBOOK_PARAMETERS)))
+    return {name: NOTEBOOK_PARAMETERS[name].check(name, value) for name, value in params.items()}
+
+
+def check_parameters(params: Mapping[str, Any]) -> RunConfig:
+    """Validate any mix of run and notebook parameters (what the CLI receives); returns the run config.
+
+    Every name must be declared, either as a run parameter or in :data:`NOTEBOOK_PARAMETERS`.
+    """
+    run_names = set(parameter_names())
+    unknown = sorted(set(params) - run_names - set(NOTEBOOK_PARAMETERS))
+    if unknown:
+        raise ConfigError(_unknown_message(unknown, [*parameter_names(), *NOTEBOOK_PARAMETERS]))
+    check_notebook_params(**{k: v for k, v in params.items() if k not in run_names and v is not None})
+    return RunConfig.from_params(**{k: v for k, v in params.items() if k in run_names})
+
+
 def parameter_names() -> list[str]:
-    """Every flat parameter name a notebook may pass to ``RunConfig.from_params``."""
-    names = ["scale", "seed", "order", "run_dir", "model"]
+    """Every flat run parameter name a notebook may pass to ``RunConfig.from_params``."""
+    names = list(_TOP_PARAMETERS)
     for group, cls in _GROUPS.items():
         names += [f"{group}_{f.name}" for f in dataclasses.fields(cls) if not (group == "model" and f.name == "name")]
     return names
+
+
+def parameter_declarations() -> dict[str, Param]:
+    """Every declared parameter, run and notebook, by flat name (what ``mdrl_lib params`` prints)."""
+    out = dict(_TOP_PARAMETERS)
+    for group, cls in _GROUPS.items():
+        for f in dataclasses.fields(cls):
+            if "param" in f.metadata:
+                out[f"{group}_{f.name}"] = f.metadata["param"]
+    return {**out, **NOTEBOOK_PARAMETERS}
 
 
 def parse_order(value: Any) -> tuple[str, ...]:
@@ -230,6 +402,9 @@ def _check_model(name: Any, scale: str) -> None:
     if not isinstance(name, str):
         raise ConfigError(f"model: expected a string, got {name!r} ({type(name).__name__}); valid: {choices}")
     if name in TOY_MODELS:
+        if scale == "full":
+            raise ConfigError(f"model: {name!r} is the toy model; at scale 'full' give a Hugging Face id such as "
+                              f"{PAPER_MODEL!r} or a local directory holding config.json")
         return
     if scale == "toy":
         raise ConfigError(f"model: {name!r} is not a toy model; at scale 'toy' valid models: "
@@ -242,45 +417,45 @@ def _check_model(name: Any, scale: str) -> None:
         raise ConfigError(f"model: unknown model name {name!r}; valid: {choices}")
 
 
-def _check_choice(name: str, value: Any) -> None:
-    choices = _CHOICES[name]
-    if value not in choices:
-        raise ConfigError(f"{name}: unknown value {value!r}; valid choices: {', '.join(choices)}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value}")
-
-
-_POSITIVE = {"model_hidden_size", "model_num_layers", "model_num_heads", "model_intermediate_size",
-             "data_max_prompt_chars", "warmup_batch_size",
-             "rl_prompts_per_step", "rl_max_completion_length"}
-
-
-def _check_field(group: str, f: dataclasses.Field, value: Any) -> None:
-    name = f"{group}_{f.name}"
-    if name == "model_name":
+def _check_run_dir(run_dir: Any) -> None:
+    """A run directory must be a directory we can write to, or creatable: checked before any work."""
+    if not isinstance(run_dir, str):
+        raise ConfigError(f"run_dir: expected a path string, got {run_dir!r} ({type(run_dir).__name__})")
+    if not run_dir:
         return
-    if name in _CHOICES:
-        _check_choice(name, value)
-    elif f.type in ("int", int):
-        _check_int(name, value, minimum=1 if name in _POSITIVE else 0)
-    elif f.type in ("float", float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
-            raise ConfigError(f"{name}: expected a non-negative number, got {value!r} ({type(value).__name__})")
-    elif f.type in ("str", str) and not isinstance(value, str):
-        raise ConfigError(f"{name}: expected a string, got {value!r} ({type(value).__name__})")
-    if name == "rl_num_generations" and value < 2:
-        raise ConfigError(f"rl_num_generations: GRPO needs at least 2 completions per prompt, got {value}")
+    path = Path(run_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run_dir: {run_dir!r} is a file, not a directory; give a directory path "
+                          f"(it is created if missing)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir: {run_dir!r} lies under {str(existing)!r}, which is a file, not a directory; "
+                          f"give a directory path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir: {run_dir!r} is not writable (no write permission on {str(existing)!r}); "
+                          f"give a directory you can write to")
 
 
-def _unknown_message(unknown: list[str]) -> str:
+def _check_toy_sizes(seed: int, train_size: int, eval_size: int) -> None:
+    """Toy domains have a fixed number of distinct prompts: a size that does not fit names its field."""
+    from mdrl_lib.domains.base import get_domain
+
+    for name in DOMAIN_NAMES:
+        domain = get_domain(name, "toy")
+        train, held_out = train_size or domain.default_sizes[0], eval_size or domain.default_sizes[1]
+        try:
+            domain.build_splits(seed, train, held_out)
+        except ValueError as error:
+            field_name = "data_train_size" if train_size else "data_eval_size"
+            raise ConfigError(f"{field_name}: {train_size or eval_size} does not fit the toy {name} domain "
+                              f"({error})") from None
+
+
+def _unknown_message(unknown: list[str], valid: list[str]) -> str:
     parts = []
     for name in unknown:
-        close = difflib.get_close_matches(name, parameter_names(), n=1)
+        close = difflib.get_close_matches(name, valid, n=1)
         parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return (f"unknown parameter {', '.join(parts)}; valid parameters: {', '.join(parameter_names())}")
-
+    return f"unknown parameter {', '.join(parts)}; valid parameters: {', '.join(valid)}"

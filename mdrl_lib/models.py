@@ -75,6 +75,16 @@ def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32,
     return model, tokenizer
 
 
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a checkpoint directory or model id, padding on the left (full scale: the
+    domains truncate prompts with it)."""
+    path = Path(name_or_path).expanduser()
+    tokenizer = _load_tokenizer(str(path) if path.exists() else str(name_or_path), path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _load_tokenizer(source: str, path: Path) -> PreTrainedTokenizerBase:
     # AutoTokenizer would pick the model type's tokenizer class (Qwen2Tokenizer, which drops the toy
     # alphabet's spaces); a plain tokenizers-backed checkpoint is opened as exactly that.

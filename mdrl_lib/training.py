@@ -145,9 +145,25 @@ def _examples_dataset(examples):
     return Dataset.from_dict({c: [r[c] for r in rows] for c in ("prompt", "answer", "spec")})
 
 
-def _grpo_args(rl_config, seed: int, steps: int, output_dir: str):
+# GRPOConfig fields that change how a stage is computed, not what it computes: where completions are
+# generated (vLLM or generate), how a step's batch is split over micro-batches and processes, memory
+# savers. They are recorded in a stage's manifest but not in its cache key, so a stage trained on
+# several GPUs is the one a notebook asks for. Every other override changes the algorithm and is keyed.
+EXECUTION_ONLY_GRPO_FIELDS: frozenset[str] = frozenset({
+    "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "vllm_max_model_length",
+    "vllm_enable_sleep_mode", "vllm_server_host", "vllm_server_port", "vllm_server_base_url",
+    "vllm_server_timeout", "vllm_model_impl", "vllm_structured_outputs_regex", "ds3_gather_for_generation",
+    "activation_checkpointing", "gradient_checkpointing", "gradient_checkpointing_kwargs",
+    "gradient_accumulation_steps", "per_device_train_batch_size", "steps_per_generation", "generation_batch_size",
+    "dataloader_num_workers", "dataloader_pin_memory", "torch_compile", "ddp_timeout", "cast_lm_head_to_fp32",
+})
+REWARD_MODES: tuple[str, ...] = ("verifier", "shuffled", "random")
+
+
+def _grpo_args(rl_config, seed: int, steps: int, output_dir: str, overrides: Mapping | None = None):
     """The ``GRPOConfig`` of one stage: the config's rate and schedule (decaying to 0 within the
-    stage for ``linear``), completions per step = prompts x generations, CPU-safe and quiet."""
+    stage for ``linear``), completions per step = prompts x generations, CPU-safe and quiet;
+    ``overrides`` (trl field names) on top."""
     import dataclasses as dc
 
     from trl import GRPOConfig
@@ -169,7 +185,65 @@ def _grpo_args(rl_config, seed: int, steps: int, output_dir: str):
         kwargs["activation_checkpointing"] = False
     else:
         kwargs["gradient_checkpointing"] = False
-    return GRPOConfig(**kwargs)
+    unknown = sorted(set(overrides or {}) - names)
+    if unknown:
+        raise ValueError(f"trainer overrides {unknown} are not fields of trl's GRPOConfig")
+    return GRPOConfig(**{**kwargs, **(overrides or {})})
+
+
+def overridden_reward(reward, mode: str, seed: int):
+    """The control rewards of a stage (introduced in ``04_sequential_rl``): ``verifier`` is ``reward``
+    itself; ``shuffled`` permutes the verifier's rewards among the completions of each call (one
+    optimizer step's batch on one process), so the update has a real reward's scale but no relation to
+    correctness; ``random`` draws each reward 0 or 1 with probability 1/2. Seeded per call."""
+    if mode == "verifier":
+        return reward
+    if mode not in REWARD_MODES:
+        raise ValueError(f"unknown reward mode {mode!r}; valid: {', '.join(REWARD_MODES)}")
+    calls = [0]
+
+    def control(prompts=None, completions=None, **columns) -> list[float]:
+        rng = random.Random(f"{mode}:{seed}:{calls[0]}")
+        calls[0] += 1
+        if mode == "random":
+            return [float(rng.random() < 0.5) for _ in completions]
+        rewards = list(reward(prompts=prompts, completions=completions, **columns))
+        rng.shuffle(rewards)
+        return rewards
+
+    control.__name__ = f"{getattr(reward, '__name__', 'reward')}_{mode}"
+    return control
+
+
+def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors with tied weights once (under the name ``save_pretrained`` keeps), detached
+    and contiguous, ready for ``safetensors.torch.save_file``."""
+    state, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            state[name] = tensor.detach().contiguous()
+    return state
+
+
+def _save_along_callback(every: int, directory):
+    """A TrainerCallback that writes the fp32 weights every ``every`` optimizer steps to
+    ``directory/step-<n>.safetensors`` (introduced in ``03_perturbation_theory``: the path of a stage)."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    from transformers import TrainerCallback
+
+    directory = Path(directory)
+
+    class SaveAlong(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if every and state.global_step % every == 0 and state.is_world_process_zero:
+                directory.mkdir(parents=True, exist_ok=True)
+                save_file(unique_state(model), str(directory / f"step-{state.global_step:06d}.safetensors"),
+                          metadata={"format": "pt"})
+
+    return SaveAlong()
 
 
 def _stage_callback(total: int, desc: str, progress: bool):
@@ -205,7 +279,8 @@ def _stage_callback(total: int, desc: str, progress: bool):
 
 
 def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, examples, rl_config, seed: int,
-         *, steps: int | None = None, progress: bool = True, desc: str | None = None
+         *, steps: int | None = None, progress: bool = True, desc: str | None = None, reward_mode: str = "verifier",
+         save_every: int = 0, save_dir=None, trainer_overrides: Mapping | None = None,
          ) -> tuple[PreTrainedModel, GRPOLog]:
     """One GRPO stage on ``domain`` through trl's ``GRPOTrainer``; returns (trained model, log).
 
@@ -221,6 +296,9 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     ``model`` is changed in place: pass a copy to keep the original. The trainer
     writes nothing (its output directory is a removed temporary one) and prints nothing; a tqdm bar
     per stage shows the running reward. The same seed and inputs give byte-identical weights.
+    ``reward_mode`` replaces the verifier's reward by a control (:func:`overridden_reward`);
+    ``save_every`` > 0 writes the weights every that many steps into ``save_dir``;
+    ``trainer_overrides`` are extra ``GRPOConfig`` fields (vLLM, DeepSpeed, micro-batching).
     """
     import shutil
     import tempfile
@@ -244,15 +322,21 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     random.seed(seed)
     torch.manual_seed(seed)
     callback = _stage_callback(steps, desc or f"GRPO {getattr(domain, 'name', domain)}", progress)
+    callbacks = [callback]
+    if save_every:
+        if save_dir is None:
+            raise ValueError("grpo: save_every needs a save_dir")
+        callbacks.append(_save_along_callback(save_every, save_dir))
+    reward = overridden_reward(domain.reward_function(), reward_mode, seed)
     output_dir = tempfile.mkdtemp(prefix="mdrl-grpo-")
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            args = _grpo_args(rl_config, seed, steps, output_dir)
-            trainer = GRPOTrainer(model=model, reward_funcs=domain.reward_function(), args=args,
+            args = _grpo_args(rl_config, seed, steps, output_dir, trainer_overrides)
+            trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
                                   train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
-                                  callbacks=[callback])
+                                  callbacks=callbacks)
             trainer.remove_callback(PrinterCallback)
             trainer.remove_callback(ProgressCallback)
             trainer.train()
@@ -281,11 +365,7 @@ def save_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
 
     directory = Path(directory)
     if precision == "bf16":
-        master, seen = {}, set()
-        for name, tensor in model.state_dict().items():
-            if tensor.data_ptr() not in seen:  # tied weights once, under the name save_pretrained keeps
-                seen.add(tensor.data_ptr())
-                master[name] = tensor.detach().contiguous()
+        master = unique_state(model)
         save_file(master, str(directory / MASTER_FP32), metadata={"format": "pt"})
         del master
         with torch.no_grad():
@@ -301,3 +381,57 @@ def save_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
         save_model(model, tokenizer, directory)
     else:
         raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain gradient descent on a domain objective (notebook 03_perturbation_theory: the refresh of the
+# contraction theorem)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GDLog:
+    """The objective before each step and after the last (``steps + 1`` values) and the seconds taken."""
+
+    losses: list[float]
+    seconds: float
+
+
+def gradient_steps(model: torch.nn.Module, loss_fn, *, steps: int, lr: float, save_every: int = 0, save_dir=None,
+                   progress: bool = True) -> GDLog:
+    """``steps`` plain gradient-descent steps theta <- theta - lr * grad loss_fn(model), in place, at a
+    constant rate (no momentum, no clipping: the update the contraction bound is stated for).
+
+    Introduced in ``03_perturbation_theory``. ``save_every`` > 0 writes the weights every that many steps
+    to ``save_dir/step-<n>.safetensors``.
+    """
+    import time
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    if steps < 1:
+        raise ValueError(f"gradient_steps: steps must be >= 1, got {steps}")
+    if save_every and save_dir is None:
+        raise ValueError("gradient_steps: save_every needs a save_dir")
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses: list[float] = []
+    start = time.perf_counter()
+    for step in tqdm(range(steps), desc="gradient descent", disable=not progress, leave=False,
+                     mininterval=PROGRESS_INTERVAL_S):
+        loss = loss_fn(model)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            raise RuntimeError(f"gradient descent diverged at step {step} (loss {losses[-1]}); lower the rate")
+        with torch.no_grad():
+            for param, grad in zip(params, grads):
+                if grad is not None:
+                    param.sub_(lr * grad)
+        if save_every and (step + 1) % save_every == 0:
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+            save_file(unique_state(model), str(Path(save_dir) / f"step-{step + 1:06d}.safetensors"),
+                      metadata={"format": "pt"})
+    with torch.no_grad():
+        losses.append(float(loss_fn(model)))
+    return GDLog(losses, time.perf_counter() - start)

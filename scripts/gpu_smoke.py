@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiny", action="store_true", help="tiny config (runs on CPU in seconds)")
     parser.add_argument("--domain", default="math", choices=DOMAIN_NAMES, help="toy domain (default: math)")
     parser.add_argument("--steps", type=int, default=3, help="GRPO steps (default: 3)")
+    parser.add_argument("--score-items", type=int, default=64,
+                        help="held-out prompts scored after GRPO, on the device it trained on (default: 64)")
     parser.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step (default: 4; tiny 2)")
     parser.add_argument("--num-generations", type=int, default=None, help="completions per prompt (default: 4; tiny 2)")
     parser.add_argument("--max-completion-length", type=int, default=None,
@@ -336,6 +338,17 @@ def run(args, rl, device: str, work_dir: Path) -> dict:
                       progress=False)
     mark(f"GRPO ({rl.steps} steps)")
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    grpo_calls = len(meter.seconds)
+
+    # Score held-out prompts where the model trained, through the kit's scoring path (batch sized to the device).
+    from mdrl_lib.evaluation import auto_batch_size, score_items
+
+    held_out = domain.build_splits(args.seed, *domain.default_sizes).eval[:args.score_items]
+    scored_on = str(next(model.parameters()).device)
+    score_batch = auto_batch_size(model, 16 + rl.max_completion_length)
+    items = score_items(model, tokenizer, {domain.name: (domain, held_out)}, max_new_tokens=rl.max_completion_length)
+    mark(f"score {len(held_out)} held-out prompts")
+    meter.tokens, meter.seconds, meter.slots = meter.tokens[:grpo_calls], meter.seconds[:grpo_calls], meter.slots[:grpo_calls]
 
     save_weights(model, after, checkpoint_dtype)
     mark("save after")
@@ -364,7 +377,8 @@ def run(args, rl, device: str, work_dir: Path) -> dict:
         "checkpoint_dtype": args.checkpoint_dtype, "share_unchanged": round(report.share_equal, 6),
         "share_below_rel_tol": round(report.share_below_rel, 6), "mlp_layers": len(magnitudes),
         "neuron_edit_magnitude_max": float(channels.max()), "neurons_edited": int((channels > 0).sum()),
-        "neurons": channels.numel(), "timings_s": timings,
+        "neurons": channels.numel(), "timings_s": timings, "scored_on": scored_on,
+        "score_batch_size": score_batch, "scored_items": len(items), "held_out_score": round(float(items["score"].mean()), 4),
     }
     print(f"generation: {generated} completion tokens (up to and including eos) in {gen_seconds:.2f} s inside "
           f"model.generate = {results['completion_tokens_per_s']} tokens/s "
@@ -372,6 +386,8 @@ def run(args, rl, device: str, work_dir: Path) -> dict:
           f"{results['generation_slots_per_s']} row-positions/s incl. finished rows)")
     print(f"GRPO: {rl.steps} steps of {results['completions_per_step']} completions in {log.seconds:.1f} s; "
           f"rewards {results['rewards']}; tokens outside the toy vocabulary: {meter.out_of_vocab}")
+    print(f"scoring: {len(items)} held-out prompts on {scored_on} (batch {score_batch}), mean score "
+          f"{results['held_out_score']}")
     if peak is not None:
         print(f"peak GPU memory (torch.cuda.max_memory_allocated, during GRPO): {_gib(peak)} GiB")
     print(f"edits ({args.checkpoint_dtype} checkpoints): {report.share_equal:.4%} of {report.entries:,} entries "

@@ -1,35 +1,45 @@
 #!/usr/bin/env python
-"""Run GRPO stages from the command line, on one process or on several under ``accelerate launch``.
+"""Train the kit's GRPO artifacts from the command line, on one process or several under ``accelerate launch``.
 
-``--domain D`` trains the kit's single-domain expert (notebook ``01_sparse_edits``); ``--order a,b,...``
-trains the sequential chain (notebook ``04_sequential_rl``), resuming after its last stored stage.
-Each stage is ``--steps`` GRPO steps through :func:`mdrl_lib.training.grpo` (trl's GRPOTrainer) with
-the seed ``Kit.chain`` uses, stored in the run directory under the key ``Kit.chain`` looks for: the
-notebooks find these checkpoints and do not train them again. The manifest also records how many
-processes trained the stage. Toy scale by default: the base is built (or loaded) by
-``mdrl_lib.kit.open_kit``, with its size and warm-up set by the flags below.
+``--domain D`` trains the single-domain expert (notebook ``01_sparse_edits``); ``--order a,b,...`` the
+sequential chain (notebook ``04_sequential_rl``), resuming after its last stored stage; ``--order ...
+--refresh D`` also the refresh on ``D`` from the chain's end (notebook ``05_refresh_vs_rollback``).
+``--rl-seed``, ``--reward`` (a control: shuffled or random rewards) and ``--save-every`` (checkpoints
+along each stage, notebook ``03``) select the other artifacts the notebooks ask for. Every artifact is
+the kit's own spec (:class:`mdrl_lib.kit.Stage` / :class:`~mdrl_lib.kit.Refresh`), trained by its
+``train`` method and stored under the key ``kit.get`` computes: the notebooks find these checkpoints and
+do not train them again. The run parameters are the notebooks' own (``--rl-steps`` is ``rl_steps``): the
+flags are made from the kit's single parameter declaration (``mdrl_lib.config``), with its checks.
 
-    python scripts/grpo_stage.py --domain math --warmup-steps 300 --steps 20
+    python scripts/grpo_stage.py --domain math --warmup-steps 300 --rl-steps 20
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml scripts/grpo_stage.py \\
-        --domain cw --warmup-steps 80 --steps 4 --prompts-per-step 4 --num-generations 4
+        --domain cw --warmup-steps 80 --rl-steps 4 --rl-prompts-per-step 4 --rl-num-generations 4
     accelerate launch --config_file configs/accelerate/multi_gpu_zero3.yaml scripts/grpo_stage.py \\
-        --scale full --order code,math,qa,cw --grpo-overrides configs/grpo_full.yaml
+        --scale full --order code,math,qa,cw --refresh math --grpo-overrides configs/grpo_full.yaml
 
-Several processes share one stage: ``--prompts-per-step`` counts prompts per optimizer step over all
+``--grpo-overrides`` holds extra trl ``GRPOConfig`` fields. Fields that only change how a stage runs
+(vLLM, DeepSpeed gathering, micro-batching, activation checkpointing: ``EXECUTION_ONLY_GRPO_FIELDS``
+in ``mdrl_lib.training``) are recorded in the manifest and not keyed, so a stage trained on eight GPUs
+with vLLM is the one a notebook asks for; any other field changes the algorithm, becomes part of the
+stage's spec (``grpo_options``) and of its key, and a notebook asking for the plain stage will not
+find it.
+
+Several processes share one stage: ``--rl-prompts-per-step`` counts prompts per optimizer step over all
 processes, so each process samples ``prompts_per_step / num_processes`` prompts x ``num_generations``
 completions (trl's per-device batch counts completions) and the stage sees the same batch as on one
 process. Only the main process writes: it builds the base while the others wait, and it stores each
-stage. The run directory must be on a file system all processes see. See docs/run_at_scale.md.
+stage. The run directory must be on a file system all processes see.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import difflib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +47,26 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mdrl_lib.config import ConfigError, RunConfig, parse_order  # noqa: E402  (light: no torch)
-from mdrl_lib.domains.base import DOMAIN_NAMES, SCALES  # noqa: E402
+from mdrl_lib.config import (  # noqa: E402  (light: no torch)
+    NOTEBOOK_PARAMETERS, ConfigError, RunConfig, parameter_declarations, parse_order,
+)
+from mdrl_lib.domains.base import DOMAIN_NAMES  # noqa: E402
 
+REWARDS = ("verifier", "shuffled", "random")
 # GRPOConfig fields the kit sets from the run config (or derives); an overrides file may not set them.
 KIT_OWNED_FIELDS: dict[str, str] = {
     "output_dir": "the kit trains in a temporary directory",
-    "max_steps": "use --steps",
-    "learning_rate": "use --lr",
-    "lr_scheduler_type": "use --lr-schedule",
-    "num_generations": "use --num-generations",
-    "max_completion_length": "use --max-completion-length",
-    "temperature": "use --temperature",
-    "beta": "use --kl-beta",
-    "seed": "use --seed",
-    "data_seed": "use --seed",
-    "bf16": "use --precision",
-    "fp16": "use --precision",
+    "max_steps": "use --rl-steps",
+    "learning_rate": "use --rl-lr",
+    "lr_scheduler_type": "use --rl-lr-schedule",
+    "num_generations": "use --rl-num-generations",
+    "max_completion_length": "use --rl-max-completion-length",
+    "temperature": "use --rl-temperature",
+    "beta": "use --rl-kl-beta",
+    "seed": "use --seed and --rl-seed",
+    "data_seed": "use --seed and --rl-seed",
+    "bf16": "use --rl-precision",
+    "fp16": "use --rl-precision",
     "use_cpu": "chosen from the hardware",
     "per_device_train_batch_size": "derived: prompts_per_step x num_generations / processes / "
                                    "gradient_accumulation_steps",
@@ -68,86 +81,60 @@ class UsageError(Exception):
     """A bad flag or overrides file, reported as one line with exit status 2."""
 
 
+def flag_of(name: str) -> str:
+    """The flag of a run parameter: ``rl_steps`` -> ``--rl-steps``."""
+    return "--" + name.replace("_", "-")
+
+
+_TYPES = {int: int, float: float, str: str}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/grpo_stage.py",
-        description="Run GRPO stages (an expert of notebook 01 or a chain of notebook 04) and store them in the "
-                    "run directory where the kit looks for them. Works alone or under `accelerate launch`. "
-                    "Flags left out keep the scale's preset.",
+        description="Train the kit's GRPO artifacts (an expert of notebook 01, a chain of notebook 04, a refresh of "
+                    "notebook 05) and store them in the run directory where the notebooks look for them. Works alone "
+                    "or under `accelerate launch`. Flags left out keep the scale's preset.",
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--domain", choices=DOMAIN_NAMES, help="train the single-domain expert of this domain")
     target.add_argument("--order", help="train the chain of these domains in order, e.g. code,math,qa,cw")
-    parser.add_argument("--scale", default="toy", choices=SCALES, help="toy (CPU, built here) or full (default: toy)")
-    parser.add_argument("--model", default=None, help="full scale: a causal LM id or local directory")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
-    parser.add_argument("--run-dir", default=None, help="run directory (default: runs/<scale>-seed<seed>)")
-    group = parser.add_argument_group("toy base model and warm-up")
-    group.add_argument("--hidden-size", type=int, default=None, help="toy model width")
-    group.add_argument("--layers", type=int, default=None, help="toy model layers")
-    group.add_argument("--heads", type=int, default=None, help="toy attention heads (must divide --hidden-size)")
-    group.add_argument("--intermediate-size", type=int, default=None, help="toy MLP width")
-    group.add_argument("--warmup-steps", type=int, default=None, help="supervised warm-up steps of the toy base")
-    group.add_argument("--train-size", type=int, default=None, help="train prompts per domain (0: domain default)")
-    group.add_argument("--eval-size", type=int, default=None, help="eval prompts per domain (0: domain default)")
-    group = parser.add_argument_group("GRPO stage")
-    group.add_argument("--steps", type=int, default=None, help="GRPO optimizer steps")
-    group.add_argument("--lr", type=float, default=None, help="learning rate")
-    group.add_argument("--lr-schedule", default=None, help="linear, constant or cosine")
-    group.add_argument("--prompts-per-step", type=int, default=None,
-                       help="prompts per optimizer step over all processes (must divide by the process count)")
-    group.add_argument("--num-generations", type=int, default=None, help="completions per prompt (>= 2)")
-    group.add_argument("--max-completion-length", type=int, default=None, help="completion tokens at most")
-    group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
-    group.add_argument("--kl-beta", type=float, default=None, help="KL weight (0: no reference model)")
-    group.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (0: full fine-tuning)")
-    group.add_argument("--precision", default=None, help="fp32 or bf16 (bf16 also keeps the fp32 master)")
+    parser.add_argument("--refresh", choices=DOMAIN_NAMES, default=None,
+                        help="with --order: also the refresh on this domain from the chain's end (rl_refresh_steps)")
+    parser.add_argument("--rl-seed", type=int, default=0, help="RL seed: several RL runs on one base (default: 0)")
+    parser.add_argument("--reward", choices=REWARDS, default="verifier",
+                        help="the verifier's reward, or a control: shuffled within each step, or random (default: "
+                             "verifier)")
+    parser.add_argument("--save-every", type=int, default=0,
+                        help="also keep the weights every N steps of each stage (notebook 03; default: 0, none)")
+    group = parser.add_argument_group("run parameters (the notebooks' own; see `python -m mdrl_lib params`)")
+    for name, param in parameter_declarations().items():
+        if name in NOTEBOOK_PARAMETERS or name == "order":
+            continue
+        group.add_argument(flag_of(name), dest=name, type=_TYPES.get(param.type, str), default=None,
+                           metavar=param.type.__name__.upper(), help=param.help)
+    group = parser.add_argument_group("how the stages run")
     group.add_argument("--grpo-overrides", type=Path, default=None, metavar="YAML",
                        help="extra trl GRPOConfig fields (e.g. configs/grpo_full.yaml: vLLM, checkpointing)")
     group.add_argument("--skip-scores", action="store_true",
-                       help="do not score every domain after the stage (default: score at toy scale only)")
+                       help="do not score every domain after each stage (default: score at toy scale only)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The validated RunConfig of the flags (``None`` keeps the scale's preset)."""
-    params = {
-        "scale": args.scale, "seed": args.seed, "run_dir": args.run_dir, "model": args.model,
-        "model_hidden_size": args.hidden_size, "model_num_layers": args.layers, "model_num_heads": args.heads,
-        "model_intermediate_size": args.intermediate_size, "warmup_steps": args.warmup_steps,
-        "data_train_size": args.train_size, "data_eval_size": args.eval_size,
-        "rl_steps": args.steps, "rl_lr": args.lr, "rl_lr_schedule": args.lr_schedule,
-        "rl_prompts_per_step": args.prompts_per_step, "rl_num_generations": args.num_generations,
-        "rl_max_completion_length": args.max_completion_length, "rl_temperature": args.temperature,
-        "rl_kl_beta": args.kl_beta, "rl_lora_rank": args.lora_rank, "rl_precision": args.precision,
-    }
-    config = RunConfig.from_params(**params)
-    if config.rl.steps < 1:
-        raise ConfigError(f"--steps: expected an integer >= 1, got {config.rl.steps}")
-    if config.scale == "toy" and config.model.hidden_size % config.model.num_heads:
-        raise ConfigError(f"--heads {config.model.num_heads} must divide --hidden-size {config.model.hidden_size}")
-    return config
-
-
-FLAG_OF_PARAMETER = {
-    "model_hidden_size": "--hidden-size", "model_num_layers": "--layers", "model_num_heads": "--heads",
-    "model_intermediate_size": "--intermediate-size", "warmup_steps": "--warmup-steps",
-    "data_train_size": "--train-size", "data_eval_size": "--eval-size", "rl_steps": "--steps", "rl_lr": "--lr",
-    "rl_lr_schedule": "--lr-schedule", "rl_prompts_per_step": "--prompts-per-step",
-    "rl_num_generations": "--num-generations", "rl_max_completion_length": "--max-completion-length",
-    "rl_temperature": "--temperature", "rl_kl_beta": "--kl-beta", "rl_lora_rank": "--lora-rank",
-    "rl_precision": "--precision", "scale": "--scale", "seed": "--seed", "run_dir": "--run-dir", "model": "--model",
-    "order": "--order",
-}
+    params = {name: getattr(args, name) for name in parameter_declarations()
+              if hasattr(args, name) and name not in NOTEBOOK_PARAMETERS}
+    return RunConfig.from_params(**params)
 
 
 def flag_message(error: ConfigError) -> str:
     """The config error's message naming the flag rather than the notebook parameter behind it."""
     message = str(error)
-    for name, flag in FLAG_OF_PARAMETER.items():
-        if message.startswith(f"{name}:"):
-            return f"{flag}{message[len(name):]}"
+    name = message.split(":", 1)[0]
+    if name in parameter_declarations():
+        return f"{flag_of(name)}{message[len(name):]}"
     return message
 
 
@@ -219,46 +206,13 @@ def per_process_batch(config: RunConfig, num_processes: int, overrides: dict[str
     return local, overrides
 
 
-@contextlib.contextmanager
-def grpo_config_overrides(overrides: dict[str, Any]):
-    """Make :func:`mdrl_lib.training.grpo` build its GRPOConfig with ``overrides`` on top of the kit's values.
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """(execution-only fields: unkeyed trainer overrides, the rest: the stages' keyed ``grpo_options``)."""
+    from mdrl_lib.training import EXECUTION_ONLY_GRPO_FIELDS
 
-    ``training.grpo`` takes no trainer options, so this wraps its ``_grpo_args`` for the duration and
-    checks that the overrides reached the config before any training starts.
-    """
-    if not overrides:
-        yield
-        return
-    import trl
-
-    from mdrl_lib import training
-
-    if not hasattr(training, "_grpo_args"):
-        raise RuntimeError("mdrl_lib.training no longer has _grpo_args; --grpo-overrides needs updating")
-    base_class, build_args = trl.GRPOConfig, training._grpo_args
-
-    class GRPOConfigWithOverrides(base_class):
-        """trl's GRPOConfig with the overrides file's fields taking precedence."""
-
-        def __init__(self, **kwargs):
-            super().__init__(**{**kwargs, **overrides})
-
-    def build_with_overrides(*args, **kwargs):
-        trl.GRPOConfig = GRPOConfigWithOverrides
-        try:
-            grpo_args = build_args(*args, **kwargs)
-        finally:
-            trl.GRPOConfig = base_class
-        if not isinstance(grpo_args, GRPOConfigWithOverrides):
-            raise RuntimeError("--grpo-overrides did not reach trl's GRPOConfig (mdrl_lib.training changed how "
-                               "it builds it); nothing was trained")
-        return grpo_args
-
-    training._grpo_args = build_with_overrides
-    try:
-        yield
-    finally:
-        training._grpo_args = build_args
+    execution = {k: v for k, v in overrides.items() if k in EXECUTION_ONLY_GRPO_FIELDS}
+    keyed = tuple(sorted((k, v) for k, v in overrides.items() if k not in EXECUTION_ONLY_GRPO_FIELDS))
+    return execution, keyed
 
 
 def zero3_state(model, is_main: bool) -> dict | None:
@@ -303,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = run_config(args)
+        if args.refresh and not args.order:
+            raise UsageError("--refresh needs --order: a refresh starts from the end of a chain")
+        if args.save_every < 0:
+            raise UsageError(f"--save-every: expected an integer >= 0, got {args.save_every}")
         order = (args.domain,) if args.domain else parse_order(args.order)
         overrides = load_grpo_overrides(args.grpo_overrides)
         return run_stages(args, config, order, overrides)
@@ -312,86 +270,90 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def stage_specs(args: argparse.Namespace, order: tuple[str, ...], grpo_options: tuple) -> list:
+    """The kit specs this invocation trains, in order (each the parent of the next)."""
+    from mdrl_lib.kit import Base, Refresh, Stage
+
+    specs, parent = [], Base()
+    for name in order:
+        parent = Stage(parent, name, rl_seed=args.rl_seed, reward=args.reward, save_every=args.save_every,
+                       grpo_options=grpo_options)
+        specs.append(parent)
+    if args.refresh:
+        specs.append(Refresh(parent, args.refresh, rl_seed=args.rl_seed, reward=args.reward,
+                             save_every=args.save_every, grpo_options=grpo_options))
+    return specs
+
+
 def run_stages(args: argparse.Namespace, config: RunConfig, order: tuple[str, ...], overrides: dict[str, Any]) -> int:
-    """Train (or find) each stage of ``order`` and store it; every process runs this, only the main one writes."""
+    """Train (or find) each spec and store it; every process runs this, only the main one writes."""
     import torch
     from accelerate import PartialState
 
-    from mdrl_lib.kit import open_kit
-    from mdrl_lib.training import stage_seed
+    from mdrl_lib.kit import Scores, open_kit
 
     if config.scale == "toy":
         torch.set_num_threads(1)  # the toy model is fastest on one thread, and processes share the cores
     state = PartialState(cpu=not torch.cuda.is_available())
-    local_rl, overrides = per_process_batch(config, state.num_processes, overrides)
+    execution, grpo_options = split_overrides(overrides)
+    local_rl, execution = per_process_batch(config, state.num_processes, execution)
     progress = state.is_main_process and not args.no_progress
     score = config.scale == "toy" and not args.skip_scores  # at full scale the notebooks score on first use
+    specs = stage_specs(args, order, grpo_options)
+    if args.save_every and str(state.distributed_type).endswith("DEEPSPEED"):
+        raise UsageError("--save-every: checkpoints along a stage are not gathered under DeepSpeed; train without "
+                         "DeepSpeed (one GPU, or DDP) for notebook 03's paths")
 
     with state.main_process_first():  # the main process builds the base; the others then read it
         kit = open_kit(config)
-        parent = kit.base(progress=progress)
+        kit.base(progress=progress)
     stored = []
-    for index, name in enumerate(order):
-        prefix = order[:index + 1]
-        key = kit.stage_key(prefix)
-        artifact = kit.store.get(key)
+    for spec in specs:
+        artifact = kit.store.get(kit.key(spec))
         if artifact is None:
-            artifact = train_stage(kit, state, parent, key, prefix, local_rl, overrides,
-                                   seed=stage_seed(config.seed, *prefix), score=score, progress=progress)
+            artifact = train_stage(kit, state, spec, local_rl, execution, progress=progress)
         elif state.is_main_process:
             print(f"already stored: {artifact.path}", file=sys.stderr)
-        stored.append(artifact)
-        parent = artifact
+        if score and state.is_main_process:
+            kit.get(Scores(spec), progress=progress)
+        stored.append((spec, artifact))
+    state.wait_for_everyone()
     if state.is_main_process:
-        stages = [{"order": list(order[:i + 1]), "checkpoint": str(a.path),
-                   "num_processes": a.metrics.get("num_processes", 1),
-                   "rewards": a.metrics.get("log", {}).get("rewards"), "scores": a.metrics.get("scores")}
-                  for i, a in enumerate(stored)]
+        stages = [{"label": spec.label(), "key": a.key, "checkpoint": str(a.path),
+                   "num_processes": a.manifest.get("config", {}).get("num_processes", 1),
+                   "rewards": a.metrics.get("log", {}).get("rewards"),
+                   "scores": kit.scores_of(spec).set_index("domain")["score"].round(4).to_dict() if score else None}
+                  for spec, a in stored]
         print(json.dumps({"num_processes": state.num_processes, "stages": stages}))
     return 0
 
 
-def train_stage(kit, state, parent, key: str, prefix: tuple[str, ...], local_rl, overrides: dict[str, Any], *,
-                seed: int, score: bool, progress: bool):
-    """One GRPO stage on ``prefix[-1]`` from ``parent``, stored under ``key`` as ``Kit.chain`` stores it
-    (plus the process count); returns the stored artifact on every process."""
-    from mdrl_lib.training import grpo, save_stage
+def train_stage(kit, state, spec, local_rl, execution: dict[str, Any], *, progress: bool):
+    """Train ``spec`` on every process (each with its share of the batch) and store it on the main one, as
+    ``kit.get(spec)`` would; returns the stored artifact on every process."""
+    scratch = Path(tempfile.mkdtemp(prefix="mdrl-along-")) if (spec.save_every and state.is_main_process) else None
+    try:
+        model, tokenizer, log = spec.train(kit, scratch, progress, trainer_overrides=execution or None,
+                                           rl_config=local_rl)
+        sharded = zero3_state(model, state.is_main_process)  # None unless DeepSpeed ZeRO-3 holds the weights
+        if sharded is not None and state.is_main_process:
+            model = cpu_copy(model, sharded)
 
-    config, domain = kit.config, kit.domain(prefix[-1])
-    model, tokenizer = kit.load(parent)
-    desc = f"RL {len(prefix)} {domain.title} x{state.num_processes}"
-    with grpo_config_overrides(overrides):
-        model, log = grpo(model, tokenizer, domain, kit.splits(domain.name).train, local_rl, seed,
-                          progress=progress, desc=desc)
+        def write(directory: Path) -> dict:
+            if scratch is not None and (scratch / "along").is_dir():
+                shutil.move(str(scratch / "along"), str(directory / "along"))
+            return {**spec.write(kit, model, tokenizer, log, directory),
+                    "distributed_type": str(state.distributed_type), "prompts_per_process": local_rl.prompts_per_step}
 
-    sharded = zero3_state(model, state.is_main_process)  # None unless DeepSpeed ZeRO-3 holds the weights
-    if sharded is not None and state.is_main_process:
-        model = cpu_copy(model, sharded)
-
-    def write(directory: Path) -> dict:
-        save_stage(model, tokenizer, directory, config.rl.precision)
-        metrics = {"domain": domain.name, "parent": parent.key, "precision": config.rl.precision,
-                   "log": log.to_metrics(), "num_processes": state.num_processes,
-                   "distributed_type": str(state.distributed_type), "prompts_per_process": local_rl.prompts_per_step,
-                   "grpo_overrides": overrides}
-        if score:  # as Kit.chain does
-            from mdrl_lib.evaluation import score_domains
-
-            table = score_domains(model, tokenizer, kit.evals,
-                                  max_new_tokens=config.rl.max_completion_length).set_index("domain")
-            metrics.update(scores=table["score"].round(6).to_dict(), se=table["se"].round(6).to_dict(),
-                           n=table["n"].astype(int).to_dict())
-        return metrics
-
-    if state.is_main_process:
-        kit.store.get_or_create(
-            key, write, seed=config.seed,
-            config={"kind": "stage", "order": list(prefix), "base": kit.base_key(), "parent": parent.key,
-                    "rl": kit.rl_fields(), "steps": config.rl.steps, "stage_seed": seed,
-                    "run": config.fields_for("model", "data", "warmup"),
-                    "num_processes": state.num_processes, "grpo_overrides": overrides})
+        if state.is_main_process:
+            kit.store.get_or_create(kit.key(spec), write, seed=kit.config.seed,
+                                    config=kit.manifest_config(spec, trainer_overrides=execution,
+                                                               num_processes=state.num_processes))
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     state.wait_for_everyone()
-    return kit.store.get(key)
+    return kit.store.get(kit.key(spec))
 
 
 if __name__ == "__main__":

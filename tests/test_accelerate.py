@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from mdrl_lib.config import RunConfig
-from mdrl_lib.kit import Kit
+from mdrl_lib.kit import Base, Kit, Stage
 from script_runner import load_script, run_bounded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +25,8 @@ CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
 ZERO3 = ROOT / "configs" / "accelerate" / "multi_gpu_zero3.yaml"
 GRPO_FULL = ROOT / "configs" / "grpo_full.yaml"
 LAUNCH_TIMEOUT_S = 90
-TINY_FLAGS = ["--warmup-steps", "80", "--steps", "2", "--prompts-per-step", "2", "--num-generations", "4",
-              "--train-size", "50", "--eval-size", "20", "--no-progress"]
+TINY_FLAGS = ["--warmup-steps", "80", "--rl-steps", "2", "--rl-prompts-per-step", "2", "--rl-num-generations", "4",
+              "--data-train-size", "50", "--data-eval-size", "20", "--no-progress"]
 TINY_PARAMS = dict(warmup_steps=80, rl_steps=2, rl_prompts_per_step=2, rl_num_generations=4, data_train_size=50,
                    data_eval_size=20)
 
@@ -46,14 +46,19 @@ def test_a_stage_trains_with_two_cpu_processes_and_is_stored_once_where_the_kit_
     assert summary["num_processes"] == 2 and len(summary["stages"]) == 1
 
     kit = Kit(RunConfig.from_params(run_dir=str(run_dir), **TINY_PARAMS))
-    stores = sorted(p.name for p in kit.store.root.iterdir() if p.name != ".tmp")
-    assert stores == sorted([kit.base_key(), kit.stage_key(("cw",))])  # one stage, written once
+    from mdrl_lib.kit import Scores
+
+    stores = sorted(p.name for p in kit.store.root.iterdir() if not p.name.startswith("."))
+    expert_spec = Stage(Base(), "cw")
+    # the base, one stage written once, and its scores
+    assert stores == sorted([kit.key(Base()), kit.key(expert_spec), kit.key(Scores(expert_spec))])
     assert not any((kit.store.root / ".tmp").glob("*")), "a half-written artifact was left behind"
     expert = kit.expert("cw", progress=False)  # served from the store: the notebooks find it
     metrics = expert.metrics
-    assert metrics["num_processes"] == 2 and metrics["prompts_per_process"] == 1
+    assert expert.manifest["config"]["num_processes"] == 2 and metrics["prompts_per_process"] == 1
     assert metrics["distributed_type"].endswith("MULTI_CPU")
-    assert len(metrics["log"]["rewards"]) == 2 and set(metrics["scores"]) == {"code", "math", "qa", "cw"}
+    assert len(metrics["log"]["rewards"]) == 2
+    assert set(kit.scores_of(expert_spec)["domain"]) == {"code", "math", "qa", "cw"}
     base = kit.base(progress=False)
     assert tensor_names(expert.path) == tensor_names(base.path)
     with safe_open(str(base.path / "model.safetensors"), "pt") as a, \
@@ -76,8 +81,10 @@ def test_prompts_are_split_over_processes_with_clear_errors():
 
 def test_bad_flags_exit_2_with_one_line(capsys):
     script = load_script(SCRIPT)
-    assert script.main(["--domain", "math", "--heads", "3", "--hidden-size", "32"]) == 2
-    assert "must divide --hidden-size" in capsys.readouterr().err
+    assert script.main(["--domain", "math", "--model-num-heads", "3", "--model-hidden-size", "32"]) == 2
+    assert "--model-num-heads: 3 must divide model_hidden_size 32" in capsys.readouterr().err
+    assert script.main(["--domain", "math", "--rl-temperature", "0"]) == 2
+    assert "--rl-temperature: expected a finite number > 0" in capsys.readouterr().err
     assert script.main(["--order", "math,physics"]) == 2
     assert "unknown domain 'physics'" in capsys.readouterr().err
 
@@ -102,16 +109,39 @@ def test_overrides_reach_the_grpo_config_that_training_builds(tmp_path):
 
     script = load_script(SCRIPT)
     rl = RunConfig.from_params(rl_prompts_per_step=2, rl_num_generations=4).rl
-    original = training._grpo_args
     overrides = {"activation_checkpointing": True, "gradient_accumulation_steps": 2,
-                 "per_device_train_batch_size": 4, "vllm_gpu_memory_utilization": 0.5}
-    with script.grpo_config_overrides(overrides):
-        args = training._grpo_args(rl, 0, 3, str(tmp_path))
-    assert training._grpo_args is original
+                 "vllm_gpu_memory_utilization": 0.5, "epsilon": 0.3}
+    execution, keyed = script.split_overrides(overrides)
+    assert keyed == (("epsilon", 0.3),) and "epsilon" not in execution  # the algorithm is keyed
+    local, execution = script.per_process_batch(RunConfig.from_params(rl_prompts_per_step=2, rl_num_generations=4),
+                                                1, execution)
+    args = training._grpo_args(local, 0, 3, str(tmp_path), {**execution, **dict(keyed)})
     assert args.activation_checkpointing and args.gradient_checkpointing
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
     assert args.generation_batch_size == 8 and args.steps_per_generation == 2  # 2 prompts x 4 per optimizer step
     assert args.vllm_gpu_memory_utilization == 0.5 and args.learning_rate == rl.lr and args.max_steps == 3
+    assert args.epsilon == 0.3
+    with pytest.raises(ValueError, match="not fields of trl's GRPOConfig"):
+        training._grpo_args(local, 0, 3, str(tmp_path), {"no_such_field": 1})
+
+
+def test_the_script_and_the_kit_store_the_same_stages_under_the_same_keys(tmp_path, capsys):
+    """One process: the script trains a chain and its refresh; the kit then finds every one of them
+    (nothing is trained again), and a control stage with a shuffled reward is another artifact."""
+    script = load_script(SCRIPT)
+    run_dir = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--run-dir", str(run_dir), "--rl-refresh-steps", "1", "--skip-scores"]
+    assert script.main(["--order", "math,cw", "--refresh", "math", *flags]) == 0
+    kit = Kit(RunConfig.from_params(run_dir=str(run_dir), rl_refresh_steps=1, **TINY_PARAMS))
+    specs = [*kit.chain_specs("math,cw"), kit.refresh_spec("math", order="math,cw")]
+    assert all(kit.store.get(kit.key(spec)) is not None for spec in specs)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [s["key"] for s in summary["stages"]] == [kit.key(spec) for spec in specs]
+    assert script.main(["--domain", "cw", "--reward", "shuffled", *flags]) == 0
+    assert kit.store.get(kit.key(Stage(Base(), "cw", reward="shuffled"))) is not None
+    assert kit.store.get(kit.key(Stage(Base(), "cw"))) is None
+    assert script.main(["--domain", "cw", "--refresh", "math", *flags]) == 2
+    assert "--refresh needs --order" in capsys.readouterr().err
 
 
 def test_accelerate_configs_load_and_zero3_points_at_its_deepspeed_file():

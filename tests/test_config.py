@@ -27,13 +27,24 @@ def test_override_reaches_its_group():
     ({"order": ""}, ["order", "empty", "code, math, qa, cw"]),
     ({"order": []}, ["order", "empty"]),
     ({"order": 3}, ["order", "3", "int", "code, math, qa, cw"]),
-    ({"rl_steps": -3}, ["rl_steps", "-3", ">= 0"]),
+    ({"rl_steps": -3}, ["rl_steps", "-3", ">= 1"]),
+    ({"rl_steps": 0}, ["rl_steps", "0", ">= 1"]),
+    ({"warmup_lr": float("inf")}, ["warmup_lr", "inf", "finite"]),
+    ({"rl_temperature": 0}, ["rl_temperature", "0", "> 0"]),
+    ({"rl_num_generations": 0}, ["rl_num_generations", "0", ">= 2"]),
+    ({"seed": 10**20}, ["seed", str(10**20), "<= 2147483647"]),
+    ({"data_train_size": 100000}, ["data_train_size", "100000", "toy"]),
+    ({"data_eval_size": -2}, ["data_eval_size", "-2", ">= 0"]),
+    ({"model_num_heads": 3}, ["model_num_heads", "must divide"]),
+    ({"compute_device": "tpu"}, ["compute_device", "'tpu'", "auto, cpu, cuda"]),
+    ({"data_math_source": "x.jsonl"}, ["data_math_source", "scale 'full'"]),
+    ({"scale": "full", "model": "toy"}, ["model", "toy model", "scale 'full'"]),
     ({"rl_steps": 2.5}, ["rl_steps", "2.5", "float", "integer"]),
     ({"warmup_steps": "ten"}, ["warmup_steps", "'ten'", "str"]),
     ({"seed": True}, ["seed", "True", "bool"]),
     ({"rl_lr": "fast"}, ["rl_lr", "'fast'", "number"]),
     ({"rl_precision": "fp8"}, ["rl_precision", "'fp8'", "fp32, bf16"]),
-    ({"rl_num_generations": 1}, ["rl_num_generations", "at least 2"]),
+    ({"rl_num_generations": 1}, ["rl_num_generations", ">= 2"]),
     ({"model": "gpt-5"}, ["model", "'gpt-5'", "toy"]),
     ({"model": "Qwen/Qwen3-4B"}, ["model", "not a toy model", "scale='full'"]),
     ({"scale": "full", "model": "not a model!"}, ["model", "unknown model name", "Hugging Face id"]),
@@ -81,3 +92,33 @@ def test_cache_fields_cover_exactly_the_named_groups():
     b = RunConfig.from_params(rl_lr=2e-4)
     assert a.fields_for("model", "warmup") == b.fields_for("model", "warmup")
     assert a.fields_for("rl") != b.fields_for("rl")
+
+
+def test_run_dir_must_be_a_writable_directory(tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        RunConfig.from_params(run_dir=str(afile))
+    with pytest.raises(ConfigError, match="which is a file"):
+        RunConfig.from_params(run_dir=str(afile / "below"))
+    assert RunConfig.from_params(run_dir=str(tmp_path / "new" / "deeper")).run_dir.endswith("deeper")
+
+
+def test_notebook_parameters_are_declared_and_checked():
+    from mdrl_lib.config import NOTEBOOK_PARAMETERS, check_notebook_params, check_parameters, parameter_declarations
+
+    assert check_notebook_params(examples_per_domain=3) == {"examples_per_domain": 3}
+    with pytest.raises(ConfigError, match="examples_per_domain: expected an integer >= 1"):
+        check_notebook_params(examples_per_domain=-2)
+    with pytest.raises(ConfigError, match="unknown parameter .examples_per_domainn.*did you mean .examples_per_domain."):
+        check_notebook_params(examples_per_domainn=3)
+    assert check_parameters({"num_generations": 4, "rl_steps": 5}).rl.steps == 5
+    with pytest.raises(ConfigError, match="num_generations"):
+        check_parameters({"num_generations": 1})
+    declared = parameter_declarations()
+    assert set(NOTEBOOK_PARAMETERS) <= set(declared) and set(parameter_names()) <= set(declared)
+    assert all(p.help for p in declared.values())
+
+
+def test_ints_are_accepted_for_floats_and_kept_as_floats():
+    assert RunConfig.from_params(rl_lr=1).rl.lr == 1.0 and isinstance(RunConfig.from_params(rl_lr=1).rl.lr, float)

@@ -264,3 +264,53 @@ def test_stage_matrix_of_score_domains_tables(model, tokenizer):
     matrix = stage_matrix({"base": table, "after": table})
     assert matrix.to_dict(orient="index") == {"base": {"alpha": 0.5, "beta": 0.25},
                                               "after": {"alpha": 0.5, "beta": 0.25}}
+
+
+def test_score_items_keeps_every_item_and_summarizes_to_score_domains(model, tokenizer):
+    from mdrl_lib.domains.base import get_domain
+    from mdrl_lib.evaluation import score_items, summarize_items
+
+    math_domain = get_domain("math")
+    examples = math_domain.build_splits(0, 10, 12).eval
+    evals = {"math": (math_domain, examples), "cw": (get_domain("cw"), get_domain("cw").build_splits(0, 10, 5).eval)}
+    items = score_items(model, tokenizer, evals, max_new_tokens=NEW)
+    assert list(items["domain"]) == ["math"] * 12 + ["cw"] * 5 and list(items["item"][:12]) == list(range(12))
+    assert list(items["prompt"][:12]) == [e.prompt for e in examples]
+    assert set(items["details"][0]) == {"number", "right_number", "boxed", "trailing"}
+    assert set(items["details"][12]) == {"form", "lexicon", "letters", "ascending", "length"}
+    pd.testing.assert_frame_equal(summarize_items(items), score_domains(model, tokenizer, evals, max_new_tokens=NEW))
+
+
+class OutOfMemoryAbove:
+    """Wraps a model: generation raises CUDA's out-of-memory error for batches larger than ``limit``."""
+
+    def __init__(self, model, limit: int) -> None:
+        self.model, self.limit, self.batches = model, limit, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        self.batches.append(rows)
+        if rows > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.model.generate(**kwargs)
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_and_the_results_do_not_change(model, tokenizer):
+    from mdrl_lib.evaluation import auto_batch_size
+
+    prompts = PROMPTS * 3
+    reference = generate(model, tokenizer, prompts, max_new_tokens=NEW, batch_size=len(prompts))
+    wrapped = OutOfMemoryAbove(model, limit=4)
+    assert generate(wrapped, tokenizer, prompts, max_new_tokens=NEW, batch_size=16) == reference
+    assert wrapped.batches[:3] == [15, 8, 4] and max(wrapped.batches[3:]) <= 4
+    assert auto_batch_size(model, 64) == 256  # on a CPU
+
+    class Broken(OutOfMemoryAbove):
+        def generate(self, **kwargs):
+            raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError, match="something else"):
+        generate(Broken(model, 1), tokenizer, prompts, max_new_tokens=NEW)

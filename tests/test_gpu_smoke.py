@@ -32,6 +32,7 @@ def test_tiny_smoke_runs_three_grpo_steps_and_an_edits_pass(tmp_path):
     assert 0 < report["share_unchanged"] < 1  # GRPO moved some weights, not all
     assert report["mlp_layers"] == 2 and report["neurons_edited"] > 0
     assert report["within_budget"] and "tokens/s" in result.stdout
+    assert report["scored_on"] == "cpu" and report["scored_items"] == 64 and report["score_batch_size"] == 256
     assert (tmp_path / "work" / "before.safetensors").is_file()  # --work-dir is kept
 
 

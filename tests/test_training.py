@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from mdrl_lib.config import ConfigError, RunConfig
-from mdrl_lib.kit import Kit
+from mdrl_lib.kit import Base, Kit, Refresh, Stage
 from mdrl_lib.training import MASTER_FP32, grpo, stage_seed
 
 TINY = dict(warmup_steps=80, data_train_size=50, data_eval_size=40, rl_steps=3, rl_refresh_steps=2,
@@ -111,48 +111,49 @@ def test_chain_builds_each_stage_and_is_served_from_the_store(kit, monkeypatch):
     stages = kit.chain(progress=False)
     assert [s.metrics["domain"] for s in stages] == ["code", "math", "qa", "cw"]
     assert all(len(s.metrics["log"]["rewards"]) == 3 for s in stages)
-    assert stages[1].manifest["config"]["parent"] == stages[0].key
+    assert stages[1].manifest["config"]["fields"]["parent"] == stages[0].key
     assert kit.expert("code", progress=False).key == stages[0].key
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached chain must not train")
 
-    monkeypatch.setattr(Kit, "_build_stage", no_training)
+    monkeypatch.setattr(Stage, "build", no_training)
     again = make_kit(kit.config.run_dir).chain(progress=False)
     assert [s.key for s in again] == [s.key for s in stages]
     matrix = kit.score_matrix(progress=False)
     assert list(matrix.index) == ["base", "code", "math", "qa", "cw"]
     assert list(matrix.columns) == ["code", "math", "qa", "cw"]
-    assert matrix.loc["math", "qa"] == stages[1].metrics["scores"]["qa"]
+    assert matrix.loc["math", "qa"] == kit.scores_of(kit.chain_specs()[1]).set_index("domain").loc["qa", "score"]
     assert matrix.attrs["se"].shape == matrix.shape
 
 
 def test_chain_resumes_after_an_interruption(run_dir, monkeypatch):
     k = make_kit(run_dir, rl_steps=2)
     trained: list[str] = []
-    real = Kit._build_stage
+    real = Stage.build
 
-    def interrupted(self, directory, parent, domain, *args, **kwargs):
+    def interrupted(self, kit, directory, *args, **kwargs):
         if len(trained) == 2:
             raise KeyboardInterrupt("killed during stage 3")
-        trained.append(domain)
-        return real(self, directory, parent, domain, *args, **kwargs)
+        trained.append(self.domain)
+        return real(self, kit, directory, *args, **kwargs)
 
-    monkeypatch.setattr(Kit, "_build_stage", interrupted)
+    monkeypatch.setattr(Stage, "build", interrupted)
     with pytest.raises(KeyboardInterrupt):
         k.chain(progress=False)
     assert trained == ["code", "math"]
-    assert k.store.get(k.stage_key(("code", "math"))) is not None
-    assert k.store.get(k.stage_key(("code", "math", "qa"))) is None
+    specs = k.chain_specs()
+    assert k.store.get(k.key(specs[1])) is not None
+    assert k.store.get(k.key(specs[2])) is None
     assert not list((k.store.root / ".tmp").iterdir())  # no half-written stage left behind
 
     trained.clear()
 
-    def counting(self, directory, parent, domain, *args, **kwargs):
-        trained.append(domain)
-        return real(self, directory, parent, domain, *args, **kwargs)
+    def counting(self, kit, directory, *args, **kwargs):
+        trained.append(self.domain)
+        return real(self, kit, directory, *args, **kwargs)
 
-    monkeypatch.setattr(Kit, "_build_stage", counting)
+    monkeypatch.setattr(Stage, "build", counting)
     stages = make_kit(run_dir, rl_steps=2).chain(progress=False)
     assert trained == ["qa", "cw"]
     assert len(stages) == 4
@@ -160,7 +161,7 @@ def test_chain_resumes_after_an_interruption(run_dir, monkeypatch):
 
 def test_refresh_starts_from_the_chain_end(kit):
     refresh = kit.refreshed("math", progress=False)
-    assert refresh.manifest["config"]["parent"] == kit.chain(progress=False)[-1].key
+    assert refresh.manifest["config"]["fields"]["parent"] == kit.chain(progress=False)[-1].key
     assert refresh.metrics["log"]["steps"] == 2
     assert kit.refreshed("math", steps=2, progress=False).key == refresh.key
 
@@ -174,12 +175,68 @@ def test_refresh_starts_from_the_chain_end(kit):
     lambda k: k.refreshed("math", steps=0),
     lambda k: k.refreshed("math", order="math,poetry"),
     lambda k: k.score_matrix(order=["code", 3]),
+    lambda k: k.expert("math", lr=0.0),
+    lambda k: k.expert("math", rl_seed=-1),
+    lambda k: k.get(Stage(Base(), "math", reward="bogus")),
+    lambda k: k.get(Refresh(Base(), "math", grpo_options=(("use_vllm", True),))),
 ])
 def test_invalid_domains_and_orders_fail_before_training(run_dir, monkeypatch, call):
     def never(*args, **kwargs):
         raise AssertionError("training started before validation")
 
-    monkeypatch.setattr(Kit, "_build_stage", never)
-    monkeypatch.setattr(Kit, "base", never)
-    with pytest.raises(ConfigError, match="code, math, qa, cw|expected an integer"):
+    monkeypatch.setattr(Stage, "build", never)
+    monkeypatch.setattr(Base, "build", never)
+    with pytest.raises(ConfigError, match="code, math, qa, cw|expected an integer|expected a finite number|"
+                                          "verifier, shuffled, random|trainer_overrides"):
         call(make_kit(run_dir, rl_steps=4))
+
+
+def test_stage_keys_cover_what_changes_the_weights(kit):
+    """Each spec field and RL setting that changes a stage's bytes changes its key; a refresh with the
+    same fields as a stage is still another artifact; execution-only trainer fields are not keyed."""
+    plain = Stage(Base(), "math")
+    key = kit.key(plain)
+    variants = [Stage(Base(), "math", rl_seed=1), Stage(Base(), "math", lr=1e-4), Stage(Base(), "math", steps=7),
+                Stage(Base(), "math", lr_schedule="constant"), Stage(Base(), "math", reward="shuffled"),
+                Stage(Base(), "math", save_every=2), Stage(Base(), "math", grpo_options=(("epsilon", 0.3),)),
+                Refresh(Base(), "math", steps=kit.config.rl.steps), Stage(Base(), "qa"),
+                Stage(Stage(Base(), "code"), "math")]
+    keys = [kit.key(v) for v in variants]
+    assert key not in keys and len(set(keys)) == len(keys)
+    assert kit.key(Stage(Base(), "math", lr=kit.config.rl.lr)) == key  # the run's own rate, spelled out
+    assert kit.key(Stage(Base(), "Math ")) == key
+    assert make_kit(kit.config.run_dir, rl_temperature=0.7).key(plain) != key
+    assert make_kit(kit.config.run_dir, rl_refresh_steps=9).key(plain) == key  # a stage does not read it
+
+
+def test_shuffled_reward_control_trains_on_permuted_rewards(kit):
+    """The control stage keeps the verifier's rewards' values but permutes them within each step."""
+    from mdrl_lib.training import overridden_reward
+
+    calls = []
+
+    def verifier(prompts=None, completions=None, **_):
+        calls.append(list(completions))
+        return [float(len(c)) for c in completions]
+
+    shuffled = overridden_reward(verifier, "shuffled", seed=3)
+    completions = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff"]
+    rewards = shuffled(prompts=[""] * 6, completions=completions)
+    assert sorted(rewards) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and rewards != [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert overridden_reward(verifier, "shuffled", seed=3)(prompts=[""] * 6, completions=completions) == rewards
+    randoms = overridden_reward(verifier, "random", seed=3)(prompts=[""] * 6, completions=completions)
+    assert set(randoms) <= {0.0, 1.0} and len(calls) == 2  # random never asks the verifier
+    assert overridden_reward(verifier, "verifier", seed=3) is verifier
+    control = kit.get(Stage(Base(), "cw", reward="shuffled", steps=2), progress=False)
+    assert len(control.metrics["log"]["rewards"]) == 2
+
+
+def test_checkpoints_along_a_stage_end_at_the_stored_weights(kit):
+    along = Stage(Base(), "cw", steps=2, save_every=1)
+    steps = kit.checkpoints_along(along)
+    assert [s for s, _ in steps] == [0, 1, 2]
+    stored = dict(kit.weights(along))
+    with safe_open(str(steps[-1][1]), "pt") as last:
+        assert all(torch.equal(last.get_tensor(n), stored[n]) for n in last.keys())
+    with pytest.raises(ValueError, match="save_every"):
+        kit.checkpoints_along(Stage(Base(), "cw", steps=2))

@@ -72,6 +72,13 @@ class Domain(ABC):
             raise ValueError(f"{len(completions)} completions but {len(specs)} specs")
         return [float(self.score_one(c, json.loads(s))) for c, s in zip(completions, specs)]
 
+    def details(self, completions: list[str], specs: list[str]) -> list[dict]:
+        """What the verifier read in each completion (per-item results, introduced in
+        ``04_sequential_rl``): a JSON-ready dict per completion; by default nothing beyond the score."""
+        if len(completions) != len(specs):
+            raise ValueError(f"{len(completions)} completions but {len(specs)} specs")
+        return [{} for _ in completions]
+
     def reward_function(self) -> Callable[..., list[float]]:
         """A reward function with trl's calling convention, named ``<domain>_reward``.
 

@@ -9,8 +9,10 @@ per-prompt memorising that RL on exact answers does in so small a model).
 """
 from __future__ import annotations
 
+import json
+
 from mdrl_lib.domains.base import Domain, Example, Splits, register
-from mdrl_lib.domains.toy import first_line, prompt, spec, take_split, with_boxed_answers
+from mdrl_lib.domains.toy import first_line, prompt, read_number, spec, take_split, with_boxed_answers
 
 OPERAND_MAX = 49
 BOXED_SHARE = 0.4  # of warm-up answers written (42) instead of 42
@@ -49,3 +51,15 @@ class ToyMath(Domain):
 
     def score_one(self, completion: str, spec: dict) -> float:
         return float(first_line(completion) == spec["answer"])
+
+    def details(self, completions: list[str], specs: list[str]) -> list[dict]:
+        """Per completion: the leading ``number`` (box ignored), whether it is ``right_number``, ``boxed``,
+        and ``trailing`` (text after it): the error breakdown of ``04_sequential_rl`` reads these."""
+        super().details(completions, specs)
+        out = []
+        for completion, spec_text in zip(completions, specs):
+            read = read_number(first_line(completion))
+            answer = json.loads(spec_text)["answer"]
+            out.append({"number": read["number"], "right_number": read["number"] == answer,
+                        "boxed": read["boxed"], "trailing": bool(read["rest"])})
+        return out

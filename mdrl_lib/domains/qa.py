@@ -13,8 +13,10 @@ QA shares the number-emitting route with Math (whose verifier wants the bare num
 """
 from __future__ import annotations
 
+import json
+
 from mdrl_lib.domains.base import Domain, Example, Splits, register
-from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, styled, take_split
+from mdrl_lib.domains.toy import first_line, prompt, read_number, rng_for, spec, styled, take_split
 
 NUM_CREATURES = 100
 ATTRIBUTES = {"age": (1, 38), "legs": (0, 8), "kids": (0, 12)}
@@ -78,3 +80,15 @@ class ToyQA(Domain):
 
     def score_one(self, completion: str, spec: dict) -> float:
         return float(first_line(completion) == spec["answer"])
+
+    def details(self, completions: list[str], specs: list[str]) -> list[dict]:
+        """Per completion: the leading ``number``, whether it is ``right_number`` (unit ignored), and
+        ``right_unit`` (the text after it is exactly the expected unit)."""
+        super().details(completions, specs)
+        out = []
+        for completion, spec_text in zip(completions, specs):
+            read, spec_dict = read_number(first_line(completion)), json.loads(spec_text)
+            unit = spec_dict["answer"][len(spec_dict["number"]):].strip()
+            out.append({"number": read["number"], "right_number": read["number"] == spec_dict["number"],
+                        "boxed": read["boxed"], "right_unit": read["rest"] == unit})
+        return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 # Bump when a toy domain's data, prompts or verifier change: cached bases and stages are keyed by it.
 WORLD_VERSION = 5
@@ -64,6 +65,23 @@ def with_boxed_answers(pairs: list[tuple[str, str]], tag: str, share: float) -> 
     conventions, as real corpora do (``17`` and ``\\boxed{17}``), and each verifier accepts one.
     """
     return [(p, boxed(a) if box else a) for (p, a), box in zip(pairs, styled([p for p, _ in pairs], tag, share))]
+
+
+_LEADING_NUMBER = re.compile(r"^(\()?(-?\d+)(\))?")
+
+
+def read_number(line: str) -> dict:
+    """The leading number of an answer line and how it is written (introduced in ``04_sequential_rl``):
+    ``number`` (a string, or None when the line does not start with one), ``boxed`` (written ``(17)``)
+    and ``rest`` (the text after the number and its box, stripped)."""
+    match = _LEADING_NUMBER.match(line)
+    if match is None:
+        return {"number": None, "boxed": False, "rest": line.strip()}
+    boxed = bool(match.group(1)) and bool(match.group(3))
+    if match.group(1) and not boxed:  # an opening parenthesis without its close is no box
+        return {"number": None, "boxed": False, "rest": line.strip()}
+    end = match.end() if boxed else match.end(2)
+    return {"number": match.group(2), "boxed": boxed, "rest": line[end:].strip()}
 
 
 def first_line(completion: str) -> str:

@@ -8,6 +8,8 @@ The verse is built around numbers, so a CW stage moves Math's output routes too.
 """
 from __future__ import annotations
 
+import json
+
 import re
 
 from mdrl_lib.domains.base import Domain, Example, Splits, register
@@ -71,3 +73,12 @@ class ToyWriting(Domain):
     def score_one(self, completion: str, spec: dict) -> float:
         checks = rubric(first_line(completion), spec["letters"], spec["length"])
         return sum(checks.values()) / len(RUBRIC)
+
+    def details(self, completions: list[str], specs: list[str]) -> list[dict]:
+        """Per completion: which of the five rubric checks it meets (``form``, ``lexicon``, ...)."""
+        super().details(completions, specs)
+        out = []
+        for completion, spec_text in zip(completions, specs):
+            spec_dict = json.loads(spec_text)
+            out.append(rubric(first_line(completion), spec_dict["letters"], spec_dict["length"]))
+        return out
