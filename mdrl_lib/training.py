@@ -223,12 +223,13 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     per stage shows the running reward. The same seed and inputs give byte-identical weights.
     """
     import shutil
-    import tempfile
     import time
     import warnings
 
     from transformers import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
+
+    from mdrl_lib.scratch import GRPO_PREFIX, scratch_dir
 
     steps = int(rl_config.steps if steps is None else steps)
     if steps < 1:
@@ -244,7 +245,7 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     random.seed(seed)
     torch.manual_seed(seed)
     callback = _stage_callback(steps, desc or f"GRPO {getattr(domain, 'name', domain)}", progress)
-    output_dir = tempfile.mkdtemp(prefix="mdrl-grpo-")
+    output_dir = str(scratch_dir(GRPO_PREFIX))
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
