@@ -301,12 +301,13 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     ``trainer_overrides`` are extra ``GRPOConfig`` fields (vLLM, DeepSpeed, micro-batching).
     """
     import shutil
-    import tempfile
     import time
     import warnings
 
     from transformers import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
+
+    from mdrl_lib.scratch import GRPO_PREFIX, scratch_dir
 
     steps = int(rl_config.steps if steps is None else steps)
     if steps < 1:
@@ -328,7 +329,7 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
             raise ValueError("grpo: save_every needs a save_dir")
         callbacks.append(_save_along_callback(save_every, save_dir))
     reward = overridden_reward(domain.reward_function(), reward_mode, seed)
-    output_dir = tempfile.mkdtemp(prefix="mdrl-grpo-")
+    output_dir = str(scratch_dir(GRPO_PREFIX))
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():

@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +330,9 @@ def run_stages(args: argparse.Namespace, config: RunConfig, order: tuple[str, ..
 def train_stage(kit, state, spec, local_rl, execution: dict[str, Any], *, progress: bool):
     """Train ``spec`` on every process (each with its share of the batch) and store it on the main one, as
     ``kit.get(spec)`` would; returns the stored artifact on every process."""
-    scratch = Path(tempfile.mkdtemp(prefix="mdrl-along-")) if (spec.save_every and state.is_main_process) else None
+    from mdrl_lib.scratch import ALONG_PREFIX, scratch_dir
+
+    scratch = scratch_dir(ALONG_PREFIX) if (spec.save_every and state.is_main_process) else None
     try:
         model, tokenizer, log = spec.train(kit, scratch, progress, trainer_overrides=execution or None,
                                            rl_config=local_rl)
