@@ -91,11 +91,15 @@ def format_parameters(path: Path) -> str:
     params = notebook_parameters(path)
     if not params:
         return f"{path.name} has no parameters cell"
+    from mdrl_lib.config import parameter_declarations
+
+    declared = parameter_declarations()
     width = max(len(n) for n in params)
     lines = [f"Parameters of {path.name}:"]
     for name, info in params.items():
+        allowed = f" [{declared[name].describe()}]" if name in declared else " [not declared in mdrl_lib.config]"
         lines.append(f"  {name:<{width}}  {info['inferred_type_name']:<8} default {info['default']:<14} "
-                     f"{info['help']}".rstrip())
+                     f"{info['help']}{allowed}".rstrip())
     return "\n".join(lines)
 
 
@@ -107,7 +111,7 @@ def parse_value(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mdrl_lib.config import ConfigError, RunConfig, parameter_names
+    from mdrl_lib.config import ConfigError, check_parameters
 
     overrides = {name: parse_value(value) for name, value in args.parameter}
     notebooks = list_notebooks(args.notebooks_dir)
@@ -121,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"unknown parameter {', '.join(map(repr, unknown))}; the selected notebooks "
                        f"declare: {', '.join(sorted(known))}")
-    try:
-        config = RunConfig.from_params(**{k: v for k, v in overrides.items() if k in parameter_names()})
+    if "run_dir" in overrides:
+        raise CliError("give the run directory as --run-dir DIR, not -p run_dir")
+    try:  # every value, the notebooks' own parameters included, is checked before anything runs
+        config = check_parameters({**overrides, **({"run_dir": str(args.run_dir)} if args.run_dir else {})})
     except ConfigError as error:
         raise CliError(str(error)) from None
     run_dir = (args.run_dir or Path("runs") / f"{config.scale}-seed{config.seed}").expanduser().resolve()

@@ -22,9 +22,11 @@ def _notebook(path: Path, parameters: str, body: str) -> Path:
 def notebooks(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    _notebook(folder / "00_first.ipynb", 'seed: int = 0  # the seed\nrun_dir: str = ""  # where to write',
+    _notebook(folder / "00_first.ipynb", 'seed: int = 0  # the seed\nrun_dir: str = ""  # where to write\n'
+                                         'examples_per_domain: int = 3  # shown',
               "from pathlib import Path\nPath(run_dir, f'seed{seed}.txt').write_text(str(seed))")
-    _notebook(folder / "01_second.ipynb", "steps: int = 2  # how many", "assert steps > 0, 'steps must be positive'")
+    _notebook(folder / "01_second.ipynb", "rl_steps: int = 2  # how many",
+              "assert rl_steps != 7, 'seven steps is unlucky'")
     return folder
 
 
@@ -45,20 +47,20 @@ def test_params_lists_types_and_help(notebooks, capsys):
 def test_run_passes_overrides_and_writes_executed_notebooks(notebooks, tmp_path):
     run_dir = tmp_path / "run"
     assert main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(run_dir),
-                 "-p", "seed", "3", "-p", "steps", "5"]) == 0
+                 "-p", "seed", "3", "-p", "rl_steps", "5"]) == 0
     assert (run_dir / "seed3.txt").read_text() == "3"
     executed = sorted(p.name for p in (run_dir / "notebooks").iterdir())
     assert executed == ["00_first.ipynb", "01_second.ipynb"]
     cells = json.loads((run_dir / "notebooks" / "01_second.ipynb").read_text())["cells"]
-    assert any("steps = 5" in "".join(c["source"]) for c in cells)
+    assert any("rl_steps = 5" in "".join(c["source"]) for c in cells)
 
 
 def test_failing_notebook_exits_nonzero_naming_notebook_and_cell(notebooks, tmp_path, capsys):
     code = main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(tmp_path / "run"),
-                 "-p", "steps", "-1"])
+                 "-p", "rl_steps", "7"])
     assert code != 0
     err = capsys.readouterr().err
-    assert "01_second.ipynb" in err and "cell" in err and "steps must be positive" in err
+    assert "01_second.ipynb" in err and "cell" in err and "seven steps is unlucky" in err
     assert (tmp_path / "run" / "notebooks" / "01_second.FAILED.ipynb").is_file()
     assert not (tmp_path / "run" / "notebooks" / "01_second.ipynb").exists()
 
@@ -88,3 +90,22 @@ def test_values_are_parsed_like_papermill():
 def test_module_entry_point_prints_help():
     done = subprocess.run([sys.executable, "-m", "mdrl_lib", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "papermill" in done.stdout
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["-p", "rl_steps", "0"], "rl_steps: expected an integer >= 1"),
+    (["-p", "examples_per_domain", "-2"], "examples_per_domain: expected an integer >= 1"),
+    (["-p", "run_dir", "x"], "--run-dir"),
+])
+def test_every_declared_parameter_is_checked_before_running(notebooks, tmp_path, capsys, flags, fragment):
+    assert main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(tmp_path / "r"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "r" / "notebooks").exists()
+
+
+def test_a_run_dir_that_is_a_file_is_refused_before_running(notebooks, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(afile)]) == 2
+    assert "run_dir" in capsys.readouterr().err and afile.read_text() == "x"
