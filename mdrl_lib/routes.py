@@ -391,7 +391,8 @@ def module_gradients(loss_fn: Callable[[nn.Module], torch.Tensor], model: nn.Mod
     ``"other"``; within a group the parameters are
     concatenated in ``named_parameters`` order (tied weights once). Parameters that do not require
     grad are left out; parameters the loss does not reach get zeros. The model's ``.grad`` fields are
-    not touched, and its train/eval mode is whatever ``loss_fn`` leaves it in.
+    not touched, and its train/eval mode is whatever ``loss_fn`` leaves it in. Memory: one fp32 copy
+    of the gradient (4 bytes a parameter, 16 GB for a 4B model) on the parameters' device.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:

@@ -4,6 +4,7 @@ on linear losses with known gradients, and delta cosines on hand tensors."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pandas as pd
@@ -77,7 +78,8 @@ def test_channel_activity_matches_a_manual_forward_per_position_kind(tokenizer):
     with torch.no_grad():
         hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
         manual = mlp_only_activity(model, ids)
-        h = model.model.embed_tokens.weight[torch.tensor(ids)] + manual[0] @ model.model.layers[0].mlp.down_proj.weight.T
+        down = model.model.layers[0].mlp.down_proj.weight
+        h = model.model.embed_tokens.weight[torch.tensor(ids)] + manual[0] @ down.T
     torch.testing.assert_close(hidden[1][0], h, rtol=1e-5, atol=1e-5)
 
     special = set(tokenizer.all_special_ids)
@@ -204,7 +206,8 @@ def test_chance_jaccard_matches_random_sets():
 def down_inputs(model, ids):
     seen = {}
     handles = [layer.mlp.down_proj.register_forward_pre_hook(
-        lambda m, args, i=i: seen.__setitem__(i, args[0].detach().clone())) for i, layer in enumerate(model.model.layers)]
+        lambda m, args, i=i: seen.__setitem__(i, args[0].detach().clone()))
+        for i, layer in enumerate(model.model.layers)]
     try:
         with torch.no_grad():
             logits = model(input_ids=ids).logits
@@ -324,7 +327,6 @@ class EchoDomain(Domain):
 def test_ablation_effects_scores_each_set_against_the_unablated_model(model, tokenizer):
     prompts = [f"m:{a}+{b}=" for a in range(4) for b in range(3)]
     texts = generate(model, tokenizer, prompts, max_new_tokens=3)
-    import json
     evals = {"echo": (EchoDomain(), [Example("echo", p, t, json.dumps({"text": t})) for p, t in zip(prompts, texts)])}
     sets = {"first": {(L0, i) for i in range(12)}, "none": set()}
     table = routes.ablation_effects(model, tokenizer, evals, sets, max_new_tokens=3)
@@ -396,8 +398,10 @@ def test_gradient_cosines_with_a_known_angle_and_module_dots_that_add_up(model):
 
 
 def test_cancellation_conflict_and_synergy_on_hand_gradients():
-    ga = {"l.0.self_attn": torch.tensor([1.0, 0.0]), "l.0.mlp": torch.tensor([2.0, 0.0]), "other": torch.tensor([1.0])}
-    gb = {"l.0.self_attn": torch.tensor([1.0, 0.0]), "l.0.mlp": torch.tensor([-0.5, 0.0]), "other": torch.tensor([-3.0])}
+    ga = {"l.0.self_attn": torch.tensor([1.0, 0.0]), "l.0.mlp": torch.tensor([2.0, 0.0]),
+          "other": torch.tensor([1.0])}
+    gb = {"l.0.self_attn": torch.tensor([1.0, 0.0]), "l.0.mlp": torch.tensor([-0.5, 0.0]),
+          "other": torch.tensor([-3.0])}
     c = routes.gradient_cosines(ga, gb)
     # dots: +1, -1, -3; global -3; |a| = sqrt(6), |b| = sqrt(10.25)
     assert c.dot == pytest.approx(-3.0)
