@@ -1,0 +1,590 @@
+"""Shared computation routes and gradient geometry: which MLP channels and attention heads each domain
+uses, whether the domains need the same ones, and how their gradients and updates meet there.
+
+Introduced in notebook ``02_shared_routes`` (claims C3 and C4). Works on any causal LM with the
+Qwen2/Llama layout: ``<prefix>.layers.<i>.mlp.{gate_proj,up_proj,down_proj}`` and
+``<prefix>.layers.<i>.self_attn.o_proj``. A layer is named by its module name (``"model.layers.0"``
+for a ``Qwen2ForCausalLM``), and an MLP channel (a "neuron") by ``(layer, index)``: the same keys as
+:func:`mdrl_lib.edits.top_neurons`, so route sets and edit sets can be compared directly.
+
+- Routes: :func:`route_activity` runs the model with forward hooks and averages, per channel, the
+  absolute MLP intermediate activation ``act(gate_proj(x)) * up_proj(x)`` (the input of
+  ``down_proj``), and per head the norm of the head's output slice entering ``o_proj``;
+  :func:`active_routes` keeps the top fraction, :func:`overlap_matrix` compares domains.
+- A causal test: :func:`ablate_channels` zeroes (or mean-patches) chosen channels while the caller
+  scores the model; :func:`random_channels` draws a control set with the same per-layer counts;
+  :func:`ablation_effects` scores every domain under each set.
+- Gradients: :func:`module_gradients` splits one domain's gradient by attention block, MLP block and
+  the rest; :func:`gradient_cosines` gives the global cosine and how each module adds to it.
+- Updates: :func:`route_coordinate_mask` and :func:`delta_cosine_on_coordinates` compare two
+  experts' weight deltas on the coordinates of chosen channels and elsewhere.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Callable, Iterator, Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from mdrl_lib.edits import jaccard, top_neurons
+
+POSITIONS: tuple[str, ...] = ("prompt", "answer", "all")
+ABLATION_MODES: tuple[str, ...] = ("zero", "mean")
+OTHER = "other"
+_LAYER = re.compile(r"(?:^|\.)layers\.\d+$")
+_MLP_WEIGHT = re.compile(r"^(?P<layer>.*\.layers\.\d+)\.mlp\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$")
+_BLOCK = re.compile(r"^(?P<layer>.*\.layers\.\d+)\.(?P<block>self_attn|mlp)\.")
+
+Channel = tuple[str, int]
+
+
+# --------------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------------
+
+def decoder_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's decoder layers by module name (``"model.layers.0"``, ...), in order: every module
+    named ``...layers.<i>`` that has an ``mlp`` with a ``down_proj``."""
+    layers = {name: module for name, module in model.named_modules()
+              if _LAYER.search(name) and hasattr(getattr(module, "mlp", None), "down_proj")}
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no decoder layers with the Qwen2/Llama layout "
+                         "(expected modules like 'model.layers.0' with mlp.down_proj)")
+    return layers
+
+
+def channel_counts(model: nn.Module) -> dict[str, int]:
+    """Intermediate size (number of MLP channels) of every decoder layer."""
+    return {name: layer.mlp.down_proj.in_features for name, layer in decoder_layers(model).items()}
+
+
+def _check_channels(channels: Sequence[Channel] | set[Channel], sizes: Mapping[str, int]) -> dict[str, list[int]]:
+    """Channels grouped by layer (indices sorted), after checking every layer and index exists."""
+    by_layer: dict[str, list[int]] = {}
+    for key in channels:
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise TypeError(f"a channel is a (layer, index) pair, got {key!r}")
+        layer, index = key
+        if layer not in sizes:
+            raise ValueError(f"unknown layer {layer!r}; the layers are {sorted(sizes)}")
+        if not 0 <= int(index) < sizes[layer]:
+            raise ValueError(f"channel {index} out of range for {layer!r} ({sizes[layer]} channels)")
+        by_layer.setdefault(layer, []).append(int(index))
+    return {layer: sorted(set(indices)) for layer, indices in by_layer.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Active routes
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RouteActivity:
+    """Mean activity of one set of prompts, per decoder layer.
+
+    ``channels[layer]``: shape (intermediate_size,), mean |act(gate) * up| per MLP channel;
+    ``channel_means[layer]``: shape (intermediate_size,), the signed mean (what mean-ablation patches in);
+    ``heads[layer]``: shape (num_heads,), mean L2 norm of each head's output slice entering ``o_proj``;
+    ``tokens``: how many token positions were averaged.
+    """
+
+    channels: dict[str, torch.Tensor]
+    channel_means: dict[str, torch.Tensor]
+    heads: dict[str, torch.Tensor]
+    tokens: int
+
+
+def _teacher_forced_batch(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                          completions: Sequence[str] | None, positions: str, exclude_special: bool,
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` of prompt + completion, shape (B, T), and the
+    float weights (B, T) of the positions to average."""
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    if completions is None:
+        completion_ids = [[] for _ in prompt_ids]
+    else:
+        completion_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+    special = torch.tensor(sorted(tokenizer.all_special_ids) if exclude_special else [], dtype=torch.long)
+    length = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(prompt_ids), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), length), dtype=torch.long)
+    weights = torch.zeros((len(prompt_ids), length))
+    for row, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        tokens = torch.tensor(list(p) + list(c), dtype=torch.long)
+        start = length - len(tokens)
+        ids[row, start:] = tokens
+        mask[row, start:] = 1
+        in_prompt = torch.arange(len(tokens)) < len(p)
+        chosen = torch.ones_like(in_prompt) if positions == "all" else in_prompt == (positions == "prompt")
+        weights[row, start:] = (chosen & ~torch.isin(tokens, special)).float()
+    return ids, mask, weights
+
+
+@torch.no_grad()
+def route_activity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                   completions: Sequence[str] | None = None, *, positions: str = "prompt",
+                   batch_size: int = 64, exclude_special: bool = True) -> RouteActivity:
+    """Mean MLP channel and attention head activity over chosen token positions of ``prompts``.
+
+    ``positions``: ``"prompt"`` averages over the prompt's tokens, ``"answer"`` over the completion's
+    tokens (teacher-forced: the model reads prompt + completion, completions tokenized without special
+    tokens and appended as given, so add an eos yourself if you want it), ``"all"`` over both. Pad
+    positions never count; with ``exclude_special`` neither do special tokens (bos, eos): the bos at
+    position 0 computes the same thing in every domain and would lift every domain's activity on the
+    same channels. Batches are left-padded with position ids from the attention mask, as in
+    ``generate``, so the result does not depend on batching or padding. No gradients; the model is in
+    eval mode while it runs.
+    """
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    if positions in ("answer", "all") and completions is None:
+        raise ValueError(f"positions={positions!r} needs completions")
+    if completions is not None and len(completions) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    if not prompts:
+        raise ValueError("no prompts")
+    layers = decoder_layers(model)
+    abs_sum = {name: torch.zeros(layer.mlp.down_proj.in_features, dtype=torch.float64)
+               for name, layer in layers.items()}
+    signed_sum = {name: torch.zeros_like(total) for name, total in abs_sum.items()}
+    head_sum = {name: torch.zeros(_num_heads(layer), dtype=torch.float64) for name, layer in layers.items()}
+    current: dict[str, torch.Tensor] = {}
+
+    def on_mlp(name: str):
+        def hook(module, args):
+            a = args[0].float()
+            w = current["weights"].to(a.device)[..., None]
+            abs_sum[name] += (a.abs() * w).sum((0, 1)).double().cpu()
+            signed_sum[name] += (a * w).sum((0, 1)).double().cpu()
+        return hook
+
+    def on_heads(name: str, heads: int):
+        def hook(module, args):
+            x = args[0].float()
+            norms = x.reshape(*x.shape[:-1], heads, x.shape[-1] // heads).norm(dim=-1)
+            head_sum[name] += (norms * current["weights"].to(x.device)[..., None]).sum((0, 1)).double().cpu()
+        return hook
+
+    handles = []
+    for name, layer in layers.items():
+        handles.append(layer.mlp.down_proj.register_forward_pre_hook(on_mlp(name)))
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(on_heads(name, head_sum[name].numel())))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    # The decoder alone (no lm_head) reaches every hooked module and skips the (batch, length, vocab) logits.
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    tokens = 0
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = None if completions is None else completions[start:start + batch_size]
+            ids, mask, weights = _teacher_forced_batch(tokenizer, prompts[start:start + batch_size], chunk,
+                                                       positions, exclude_special)
+            current["weights"] = weights
+            tokens += int(weights.sum())
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+                  position_ids=position_ids.to(device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if tokens == 0:
+        raise ValueError(f"no {positions} tokens to average (are the completions empty?)")
+    return RouteActivity(channels={n: (s / tokens).float() for n, s in abs_sum.items()},
+                         channel_means={n: (s / tokens).float() for n, s in signed_sum.items()},
+                         heads={n: (s / tokens).float() for n, s in head_sum.items()}, tokens=tokens)
+
+
+def _num_heads(layer: nn.Module) -> int:
+    attention = layer.self_attn
+    head_dim = getattr(attention, "head_dim", None)
+    if not head_dim:
+        raise ValueError(f"{type(attention).__name__} has no head_dim; cannot split o_proj's input into heads")
+    return attention.o_proj.in_features // head_dim
+
+
+def channel_activity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                     completions: Sequence[str] | None = None, positions: str = "prompt",
+                     **kwargs) -> dict[str, torch.Tensor]:
+    """Per layer, shape (intermediate_size,): mean absolute MLP intermediate activation
+    ``act(gate_proj(x)) * up_proj(x)`` over the chosen positions; see :func:`route_activity`."""
+    return route_activity(model, tokenizer, prompts, completions, positions=positions, **kwargs).channels
+
+
+def head_activity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                  completions: Sequence[str] | None = None, positions: str = "prompt",
+                  **kwargs) -> dict[str, torch.Tensor]:
+    """Per layer, shape (num_heads,): mean L2 norm of each attention head's output slice entering
+    ``o_proj``, over the chosen positions; see :func:`route_activity`."""
+    return route_activity(model, tokenizer, prompts, completions, positions=positions, **kwargs).heads
+
+
+def active_routes(activity: Mapping[str, torch.Tensor], q: float = 0.1) -> set[Channel]:
+    """The (layer, index) units in the top ``q`` fraction of ``activity`` across all layers together
+    (ties broken by layer order, then index); the same rule as :func:`mdrl_lib.edits.top_neurons`."""
+    return top_neurons(dict(activity), fraction=q)
+
+
+def overlap_matrix(sets_by_domain: Mapping[str, set]) -> pd.DataFrame:
+    """Pairwise Jaccard index of the domains' sets (a symmetric domain x domain table, 1 on the diagonal)."""
+    names = list(sets_by_domain)
+    table = pd.DataFrame(1.0, index=names, columns=names)
+    for a, b in combinations(names, 2):
+        table.loc[a, b] = table.loc[b, a] = jaccard(set(sets_by_domain[a]), set(sets_by_domain[b]))
+    table.index.name = table.columns.name = "domain"
+    return table
+
+
+def chance_jaccard(q: float) -> float:
+    """Jaccard index expected by chance for two independent random sets that each hold a fraction
+    ``q`` of the same units: E|A∩B| / E|A∪B| = q / (2 - q) (about 0.053 at q = 0.1)."""
+    if not 0 < q <= 1:
+        raise ValueError(f"q must be in (0, 1], got {q}")
+    return q / (2 - q)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ablation: a causal test of sharing
+# --------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def ablate_channels(model: nn.Module, channels: set[Channel] | Sequence[Channel], mode: str = "zero",
+                    means: Mapping[str, torch.Tensor] | None = None) -> Iterator[nn.Module]:
+    """Within the ``with`` block, replace the chosen MLP channels' intermediate activations (the input of
+    ``down_proj``, shape (..., intermediate_size)) by 0 (``mode="zero"``) or by ``means[layer][index]``
+    (``mode="mean"``, e.g. :attr:`RouteActivity.channel_means`), at every token and every forward call,
+    generation included. The hooks run before any other pre-hook on ``down_proj`` and are removed on
+    exit, also after an error. Yields the model."""
+    if mode not in ABLATION_MODES:
+        raise ValueError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
+    layers = decoder_layers(model)
+    by_layer = _check_channels(channels, {n: l.mlp.down_proj.in_features for n, l in layers.items()})
+    if mode == "mean":
+        if means is None:
+            raise ValueError("mode='mean' needs means: per layer a tensor (intermediate_size,)")
+        for layer in by_layer:
+            size = layers[layer].mlp.down_proj.in_features
+            if layer not in means or tuple(means[layer].shape) != (size,):
+                raise ValueError(f"means must hold a tensor of shape ({size},) for layer {layer!r}")
+
+    def patch(indices: torch.Tensor, values: torch.Tensor | None):
+        def hook(module, args):
+            x = args[0].clone()
+            idx = indices.to(x.device)
+            if values is None:
+                x[..., idx] = 0
+            else:
+                x[..., idx] = values.to(device=x.device, dtype=x.dtype)
+            return (x, *args[1:])
+        return hook
+
+    handles = []
+    try:
+        for layer, indices in by_layer.items():
+            idx = torch.tensor(indices, dtype=torch.long)
+            values = None if mode == "zero" else means[layer].detach()[idx]
+            handles.append(layers[layer].mlp.down_proj.register_forward_pre_hook(patch(idx, values), prepend=True))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def random_channels(model_or_sizes: nn.Module | Mapping[str, int],
+                    count: int | Mapping[str, int] | set[Channel], *, seed: int,
+                    exclude: set[Channel] | Sequence[Channel] = ()) -> set[Channel]:
+    """A seeded random control set of MLP channels, none of them in ``exclude``.
+
+    ``count``: a set of channels (draw the same number in each of its layers: the matched control),
+    a mapping layer -> number, or an int (that many drawn uniformly from all layers together).
+    ``model_or_sizes``: a model or a mapping layer -> intermediate size.
+    """
+    sizes = channel_counts(model_or_sizes) if isinstance(model_or_sizes, nn.Module) else dict(model_or_sizes)
+    excluded = _check_channels(exclude, sizes)
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def free(layer: str) -> list[int]:
+        taken = set(excluded.get(layer, ()))
+        return [i for i in range(sizes[layer]) if i not in taken]
+
+    if isinstance(count, int):
+        pool = [(layer, i) for layer in sizes for i in free(layer)]
+        if not 0 <= count <= len(pool):
+            raise ValueError(f"cannot draw {count} channels from {len(pool)} available")
+        order = torch.randperm(len(pool), generator=generator)[:count]
+        return {pool[i] for i in order.tolist()}
+    if isinstance(count, Mapping):
+        per_layer = dict(count)
+    else:
+        per_layer = {layer: len(indices) for layer, indices in _check_channels(count, sizes).items()}
+    chosen: set[Channel] = set()
+    for layer in sizes:  # a fixed layer order keeps the draw independent of the mapping's order
+        n = per_layer.pop(layer, 0)
+        available = free(layer)
+        if not 0 <= n <= len(available):
+            raise ValueError(f"cannot draw {n} channels in {layer!r}: {len(available)} available")
+        order = torch.randperm(len(available), generator=generator)[:n]
+        chosen |= {(layer, available[i]) for i in order.tolist()}
+    if per_layer:
+        raise ValueError(f"unknown layers {sorted(per_layer)}; the layers are {sorted(sizes)}")
+    return chosen
+
+
+def ablation_effects(model: nn.Module, tokenizer: PreTrainedTokenizerBase, evals: Mapping,
+                     channel_sets: Mapping[str, set[Channel]], *, max_new_tokens: int, mode: str = "zero",
+                     means: Mapping[str, torch.Tensor] | None = None) -> pd.DataFrame:
+    """Every domain's greedy score with each channel set ablated, next to the unablated score.
+
+    ``evals`` as :func:`mdrl_lib.evaluation.score_domains` takes them (name -> (domain, examples)).
+    One row per (set, domain): ``ablated`` (the set's name), ``channels`` (its size), ``domain``,
+    ``n``, ``score``, ``se``, ``base_score``, ``base_se`` and ``change`` = score - base_score.
+    """
+    from mdrl_lib.evaluation import score_domains  # scoring lives with evaluation; imported late on purpose
+
+    if not channel_sets:
+        raise ValueError("no channel sets to ablate")
+    sizes = channel_counts(model)
+    for name, channels in channel_sets.items():
+        try:
+            _check_channels(channels, sizes)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"channel set {name!r}: {error}") from None
+    base = score_domains(model, tokenizer, evals, max_new_tokens=max_new_tokens).set_index("domain")
+    frames = []
+    for name, channels in channel_sets.items():
+        with ablate_channels(model, channels, mode=mode, means=means):
+            scores = score_domains(model, tokenizer, evals, max_new_tokens=max_new_tokens)
+        scores.insert(0, "channels", len(set(channels)))
+        scores.insert(0, "ablated", name)
+        scores["base_score"] = scores["domain"].map(base["score"])
+        scores["base_se"] = scores["domain"].map(base["se"])
+        scores["change"] = scores["score"] - scores["base_score"]
+        frames.append(scores)
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Gradient geometry
+# --------------------------------------------------------------------------------------------------
+
+def module_of(parameter_name: str) -> str:
+    """The module group a parameter belongs to: ``"<layer>.self_attn"`` (q, k, v, o projections with
+    their biases), ``"<layer>.mlp"`` (gate, up, down) or ``"other"`` (embeddings, every RMSNorm, an
+    untied lm_head)."""
+    match = _BLOCK.match(parameter_name)
+    return f"{match['layer']}.{match['block']}" if match else OTHER
+
+
+def module_gradients(loss_fn: Callable[[nn.Module], torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The gradient of ``loss_fn(model)`` (a scalar), split by module: name -> flat fp32 gradient.
+
+    Groups (see :func:`module_of`): one per attention block (``"model.layers.<i>.self_attn"``), one per
+    MLP block (``"model.layers.<i>.mlp"``), in the order ``named_parameters`` meets them, then
+    ``"other"``; within a group the parameters are
+    concatenated in ``named_parameters`` order (tied weights once). Parameters that do not require
+    grad are left out; parameters the loss does not reach get zeros. The model's ``.grad`` fields are
+    not touched, and its train/eval mode is whatever ``loss_fn`` leaves it in. Memory: one fp32 copy
+    of the gradient (4 bytes a parameter, 16 GB for a 4B model) on the parameters' device.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("the model has no parameters that require grad")
+    loss = loss_fn(model)
+    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
+                        f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    pieces: dict[str, list[torch.Tensor]] = {}
+    for (name, parameter), grad in zip(named, grads):
+        flat = torch.zeros(parameter.numel(), dtype=torch.float32, device=parameter.device) if grad is None \
+            else grad.detach().float().flatten()
+        pieces.setdefault(module_of(name), []).append(flat)
+    ordered = sorted(pieces, key=lambda m: m == OTHER)  # stable: blocks in forward order, then "other"
+    return {module: torch.cat(pieces[module]) for module in ordered}
+
+
+@dataclass(frozen=True)
+class GradientComparison:
+    """Two gradients compared globally and module by module (see :func:`gradient_cosines`).
+
+    ``modules`` has one row per module: ``module``, ``kind`` (attention, mlp, other), ``size``,
+    ``cosine``, ``dot``, ``norm_a``, ``norm_b``, ``contribution`` (dot / (|a| |b|): these add up to
+    the global cosine) and ``share`` (dot / sum of |dot| over modules: the module's signed part of the
+    gross inner product; the shares' absolute values add up to 1).
+    """
+
+    cosine: float
+    dot: float
+    norm_a: float
+    norm_b: float
+    modules: pd.DataFrame
+
+    @property
+    def positive(self) -> float:
+        """Sum of the positive module contributions to the global cosine."""
+        return float(self.modules["contribution"].clip(lower=0).sum())
+
+    @property
+    def negative(self) -> float:
+        """Sum of the negative module contributions to the global cosine (<= 0)."""
+        return float(self.modules["contribution"].clip(upper=0).sum())
+
+    @property
+    def cancellation(self) -> float:
+        """1 - |global dot| / sum of |module dots|: 0 when every module agrees in sign, near 1 when
+        cooperating and conflicting modules cancel to a near-orthogonal global gradient."""
+        gross = float(self.modules["dot"].abs().sum())
+        return 1.0 - abs(self.dot) / gross if gross > 0 else 0.0
+
+
+def _cosine(dot: float, norm_a: float, norm_b: float) -> float:
+    return dot / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else math.nan
+
+
+def gradient_cosines(grads_a: Mapping[str, torch.Tensor], grads_b: Mapping[str, torch.Tensor]) -> GradientComparison:
+    """Global and per-module cosine of two gradients split by :func:`module_gradients`.
+
+    The global inner product is the sum of the module inner products, so each module's
+    ``contribution`` = dot_m / (|a| |b|) adds up to the global cosine: a near-zero global cosine can
+    hide modules that conflict (negative) and cooperate (positive) and cancel. A module's share of the
+    global dot itself (dot_m / dot) is ill-conditioned exactly when the global dot is near 0, hence
+    the two normalisations above. Noise floor: the cosine of two independent batches of the *same*
+    domain, computed with this same function, says how large a cosine sampling noise alone gives.
+    """
+    if set(grads_a) != set(grads_b):
+        raise ValueError(f"the gradients split into different modules: {sorted(set(grads_a) ^ set(grads_b))}")
+    rows = []
+    for module in grads_a:
+        a, b = grads_a[module].double(), grads_b[module].double()
+        if a.shape != b.shape:
+            raise ValueError(f"module {module!r} has {a.numel()} entries in one gradient and {b.numel()} in the other")
+        dot, na, nb = float(a @ b), float(a.norm()), float(b.norm())
+        kind = OTHER if module == OTHER else ("attention" if module.endswith("self_attn") else "mlp")
+        rows.append({"module": module, "kind": kind, "size": a.numel(), "cosine": _cosine(dot, na, nb),
+                     "dot": dot, "norm_a": na, "norm_b": nb})
+    modules = pd.DataFrame(rows)
+    dot = float(modules["dot"].sum())
+    norm_a = math.sqrt(float((modules["norm_a"] ** 2).sum()))
+    norm_b = math.sqrt(float((modules["norm_b"] ** 2).sum()))
+    scale = norm_a * norm_b
+    modules["contribution"] = modules["dot"] / scale if scale > 0 else math.nan
+    gross = float(modules["dot"].abs().sum())
+    modules["share"] = modules["dot"] / gross if gross > 0 else math.nan
+    return GradientComparison(cosine=_cosine(dot, norm_a, norm_b), dot=dot, norm_a=norm_a, norm_b=norm_b,
+                              modules=modules)
+
+
+def _ranked(comparison: GradientComparison, k: int, by: str, include_other: bool, ascending: bool) -> pd.DataFrame:
+    if by not in ("cosine", "contribution"):
+        raise ValueError(f"by must be 'cosine' or 'contribution', got {by!r}")
+    table = comparison.modules if include_other else comparison.modules[comparison.modules["kind"] != OTHER]
+    return table.sort_values(by, ascending=ascending, kind="stable").head(k).reset_index(drop=True)
+
+
+def most_conflicting(comparison: GradientComparison, k: int = 1, by: str = "cosine",
+                     include_other: bool = False) -> pd.DataFrame:
+    """The ``k`` attention/MLP modules with the lowest ``by`` (cosine or contribution), lowest first."""
+    return _ranked(comparison, k, by, include_other, ascending=True)
+
+
+def most_synergistic(comparison: GradientComparison, k: int = 1, by: str = "cosine",
+                     include_other: bool = False) -> pd.DataFrame:
+    """The ``k`` attention/MLP modules with the highest ``by`` (cosine or contribution), highest first."""
+    return _ranked(comparison, k, by, include_other, ascending=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Update directions on shared routes
+# --------------------------------------------------------------------------------------------------
+
+def route_coordinate_mask(model_or_shapes: nn.Module | Mapping[str, torch.Tensor | Sequence[int]],
+                          channels: set[Channel] | Sequence[Channel]) -> dict[str, torch.Tensor]:
+    """Boolean masks of the weight coordinates that belong to the chosen MLP channels: for channel
+    (layer, c), row c of ``<layer>.mlp.gate_proj.weight`` and ``up_proj.weight`` (shape
+    (intermediate, hidden)) and column c of ``down_proj.weight`` (shape (hidden, intermediate)).
+
+    ``model_or_shapes``: a model (its state dict names) or a mapping name -> tensor or shape (e.g. a
+    delta dict). Returns a mask for every MLP projection weight found, all False in unchosen layers;
+    other tensors get no mask (all their coordinates count as elsewhere).
+    """
+    if isinstance(model_or_shapes, nn.Module):
+        shapes = {name: tuple(t.shape) for name, t in model_or_shapes.state_dict().items()}
+    else:
+        shapes = {name: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)
+                  for name, v in model_or_shapes.items()}
+    masks: dict[str, torch.Tensor] = {}
+    sizes: dict[str, int] = {}
+    for name, shape in shapes.items():
+        match = _MLP_WEIGHT.match(name)
+        if match:
+            masks[name] = torch.zeros(shape, dtype=torch.bool)
+            sizes[match["layer"]] = shape[1] if match["proj"] == "down_proj" else shape[0]
+    if not masks:
+        raise ValueError("no MLP gate/up/down projection weights found (expected names like "
+                         "'model.layers.0.mlp.gate_proj.weight')")
+    for layer, indices in _check_channels(channels, sizes).items():
+        idx = torch.tensor(indices, dtype=torch.long)
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            name = f"{layer}.mlp.{proj}.weight"
+            if name not in masks:
+                raise ValueError(f"layer {layer!r} has no {name}")
+            if proj == "down_proj":
+                masks[name][:, idx] = True
+            else:
+                masks[name][idx, :] = True
+    return masks
+
+
+@dataclass(frozen=True)
+class MaskedCosine:
+    """Cosine of two deltas on the masked coordinates (``on``) and on all the others (``off``), with
+    how many coordinates each holds; nan where either delta is zero there."""
+
+    on: float
+    off: float
+    on_size: int
+    off_size: int
+
+
+def delta_cosine_on_coordinates(delta_a: Mapping[str, torch.Tensor], delta_b: Mapping[str, torch.Tensor],
+                                mask: Mapping[str, torch.Tensor]) -> MaskedCosine:
+    """Do two experts' weight deltas (name -> tensor, e.g. ``after - before`` from
+    :func:`mdrl_lib.edits.paired_tensors`) point the same way on shared routes? Cosine over the
+    coordinates where ``mask`` is True (see :func:`route_coordinate_mask`) and over the rest, across
+    every tensor both deltas hold; a tensor without a mask counts wholly as the rest."""
+    names = [n for n in delta_a if n in delta_b]
+    if not names:
+        raise ValueError("the two deltas share no tensor names")
+    unknown = sorted(set(mask) - set(names))
+    if unknown:
+        raise ValueError(f"mask names not in both deltas: {unknown[:5]}")
+    totals = {"on": [0.0, 0.0, 0.0, 0], "off": [0.0, 0.0, 0.0, 0]}  # dot, |a|^2, |b|^2, size
+    for name in names:
+        a, b = delta_a[name].double(), delta_b[name].double()
+        if a.shape != b.shape:
+            raise ValueError(f"{name} has shape {tuple(a.shape)} in one delta and {tuple(b.shape)} in the other")
+        m = mask.get(name)
+        if m is None:
+            m = torch.zeros(a.shape, dtype=torch.bool)
+        elif tuple(m.shape) != tuple(a.shape):
+            raise ValueError(f"mask of {name} has shape {tuple(m.shape)}, the delta {tuple(a.shape)}")
+        m = m.to(a.device)
+        for part, select in (("on", m), ("off", ~m)):
+            x, y = a[select], b[select]
+            total = totals[part]
+            total[0] += float(x @ y)
+            total[1] += float(x @ x)
+            total[2] += float(y @ y)
+            total[3] += x.numel()
+    on, off = totals["on"], totals["off"]
+    return MaskedCosine(on=_cosine(on[0], math.sqrt(on[1]), math.sqrt(on[2])),
+                        off=_cosine(off[0], math.sqrt(off[1]), math.sqrt(off[2])),
+                        on_size=on[3], off_size=off[3])
