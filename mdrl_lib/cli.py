@@ -119,18 +119,18 @@ def run(args: argparse.Namespace) -> int:
         notebooks = [_find_notebook(n, args.notebooks_dir) for n in args.only]
     if not notebooks:
         raise CliError(f"no notebooks found in {args.notebooks_dir}")
-    declared = {path: notebook_parameters(path) for path in notebooks}
-    known = set().union(*(set(p) for p in declared.values()))
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise CliError(f"unknown parameter {', '.join(map(repr, unknown))}; the selected notebooks "
-                       f"declare: {', '.join(sorted(known))}")
     if "run_dir" in overrides:
         raise CliError("give the run directory as --run-dir DIR, not -p run_dir")
     try:  # every value, the notebooks' own parameters included, is checked before anything runs
         config = check_parameters({**overrides, **({"run_dir": str(args.run_dir)} if args.run_dir else {})})
     except ConfigError as error:
         raise CliError(str(error)) from None
+    declared = {path: notebook_parameters(path) for path in notebooks}
+    known = set().union(*(set(p) for p in declared.values()))
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise CliError(f"unknown parameter {', '.join(map(repr, unknown))}; the selected notebooks "
+                       f"declare: {', '.join(sorted(known))}")
     run_dir = (args.run_dir or Path("runs") / f"{config.scale}-seed{config.seed}").expanduser().resolve()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -36,3 +36,19 @@ def test_the_check_catches_a_dirty_notebook():
     dirty = {"metadata": {"kernelspec": {"name": "conda-env"}},
              "cells": [{"cell_type": "code", "outputs": [{"text": "1"}], "execution_count": 3, "metadata": {}}]}
     assert len(problems(dirty)) == 4
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_notebook_parameter_is_declared_with_its_checks(path):
+    """A notebook's parameters are the kit's declared ones (so the CLI and the first cell check them), and
+    each default is allowed (``None`` keeps a preset)."""
+    import papermill
+
+    from mdrl_lib.config import parameter_declarations
+
+    declared = parameter_declarations()
+    for name, info in papermill.inspect_notebook(str(path)).items():
+        assert name in declared, f"{path.name}: parameter {name!r} is not declared in mdrl_lib.config"
+        default = eval(info["default"])  # the parameters cell holds literals only
+        if default is not None and name not in ("run_dir", "model", "order"):
+            declared[name].check(name, default)
