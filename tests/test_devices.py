@@ -42,14 +42,14 @@ def local_model(tmp_path_factory):
     return directory
 
 
-def full_kit(run_dir, model_dir) -> Kit:
+def full_kit(run_dir, model_dir, device: str = "cpu") -> Kit:
     return Kit(RunConfig.from_params(
         scale="full", model=str(model_dir), run_dir=str(run_dir), data_train_size=2, data_eval_size=2,
         data_max_prompt_tokens=24, rl_max_completion_length=3,
         data_math_source=str(FIXTURES / "openr1_math.jsonl"), data_math_eval_source=str(FIXTURES / "aime25.jsonl"),
         data_code_source=str(FIXTURES / "klear_code.jsonl"), data_qa_source=str(FIXTURES / "supergpqa.jsonl"),
         data_cw_source=",".join(str(FIXTURES / f) for f in ("cw_sonnet.jsonl", "cw_gemini.jsonl")),
-        compute_device="cpu"))
+        compute_device=device))
 
 
 def test_full_scale_reads_its_data_sources_and_truncates_with_the_model_tokenizer(tmp_path, local_model):
@@ -73,3 +73,21 @@ def test_full_scale_scores_per_item_through_the_same_code_path(tmp_path, local_m
     assert kit.get(Base()).metrics == {"model": str(local_model)}
     with pytest.raises(ValueError, match="does not hold"):
         kit.weights_file(Base())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on a lent GPU machine)")
+def test_on_a_gpu_full_scale_scores_in_bf16_there_and_analyses_in_fp32(tmp_path, local_model):
+    from mdrl_lib.kit import Scores
+    from mdrl_lib.objectives import DomainObjective
+
+    kit = full_kit(tmp_path, local_model, device="auto")
+    assert kit.device.type == "cuda" and kit.compute_dtype == torch.bfloat16
+    model, _ = kit.load(Base())
+    assert next(model.parameters()).is_cuda and next(model.parameters()).dtype == torch.bfloat16
+    assert kit.get(Scores(Base())).metrics["device"].startswith("cuda")
+    assert len(kit.item_results(Base())) == 8
+    analysis, tokenizer = kit.load(Base(), placement="analysis")
+    assert next(analysis.parameters()).is_cuda and next(analysis.parameters()).dtype == torch.float32
+    objective = DomainObjective([("m:1+2=", "3"), ("m:3+4=", "7")], tokenizer, device=kit.device)
+    gradient = objective.gradient(analysis)
+    assert all(g.is_cuda for g in gradient.values())
