@@ -35,7 +35,6 @@ the program in it and reports how it ended.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import itertools
 import json
@@ -377,7 +376,7 @@ def _bwrap_command(config: dict, launcher: str) -> list[str]:
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    for path in _interpreter_paths(config["executable"]) + [p for p in _ETC_FILES if os.path.exists(p)]:
+    for path in _interpreter_paths(config["executable"], host=True) + [p for p in _ETC_FILES if os.path.exists(p)]:
         args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev"]
     for path in ("/tmp", "/var/tmp", "/dev/shm"):
@@ -591,7 +590,7 @@ def _init(job: _Job, method: str, setup_write: int | None) -> None:
         program_ids, judge_ids = _sandbox_ids(method, config)
         if method != "bubblewrap":
             _build_root(config, program_ids, job.source)
-            if method == "user-namespaces":
+            if method == "user-namespaces" and os.path.exists("/proc/sys/user"):  # else /proc is not mounted
                 _write_file("/proc/sys/user/max_user_namespaces", "0")
         else:
             with open(os.path.join(config["workdir"], "main.py"), "wb") as f:
@@ -690,15 +689,16 @@ def _build_root(config: dict, program_ids: tuple[int, int], source: bytes) -> No
     _mount(None, "/", None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
-def _interpreter_paths(executable: str) -> list[str]:
+def _interpreter_paths(executable: str, host: bool = False) -> list[str]:
     """Directories outside the system directories that the interpreter needs: its installation and
-    those of the shared libraries loaded now (realpaths, none inside another)."""
+    those of the shared libraries loaded now (realpaths, none inside another); on the `host` side,
+    not those of the packages it has loaded."""
     candidates = {os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(executable))}
     try:
         with open("/proc/self/maps") as f:
             for line in f:
                 parts = line.split(maxsplit=5)
-                if len(parts) == 6 and parts[5].startswith("/"):
+                if len(parts) == 6 and parts[5].startswith("/") and not (host and "-packages/" in parts[5]):
                     candidates.add(os.path.dirname(os.path.realpath(parts[5].strip())))
     except OSError:
         pass
@@ -757,6 +757,8 @@ def _start_program(config: dict, ids: tuple[int, int], rpc, extra_tasks: int, pr
     pid = os.fork()
     if pid == 0:
         try:
+            import fcntl
+
             os.close(exec_read)
             exec_write = fcntl.fcntl(exec_write, fcntl.F_DUPFD_CLOEXEC, 64)
             os.setsid()
@@ -1200,6 +1202,7 @@ def _judge(prelude: str, test: str, request_fd: int, reply_fd: int) -> dict:
     if hello.get("loaded") is not True:
         return {"passed": False, "reason": f"the program did not load: {str(hello.get('error', ''))[:1000]}"}
     namespace = _TestGlobals(link)
+    namespace["__name__"] = "__main__"
     try:
         exec(compile(prelude, "<prelude>", "exec"), namespace)
         exec(compile(test, "<test>", "exec"), namespace)

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -180,6 +179,21 @@ def test_run_tests_and_fraction_passed_crashing_program():
     assert fraction_passed("syntax error here", ADD_TESTS[:2], **LIMITS) == 0.0
 
 
+def test_isolation_or_a_clear_refusal(tmp_path):
+    marker = tmp_path / "ran"
+    try:
+        method = isolation()
+    except SandboxError as exc:
+        message = str(exc)
+        assert "user-namespaces" in message and "bubblewrap" in message and "runs none of them" in message
+        with pytest.raises(SandboxError, match="cannot isolate"):
+            run_python(f"open({str(marker)!r}, 'w').write('ran')")
+        assert not marker.exists()
+    else:
+        assert method in ISOLATIONS
+        assert method != "bubblewrap" or os.geteuid() != 0
+
+
 def test_fraction_passed_without_tests_is_zero():
     assert fraction_passed(ADD, []) == 0.0
     assert run_tests(ADD, []) == []
@@ -235,6 +249,8 @@ def test_functional_values_cross_as_plain_data_and_objects_as_references():
     assert result.passed, result
     missing = run_functional(program, "no_such_function()")
     assert not missing.passed and missing.reason.startswith("NameError")
+    main_guard = run_functional("def f(x):\n    return x\n", "if __name__ == '__main__':\n    assert f(1) == 99\n")
+    assert not main_guard.passed and main_guard.reason.startswith("AssertionError")
 
 
 SPOOFS = {
