@@ -160,6 +160,16 @@ def test_what_the_program_sees():
 
 
 @needs_isolation
+def test_interpreter_reached_through_a_link_under_tmp(tmp_path, monkeypatch):
+    # A venv in /tmp (as in a CI clone) links to the real interpreter; the sandbox has its own /tmp.
+    link = tmp_path / "python"
+    link.symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setattr(sys, "executable", str(link))
+    result = run_python("print(6 * 7)", timeout_s=5)
+    assert result.ok and result.stdout.strip() == "42"
+
+
+@needs_isolation
 def test_run_tests_and_fraction_passed_correct_program():
     assert run_tests(ADD, ADD_TESTS, **LIMITS) == [True] * 4
     assert fraction_passed(ADD, ADD_TESTS, **LIMITS) == 1.0
