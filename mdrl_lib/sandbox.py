@@ -21,8 +21,9 @@ dumps) and a wall-clock timeout, inside new mount, PID, network, IPC and UTS nam
 
 The namespaces come from, in order: user namespaces (root or not, where the kernel allows them;
 as root the program runs as a fresh unprivileged uid), plain namespaces as root with
-CAP_SYS_ADMIN, or ``bwrap`` (bubblewrap) if installed. The sandbox fails closed: where none of them
-works it raises :class:`SandboxError` saying what is missing, and runs nothing.
+CAP_SYS_ADMIN, or ``bwrap`` (bubblewrap) if installed and the caller is not root. The sandbox
+fails closed: where none of them works it raises :class:`SandboxError` saying what is missing and
+how to run the Code domain safely, and runs nothing. :func:`isolation` says which one is used.
 
 Functional (assert-based) tests are judged outside the program's process: the test code runs in a
 separate judge process, which reaches the program's functions through a pipe that carries plain

@@ -6,8 +6,7 @@ and that uses the digit 3 (``3*5+2``). The program is checked against the gramma
 reward is the fraction of the prompt's two tests passed (right value, uses the digit). Answers
 share digits and operators with Math, so the two domains share output routes. Targets 0-90 give 613
 tasks: 150 RL prompts, 300 held-out prompts (a standard error of about 0.025; with 120 it was 0.04,
-larger than the seed spread that the refresh check of issue 4 compares Code's moves with) and 163
-for warm-up.
+larger than the seed spread that the refresh check compares Code's moves with) and 163 for warm-up.
 """
 from __future__ import annotations
 
