@@ -245,6 +245,11 @@ def code_specs() -> dict[str, dict]:
         ("adder", "```python\nclass Solution:\n    def add(self, a, b):\n        print('debug')\n        return a + b\n```", 1.0),
         ("adder", "```python\nclass Solution:\n    def add(self, a, b):\n        return a * b\n```", 0.0),
         ("adder", "```python\nclass Solution:\n    def add(self, a, b):\n        return 3\n```", 0.5),
+        # hostile: the pass mark written where the old harness looked for it, then a clean exit
+        ("adder", "```python\nimport os, sys\nsys.__stdout__.write('__MDRL_ALL_ASSERTS_PASSED__\\n')\n"
+                  "sys.__stdout__.flush()\nos._exit(0)\n```", 0.0),
+        ("adder", "```python\nclass Solution:\n    def add(self, a, b):\n        class Eq:\n"
+                  "            def __eq__(self, other):\n                return True\n        return Eq()\n```", 0.0),
     ],
 )
 def test_code_verifier_runs_tests_in_the_sandbox(code_specs, case, completion, score):

@@ -3,11 +3,15 @@ determinism, the shared alphabet and the registry's errors."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
+import re
 import subprocess
 import sys
+import warnings
+from collections import Counter
 
 import pytest
 
@@ -240,6 +244,94 @@ def test_code_tests_passed_is_the_fraction_of_two_tests():
     assert toy_code.tests_passed(True, False, True) == 0.5
     assert toy_code.tests_passed(True, False, False) == 0.0
     assert toy_code.tests_passed(False, True, True) == 0.0
+
+
+# The toy Code harness as it ran in the sandbox before programs were evaluated with ast (kept
+# here as the reference the new evaluator must match, result for result).
+OLD_GRAMMAR = re.compile(r"^[0-9+\-*() ]{1,%d}$" % 15)
+
+
+def old_harness(program: str, target: int, digit: str) -> list[bool]:
+    value = None
+    if OLD_GRAMMAR.match(program) and "**" not in program and not re.search(r"[0-9][0-9]", program):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = eval(compile(program, "<program>", "eval"), {"__builtins__": {}}, {})
+        except Exception:
+            value = None
+    return [value is not None, value == target, digit in program]
+
+
+TRICKY_PROGRAMS = [
+    "", " ", "\n", "3\n", "3+4\n", "3\n4", " 3", "3 ", "\t3", "0", "00", "-0", "07", "3*5+2", "(3*5)+2",
+    "()", "(())", "( )", "()*3", "3*()", "()*-3", "-()", "+()", "()+()", "()-()", "()*()", "()*0", "(()*9)*9",
+    "3()", "()()", "(3)(4)", "--3", "+-+3", "3 -- 3", "3- -3", "1 2", "12", "1*2*3*4*5*6*7*8", "9*9*9*9*9*9*9*9",
+    "9**9", "9* *9", "9*-*9", "(3", "3)", "*3", "3*", "3-", "(*3)", "(3,)", "3,4", "3.0", "3j", "1e3", "0x3",
+    "\u0663", "\uff13", "3\u00a0+1", "((((((((((((3)))", "((((((((((((((3", "1+1+1+1+1+1+1+3", "1+1+1+1+1+1+1+3+",
+    "1+1+1+1+1+1+1+13", "8-9-9-9-9-9-9-9", "-(-(-(-(-(-3)))))", "(-3)*(-3)*(-3)", "__import__('os')", "3;4",
+    "3 if 1 else 2", "not 3", "~3", "3@3", "3%3", "3/3", "3//3", "3<<3", "3==3", "(3)==(3)", "[3]", "{3}",
+]
+
+
+def generated_programs() -> list[str]:
+    """Every string of up to 5 characters over a grammar alphabet, random strings over the full
+    grammar with stray characters, and the tricky cases above."""
+    programs = list(TRICKY_PROGRAMS)
+    small = "019+-*() "
+    for length in range(6):
+        programs += ["".join(chars) for chars in itertools.product(small, repeat=length)]
+    rng = random.Random(20260521)
+    full = "0123456789+-*() " * 4 + "/.,a_\n\t~@%j[]=\u0663"
+    for _ in range(20000):
+        programs.append("".join(rng.choice(full) for _ in range(rng.randint(1, 17))))
+    return programs
+
+
+def test_code_evaluator_matches_the_old_harness_on_every_generated_program():
+    programs = generated_programs()
+    assert len(programs) == len(TRICKY_PROGRAMS) + sum(9**n for n in range(6)) + 20000
+    mismatches = []
+    for i, program in enumerate(programs):
+        target, digit = i % 91, "123456789"[i % 9]
+        expected = old_harness(program, target, digit)
+        got = list(toy_code.check_program(program, target, digit))
+        if got != expected:
+            mismatches.append((program, got, expected))
+    assert mismatches == []
+    # the generated set reaches every kind of outcome, not only grammar refusals
+    outcomes = Counter(tuple(old_harness(p, eval_or(p), "3")) for p in TRICKY_PROGRAMS)
+    assert outcomes[(True, True, True)] and outcomes[(True, True, False)] and outcomes[(False, False, False)]
+    assert toy_code.evaluate("()*3") == () and toy_code.check_program("()*3", 0, "3") == (True, False, True)
+
+
+def eval_or(program: str) -> int:
+    """The value of `program` when it is an int in the grammar, else -1 (to build matching targets)."""
+    value = toy_code.evaluate(program)
+    return value if isinstance(value, int) else -1
+
+
+def test_code_scores_equal_the_old_harness_through_the_domain():
+    domain = get_domain("code")
+    rng = random.Random(7)
+    completions = [rng.choice(TRICKY_PROGRAMS) + rng.choice(["", "\nmore", " x"]) for _ in range(300)]
+    specs = [spec(target=rng.randint(0, 90), digit=rng.choice("123456789")) for _ in completions]
+    expected = []
+    for completion, s in zip(completions, specs):
+        program = toy_code.first_line(completion)[: toy_code.MAX_PROGRAM_CHARS + 1]
+        parsed = json.loads(s)
+        expected.append(toy_code.tests_passed(*old_harness(program, parsed["target"], parsed["digit"])))
+    assert domain.score(completions, specs) == expected
+
+
+def test_code_scoring_starts_no_process(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the toy Code verifier started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(os, "system", refuse)
+    assert get_domain("code").score(["3*5+2", "__import__('os').system('x')"], [CODE_SPEC] * 2) == [1.0, 0.0]
 
 
 def test_code_tasks_have_solutions_that_meet_their_spec():

@@ -1,16 +1,20 @@
 """Toy Code: write an expression over single digits and ``+-*()`` that meets a spec.
 
 Introduced in notebook ``00_toy_world``. The prompt ``c:17,3=`` asks for a program whose value is 17
-and that uses the digit 3 (``3*5+2``). The program runs in :mod:`mdrl_lib.sandbox` against the
-prompt's test cases; the reward is the fraction of tests passed. Answers share digits and operators
-with Math, so the two domains share output routes. Targets 0-90 give 613 tasks: 150 RL prompts, 300
-held-out prompts (a standard error of about 0.025; with 120 it was 0.04, larger than the seed spread
-that the refresh check of issue 4 compares Code's moves with) and 163 for warm-up.
+and that uses the digit 3 (``3*5+2``). The program is checked against the grammar, parsed with
+:mod:`ast` and evaluated by walking its tree, so nothing is executed and no sandbox is needed; the
+reward is the fraction of the prompt's two tests passed (right value, uses the digit). Answers
+share digits and operators with Math, so the two domains share output routes. Targets 0-90 give 613
+tasks: 150 RL prompts, 300 held-out prompts (a standard error of about 0.025; with 120 it was 0.04,
+larger than the seed spread that the refresh check compares Code's moves with) and 163 for warm-up.
 """
 from __future__ import annotations
 
+import ast
 import itertools
 import json
+import operator
+import re
 
 from mdrl_lib.domains.base import Domain, Example, Splits, register
 from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, take_split
@@ -18,23 +22,51 @@ from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, take_split
 TARGET_MAX = 90
 MAX_PROGRAM_CHARS = 15
 
-# Runs inside the sandbox: reads [[program, target, digit], ...] on stdin, prints one result list
-# per program. Only digits, + - * and parentheses pass the grammar check, so no name, call or
-# power can be evaluated even before the sandbox's limits apply.
-HARNESS = r"""
-import json, re, sys
-GRAMMAR = re.compile(r"^[0-9+\-*() ]{1,%d}$")
-results = []
-for program, target, digit in json.load(sys.stdin):
-    value = None
-    if GRAMMAR.match(program) and "**" not in program and not re.search(r"[0-9][0-9]", program):
-        try:
-            value = eval(compile(program, "<program>", "eval"), {"__builtins__": {}}, {})
-        except Exception:
-            value = None
-    results.append([value is not None, value == target, digit in program])
-print(json.dumps(results))
-""" % MAX_PROGRAM_CHARS
+# Digits, + - * and parentheses only; no power, no two adjacent digits (so every literal is one
+# digit). ``$`` also matches before a final newline, as it always has for this grammar.
+GRAMMAR = re.compile(r"^[0-9+\-*() ]{1,%d}$" % MAX_PROGRAM_CHARS)
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def in_grammar(program: str) -> bool:
+    """Whether `program` passes the grammar check: at most MAX_PROGRAM_CHARS of ``0-9+-*() ``, no
+    ``**`` and no two adjacent digits."""
+    return bool(GRAMMAR.match(program)) and "**" not in program and not re.search(r"[0-9][0-9]", program)
+
+
+def evaluate(program: str) -> int | tuple | None:
+    """The value of `program`, or None when it is outside the grammar or does not evaluate.
+
+    Parsed with :mod:`ast` and evaluated by walking the tree: single-digit int literals, ``+ - *``
+    and unary ``+ -``; the empty tuple ``()`` is a value too, as Python's ``eval`` gives it (so
+    ``()*3`` is ``()``, and ``-()`` does not evaluate). Nothing is executed.
+    """
+    if not in_grammar(program):
+        return None
+    try:
+        tree = ast.parse(program, "<program>", mode="eval")
+        return _value(tree.body)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return None
+
+
+def _value(node: ast.AST):
+    if type(node) is ast.Constant and type(node.value) is int and 0 <= node.value <= 9:
+        return node.value
+    if type(node) is ast.BinOp and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_value(node.left), _value(node.right))
+    if type(node) is ast.UnaryOp and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_value(node.operand))
+    if type(node) is ast.Tuple and not node.elts:
+        return ()
+    raise ValueError(f"{type(node).__name__} is outside the grammar")
+
+
+def check_program(program: str, target: int, digit: str) -> tuple[bool, bool, bool]:
+    """(parses, right value, uses digit) for one program: the two tests and whether it evaluates."""
+    value = evaluate(program)
+    return value is not None, value == target, digit in program
 
 
 def reference_programs() -> dict[int, list[str]]:
@@ -61,18 +93,6 @@ def all_tasks() -> list[tuple[int, str, list[str]]]:
     return tasks
 
 
-def run_programs(programs: list[str], targets: list[int], digits: list[str]) -> list[list[bool]]:
-    """[parses, right value, uses digit] per program, from one sandboxed run of the harness."""
-    from mdrl_lib.sandbox import run_python
-
-    payload = json.dumps([[p, t, d] for p, t, d in zip(programs, targets, digits)])
-    result = run_python(HARNESS, stdin=payload, timeout_s=10.0, max_output_bytes=64 * len(programs) + 4096)
-    if not result.ok:
-        reason = "its output was truncated" if result.output_truncated else result.stderr[-500:]
-        raise RuntimeError(f"the code sandbox failed on a batch of {len(programs)} programs: {reason}")
-    return json.loads(result.stdout)
-
-
 @register("toy", "code")
 class ToyCode(Domain):
     name, title = "code", "Code"
@@ -94,8 +114,7 @@ class ToyCode(Domain):
             return []
         parsed = [json.loads(s) for s in specs]
         programs = [first_line(c)[:MAX_PROGRAM_CHARS + 1] for c in completions]
-        results = run_programs(programs, [p["target"] for p in parsed], [p["digit"] for p in parsed])
-        return [tests_passed(*r) for r in results]
+        return [tests_passed(*check_program(program, p["target"], p["digit"])) for program, p in zip(programs, parsed)]
 
     def score_one(self, completion: str, spec: dict) -> float:
         return self.score([completion], [json.dumps(spec)])[0]

@@ -55,19 +55,14 @@ QA_INSTRUCTION = (
     "where X is the letter of the option."
 )
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# The "output" of an assert-based test in a spec. Only a label: the verdict comes from the
+# sandbox's judge, never from anything the program prints.
 FUNCTIONAL_PASS_MARK = "__MDRL_ALL_ASSERTS_PASSED__"
-FUNCTIONAL_PRELUDE = (
-    "import sys as _mdrl_sys, io as _mdrl_io\n"
-    "_mdrl_case = _mdrl_sys.stdin.read()\n"
-    "_mdrl_stdout, _mdrl_sys.stdout = _mdrl_sys.stdout, _mdrl_io.StringIO()\n"
+# Run before the program and before the test code, in both of their namespaces.
+FUNCTIONAL_IMPORTS = (
     "from typing import *\n"
     "import bisect, collections, functools, heapq, itertools, math, string\n"
     "from collections import Counter, defaultdict, deque\n"
-)
-FUNCTIONAL_EPILOGUE = (
-    "\nexec(_mdrl_case, globals())\n"
-    "_mdrl_sys.stdout = _mdrl_stdout\n"
-    f"print({FUNCTIONAL_PASS_MARK!r})\n"
 )
 
 Columns = Mapping[str, "str | Sequence[str]"]
@@ -371,9 +366,10 @@ def tests_from_ground_truth(ground_truth: Any, max_tests: int) -> tuple[str, lis
     Introduced in notebook ``00_toy_world`` (full-scale switch). ``{"inputs": [...], "outputs":
     [...]}`` gives stdin/stdout tests (harness ``"stdio"``; list items are joined by ", " as
     Klear's verifier does). ``{"functional": code or [code, ...]}`` gives assert-based cases
-    (harness ``"functional"``): each case is fed on stdin to a wrapper that runs it after the
-    program and prints a pass mark. Other formats (``pytest``, files) give None. At most
-    ``max_tests`` tests are kept, the first ones.
+    (harness ``"functional"``; each test's "input" is the case's code, its "output" the label
+    FUNCTIONAL_PASS_MARK): the sandbox's judge runs each case against the program's functions
+    in a separate process. Other formats (``pytest``, files) give None. At most ``max_tests``
+    tests are kept, the first ones.
     """
     if isinstance(ground_truth, str):
         try:
@@ -410,9 +406,12 @@ class CodeDomain(Domain):
     """KlearReasoner-CodeSub-15K problems; reward = fraction of the unit tests the program passes.
 
     Introduced in notebook ``00_toy_world`` (full-scale switch). Tests run in ``mdrl_lib.sandbox``
-    (imported when scoring). The program is the last ```python block of the answer. Rows whose
-    tests are neither stdin/stdout nor assert-based are skipped; ground truths are parsed only for
-    the rows drawn, since test files can be large.
+    (imported when scoring): stdin/stdout tests compare what the program prints; assert-based
+    tests are judged in a process apart from the program's, so a program cannot fake a pass by
+    printing or exiting. The program is the last ```python block of the answer. Rows whose tests
+    are neither stdin/stdout nor assert-based are skipped; ground truths are parsed only for the
+    rows drawn, since test files can be large. Scoring raises ``SandboxError`` on a machine where
+    the sandbox cannot isolate programs.
     """
 
     name = "code"
@@ -473,11 +472,13 @@ class CodeDomain(Domain):
         program = extract_program(completion)
         if not program.strip():
             return 0.0
-        if spec["harness"] == "functional":
-            program = FUNCTIONAL_PRELUDE + program + FUNCTIONAL_EPILOGUE
-        from mdrl_lib.sandbox import fraction_passed
+        from mdrl_lib.sandbox import fraction_passed, functional_fraction_passed
 
-        return float(fraction_passed(program, spec["tests"], timeout_s=self.timeout_s, memory_mb=self.memory_mb))
+        limits = {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb}
+        if spec["harness"] == "functional":
+            cases = [test["input"] for test in spec["tests"]]
+            return float(functional_fraction_passed(program, cases, prelude=FUNCTIONAL_IMPORTS, **limits))
+        return float(fraction_passed(program, spec["tests"], **limits))
 
 
 # ----------------------------------------------------------------------------- QA
