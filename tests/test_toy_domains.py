@@ -595,3 +595,32 @@ def test_kit_splits_honour_configured_and_default_sizes(tmp_path):
         assert (len(splits.train), len(splits.eval)) == get_domain(name).default_sizes
     assert set(default.evals) == set(DOMAIN_NAMES)
     assert default.evals["qa"][1] == default.splits("qa").eval
+
+
+def test_details_say_what_the_verifier_read_in_hand_written_completions():
+    """Per-item results (notebook 04's error breakdown reads them): the right content in the wrong
+    convention is told apart from wrong content and from no answer, in every toy domain."""
+    import json
+
+    from mdrl_lib.domains.base import get_domain
+
+    math_spec = json.dumps({"answer": "42"})
+    read = get_domain("math").details(["42", "(42)", "42 years", "41", "", "(42"], [math_spec] * 6)
+    assert [(r["number"], r["right_number"], r["boxed"], r["trailing"]) for r in read] == [
+        ("42", True, False, False), ("42", True, True, False), ("42", True, False, True),
+        ("41", False, False, False), (None, False, False, False), (None, False, False, False)]
+    qa_spec = json.dumps({"answer": "17 years", "number": "17"})
+    read = get_domain("qa").details(["17 years", "17", "18 years", "17 legs", "x"], [qa_spec] * 5)
+    assert [(r["right_number"], r["right_unit"]) for r in read] == [(True, True), (True, False), (False, True),
+                                                                    (True, False), (False, False)]
+    code_spec = json.dumps({"target": 17, "digit": "3"})
+    read = get_domain("code").details(["3*5+2", "9+8", "3+3", "import os"], [code_spec] * 4)
+    assert [(r["parses"], r["right_value"], r["uses_digit"]) for r in read] == [
+        (True, True, True), (True, True, False), (True, False, True), (False, False, False)]
+    cw_spec = json.dumps({"letters": "bg", "length": 12})
+    read = get_domain("cw").details(["2 bat 17 gem", "17 bat 2 gem", "bat gem"], [cw_spec] * 3)
+    assert read[0] == dict.fromkeys(("form", "lexicon", "letters", "ascending", "length"), True)
+    assert read[1]["form"] and not read[1]["ascending"] and read[1]["length"]
+    assert not any(read[2].values())
+    with pytest.raises(ValueError, match="2 completions but 1 specs"):
+        get_domain("math").details(["1", "2"], [math_spec])

@@ -119,6 +119,18 @@ class ToyCode(Domain):
     def score_one(self, completion: str, spec: dict) -> float:
         return self.score([completion], [json.dumps(spec)])[0]
 
+    def details(self, completions: list[str], specs: list[str]) -> list[dict]:
+        """Per completion: whether the program ``parses`` (is in the grammar and has a value), has the
+        ``right_value`` and ``uses_digit``: a program that parses but misses a test is wrong content."""
+        super().details(completions, specs)
+        out = []
+        for completion, spec_text in zip(completions, specs):
+            spec_dict = json.loads(spec_text)
+            program = first_line(completion)[:MAX_PROGRAM_CHARS + 1]
+            parses, right_value, uses_digit = check_program(program, spec_dict["target"], spec_dict["digit"])
+            out.append({"parses": parses, "right_value": right_value, "uses_digit": uses_digit})
+        return out
+
 
 def tests_passed(parses: bool, right_value: bool, uses_digit: bool) -> float:
     """Reward: fraction of the two tests passed (right value, uses the digit); 0 if it does not parse."""
