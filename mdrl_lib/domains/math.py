@@ -61,5 +61,5 @@ class ToyMath(Domain):
             read = read_number(first_line(completion))
             answer = json.loads(spec_text)["answer"]
             out.append({"number": read["number"], "right_number": read["number"] == answer,
-                        "boxed": read["boxed"], "trailing": bool(read["rest"])})
+                        "boxed": read["boxed"], "trailing": read["number"] is not None and bool(read["rest"])})
         return out
