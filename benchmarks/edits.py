@@ -203,10 +203,10 @@ def child(implementation: str, before: Path, after: Path, out: Path, threads: in
 # The driver
 
 
-def _spawn(args: list[str], threads: int) -> None:
+def _spawn(args: list[str], threads: int, check: bool = True) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], check=True, env=env)
+    return subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], check=check, env=env).returncode
 
 
 def _warm_page_cache(*paths: Path) -> None:
@@ -289,17 +289,24 @@ def main(argv: list[str] | None = None) -> int:
 
         from mdrl_lib.edits import ABS_SWEEP, REL_SWEEP
 
-        runs = []
+        runs, failed = [], []
         for repeat in range(args.repeats):
             for implementation in args.implementations:
                 out = work / f"{implementation}-{repeat}.pt"
                 _warm_page_cache(before, after)
-                _spawn(["--child", implementation, str(before), str(after), str(out), "--threads",
-                        str(args.threads)], args.threads)
+                code = _spawn(["--child", implementation, str(before), str(after), str(out), "--threads",
+                               str(args.threads)], args.threads, check=False)
+                if code != 0:
+                    why = "killed (SIGKILL: out of memory?)" if code == -9 else f"exit status {code}"
+                    print(f"  {implementation}: {why}; not measured", flush=True)
+                    failed.append(implementation)
+                    continue
                 result = torch.load(out, weights_only=False)
                 runs.append((implementation, result))
                 print(f"  {implementation}: {result['seconds']:.1f} s ({result['cpu_seconds']:.1f} s of CPU), "
                       f"peak RSS {result['peak_rss'] / 1e9:.2f} GB", flush=True)
+        if not runs:
+            return 1
         reference = runs[0][1]
         print(f"\nedit analyses of two {before.stat().st_size / 1e9:.2f} GB fp32 checkpoints "
               f"(sparsity: equal + {len(ABS_SWEEP)} absolute + {len(REL_SWEEP)} relative tolerances, fp32 and bf16, "
@@ -320,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{p} {c} {t:g}: {u / e:.3f}" for (p, c, t), (e, u) in overall.items()
             if (c, t) in (("abs", 1e-7), ("rel", 1e-3), ("equal", 0.0))))
         print(f"top-{FRACTION:.0%} neurons, fp32 vs bf16 magnitudes: Jaccard {reference['jaccard']:.3f}")
-        return 0 if all(agree(reference, r)[0] for _, r in runs) else 1
+        if failed:
+            print(f"not measured: {', '.join(failed)}")
+        return 0 if not failed and all(agree(reference, r)[0] for _, r in runs) else 1
     finally:
         if args.keep:
             print(f"kept {work}")
