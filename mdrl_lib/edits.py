@@ -1,22 +1,470 @@
 """How much RL changes a model, and where: deltas between two checkpoints, streamed tensor by tensor.
 
-Introduced in notebook ``01_sparse_edits`` (claims C1 and C2). Checkpoints are read with
-``safetensors.safe_open`` one tensor at a time, so memory stays near the largest pair of tensors
+Introduced in notebook ``01_sparse_edits`` (claims C1 and C2). Checkpoints are read straight from
+their safetensors files: the header gives each tensor's byte range, and each tensor (or block of
+rows of a large one) is read with ``os.preadv`` into a buffer reused for the whole pass. Nothing is
+memory-mapped, so the process holds only those buffers, not the pages of the files it has read,
 however big the model is.
+
+Which files to compare is the caller's choice, by path. A stage trained with precision ``bf16``
+(see :func:`mdrl_lib.training.save_stage`) holds its fp32 master in ``master_fp32.safetensors`` and
+the bf16-rounded checkpoint in ``model.safetensors``: pass the master file for the fp32 comparison;
+precision ``"bf16"`` rounds both sides to bf16 first, which for such a stage's master gives exactly
+its ``model.safetensors``.
 """
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
-from safetensors import safe_open
 
 ABS_TOL = 1e-7
 REL_TOL = 1e-3
+ABS_SWEEP = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
+REL_SWEEP = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+PRECISIONS = ("fp32", "bf16")
+CRITERIA = ("equal", "abs", "rel")
+GROUPINGS = ("tensor", "module", "layer")
+# Module types in the order tables list them; other leaf names follow alphabetically.
+MODULE_ORDER = ("embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                "norm", "lm_head")
+CHUNK_ELEMENTS = 1 << 23  # a tensor up to this size is read whole; larger ones in blocks of rows
+BLOCK_ELEMENTS = 1 << 16  # the counting works on blocks this small, so its temporaries stay in cache
+
 _MLP = re.compile(r"^(?P<layer>.*\.layers\.\d+)\.mlp\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$")
+_NO_MLP = "no MLP gate/up/down projection weights found (expected names like 'model.layers.0.mlp.gate_proj.weight')"
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading safetensors files without memory-mapping them
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in a safetensors file: dtype code (``F32``, ``BF16``, ...), shape and
+    the absolute byte offset and length of its data."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in _DTYPES
+
+    @property
+    def rows(self) -> int:
+        """Length of the leading dimension (1 for a scalar): large tensors are read in blocks of rows."""
+        return self.shape[0] if self.shape else 1
+
+    @property
+    def row_len(self) -> int:
+        return self.numel // self.rows if self.rows else 0
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The safetensors file of a checkpoint directory (its ``model.safetensors``) or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no safetensors checkpoint at {path}")
+    return path
+
+
+def safetensors_index(path: str | Path) -> dict[str, TensorInfo]:
+    """Every tensor of a safetensors file (or checkpoint directory) by name, from the header alone."""
+    path = checkpoint_file(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > size - 8:
+            raise ValueError(f"{path} is not a safetensors file (header length {header_len} past the end)")
+        header = json.loads(f.read(header_len))
+    data_start = 8 + header_len
+    index = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        shape = tuple(int(s) for s in entry["shape"])
+        if entry["dtype"] in _ITEMSIZE and end - begin != math.prod(shape) * _ITEMSIZE[entry["dtype"]]:
+            raise ValueError(f"{path}: tensor {name} has {end - begin} bytes for shape {shape} {entry['dtype']}")
+        if data_start + end > size:
+            raise ValueError(f"{path}: tensor {name} ends past the end of the file (truncated?)")
+        index[name] = TensorInfo(name, entry["dtype"], shape, data_start + begin, end - begin)
+    return index
+
+
+def _read_exactly(fd: int, buffer: np.ndarray, nbytes: int, offset: int) -> None:
+    view = memoryview(buffer)[:nbytes]
+    done = 0
+    while done < nbytes:
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"unexpected end of file reading {nbytes} bytes at offset {offset}")
+        done += got
+
+
+def _row_blocks(info: TensorInfo, chunk_elements: int) -> list[tuple[int, int]]:
+    """(first row, rows) blocks covering a tensor, whole when it has at most ``chunk_elements`` entries."""
+    rows = info.rows
+    if info.numel <= chunk_elements or rows <= 1:
+        return [(0, rows)]
+    step = max(1, chunk_elements // max(info.row_len, 1))
+    return [(r, min(step, rows - r)) for r in range(0, rows, step)]
+
+
+def _raw_view(buffer: torch.Tensor, dtype: str, count: int) -> torch.Tensor:
+    itemsize = _ITEMSIZE[dtype]
+    return buffer[: count * itemsize].view(_DTYPES[dtype])
+
+
+# ----------------------------------------------------------------------------------------------
+# Names
+
+
+def module_type(name: str) -> str:
+    """The kind of module a parameter belongs to: ``q_proj`` ... ``down_proj``, ``embed_tokens``,
+    ``lm_head``, ``norm`` (every norm), else the name's last component before weight/bias."""
+    parts = name.split(".")
+    leaf = parts[-2] if len(parts) > 1 and parts[-1] in ("weight", "bias") else parts[-1]
+    return "norm" if "norm" in leaf else leaf
+
+
+def layer_index(name: str) -> int | None:
+    """The decoder layer a parameter belongs to (``model.layers.3.…`` -> 3), None outside the layers."""
+    match = _LAYER.search(name)
+    return int(match.group(1)) if match else None
+
+
+def _layer_key(layer: str) -> tuple[str, int]:
+    match = re.search(r"(\d+)$", layer)
+    return (layer[: match.start()], int(match.group(1))) if match else (layer, -1)
+
+
+# ----------------------------------------------------------------------------------------------
+# One streaming pass: sparsity counts and neuron edit magnitudes
+
+
+@dataclass
+class EditAnalysis:
+    """The result of :func:`edit_analysis`: ``table``, sparsity counts as a tidy DataFrame (see
+    :func:`sparsity_table`), and ``magnitudes``, precision -> MLP layer -> (intermediate_size,)
+    neuron edit magnitudes (empty when not asked for)."""
+
+    table: pd.DataFrame
+    magnitudes: dict[str, dict[str, torch.Tensor]]
+
+
+def _check_precisions(precisions: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(precisions, str):
+        precisions = (precisions,)
+    precisions = tuple(precisions)
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        raise ValueError(f"unknown precision(s) {unknown or precisions}; valid: {', '.join(PRECISIONS)}")
+    if len(set(precisions)) != len(precisions):
+        raise ValueError(f"precisions repeat: {precisions}")
+    return precisions
+
+
+def _check_tolerances(values: Iterable[float], what: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise ValueError(f"{what} must be positive finite numbers, got {values}")
+    return values
+
+
+def _plan(before: Path, after: Path, precisions: tuple[str, ...], mlp_only: bool
+          ) -> tuple[list[tuple[TensorInfo, TensorInfo]], list[str]]:
+    """The tensor pairs to compare, in the order they lie in ``before``; every check before any work."""
+    index_a, index_b = safetensors_index(before), safetensors_index(after)
+    only_a, only_b = sorted(set(index_a) - set(index_b)), sorted(set(index_b) - set(index_a))
+    if only_a or only_b:
+        warnings.warn(f"tensors only in {before.name}: {only_a[:5]}{'...' if len(only_a) > 5 else ''}; "
+                      f"only in {after.name}: {only_b[:5]}{'...' if len(only_b) > 5 else ''}; comparing the rest",
+                      stacklevel=3)
+    names = sorted(set(index_a) & set(index_b))
+    if not names:
+        raise ValueError(f"{before} and {after} share no tensor names")
+    skipped, pairs = [], []
+    for name in names:
+        a, b = index_a[name], index_b[name]
+        if a.shape != b.shape:
+            raise ValueError(f"tensor {name} has shape {a.shape} before and {b.shape} after")
+        if not (a.is_float and b.is_float):
+            skipped.append(name)
+            continue
+        if "fp32" in precisions and a.dtype != b.dtype:
+            raise ValueError(
+                f"tensor {name} is stored as {a.dtype} in {before} but {b.dtype} in {after}: comparing them as "
+                f"stored ('fp32') would count the rounding as an edit. Pass a file of the same precision (a bf16 "
+                f"stage keeps its fp32 master in master_fp32.safetensors) or ask for precisions=('bf16',)")
+        if mlp_only and not _MLP.match(name):
+            continue
+        pairs.append((a, b))
+    if not pairs and mlp_only:
+        raise ValueError(_NO_MLP)
+    if not pairs:
+        raise ValueError(f"{before} and {after} share no float tensors (skipped: {skipped[:5]})")
+    pairs.sort(key=lambda pair: pair[0].offset)
+    return pairs, skipped
+
+
+class _Workspace:
+    """Buffers reused for the whole pass: raw bytes of both files, fp32 copies, |delta| and block temporaries."""
+
+    def __init__(self, chunk: int, itemsize_a: int, itemsize_b: int, block: int):
+        self.raw_a = torch.empty(chunk * itemsize_a, dtype=torch.uint8)
+        self.raw_b = torch.empty(chunk * itemsize_b, dtype=torch.uint8)
+        self.raw_a_np, self.raw_b_np = self.raw_a.numpy(), self.raw_b.numpy()
+        self.delta = torch.empty(chunk, dtype=torch.float32)
+        self.delta_np = self.delta.numpy()
+        block = min(block, chunk)
+        self.x = torch.empty(block, dtype=torch.float32)
+        self.y = torch.empty(block, dtype=torch.float32)
+        self.x_half = torch.empty(block, dtype=torch.bfloat16)
+        self.y_half = torch.empty(block, dtype=torch.bfloat16)
+        self.x_np, self.y_np = self.x.numpy(), self.y.numpy()
+        self.magnitude_x = np.empty(block, dtype=np.float32)
+        self.ratio = np.empty(block, dtype=np.float32)
+        self.mask = np.empty(block, dtype=bool)
+        self.mask2 = np.empty(block, dtype=bool)
+        self.block = block
+
+
+def _as_float32(raw: torch.Tensor, precision: str, out: torch.Tensor, out_np: np.ndarray,
+                half: torch.Tensor) -> np.ndarray:
+    """``raw`` (any float dtype) as an fp32 numpy array, rounded to bf16 first for precision bf16."""
+    n = raw.numel()
+    if precision == "bf16" and raw.dtype != torch.bfloat16:
+        half[:n].copy_(raw)
+        out[:n].copy_(half[:n])
+        return out_np[:n]
+    if raw.dtype == torch.float32:
+        return raw.numpy()
+    out[:n].copy_(raw)
+    return out_np[:n]
+
+
+def _count_block(x: np.ndarray, y: np.ndarray, delta: np.ndarray, ws: _Workspace, counts: np.ndarray,
+                 abs_tols: np.ndarray, rel_tols: np.ndarray, sparsity: bool) -> None:
+    """Write |y - x| into ``delta`` and add this block's unchanged counts to ``counts`` (equal, the
+    absolute tolerances, the relative ones)."""
+    np.subtract(y, x, out=delta)
+    np.abs(delta, out=delta)
+    if not sparsity:
+        return
+    n = len(x)
+    mask, ratio, magnitude_x = ws.mask[:n], ws.ratio[:n], ws.magnitude_x[:n]
+    counts[0] += np.count_nonzero(np.equal(delta, 0, out=mask))
+    for j, tol in enumerate(abs_tols, start=1):
+        counts[j] += np.count_nonzero(np.less(delta, tol, out=mask))
+    if len(rel_tols):
+        np.abs(x, out=magnitude_x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(delta, magnitude_x, out=ratio)  # d/0 = inf (changed); 0/0 = nan, counted below
+        first = 1 + len(abs_tols)
+        for j, tol in enumerate(rel_tols, start=first):
+            counts[j] += np.count_nonzero(np.less(ratio, tol, out=mask))
+        zeros = np.count_nonzero(np.equal(magnitude_x, 0, out=mask))
+        if zeros:  # a zero that stays zero is unchanged under every relative tolerance
+            np.equal(delta, 0, out=ws.mask2[:n])
+            counts[first:] += np.count_nonzero(np.logical_and(mask, ws.mask2[:n], out=mask))
+
+
+def edit_analysis(before: str | Path, after: str | Path, *, precisions: Sequence[str] = PRECISIONS,
+                  abs_tols: Iterable[float] = ABS_SWEEP, rel_tols: Iterable[float] = REL_SWEEP,
+                  by: Sequence[str] = ("module", "layer"), sparsity: bool = True, neurons: bool = True,
+                  chunk_elements: int = CHUNK_ELEMENTS, block_elements: int = BLOCK_ELEMENTS) -> EditAnalysis:
+    """C1 and C2 in one streaming pass over two checkpoints (files or directories).
+
+    For each ``precision`` (``"fp32"``: values as stored, compared in fp32; ``"bf16"``: both sides
+    rounded to bf16 first) it counts, per tensor, the entries unchanged by each criterion:
+    ``equal`` (delta == 0), ``abs`` (|delta| < t for each t in ``abs_tols``) and ``rel``
+    (|delta| / |before| < t for each t in ``rel_tols``; a zero that stays zero counts as unchanged).
+    Deltas and tolerances are compared in fp32 (the table shows the tolerances as given). With
+    ``neurons`` it also returns each MLP neuron's edit magnitude (see :func:`neuron_edit_magnitude`)
+    per precision. ``by`` sets the table's grouping (see :func:`aggregate_sparsity`).
+
+    Memory: a few buffers of ``chunk_elements`` entries (a tensor larger than that is read in blocks
+    of rows; a down projection so read sums its columns blockwise, which can differ from a
+    whole-tensor sum in the last bit); the counting runs on ``block_elements`` at a time. The
+    result does not depend on either otherwise. Introduced in ``01_sparse_edits``.
+    """
+    precisions = _check_precisions(precisions)
+    abs_tols, rel_tols = _check_tolerances(abs_tols, "abs_tols"), _check_tolerances(rel_tols, "rel_tols")
+    abs_array, rel_array = np.array(abs_tols, dtype=np.float32), np.array(rel_tols, dtype=np.float32)
+    by = _check_by(by)
+    if not (sparsity or neurons):
+        raise ValueError("nothing to compute: set sparsity or neurons")
+    if chunk_elements < 1 or block_elements < 1:
+        raise ValueError("chunk_elements and block_elements must be positive")
+    before, after = checkpoint_file(before), checkpoint_file(after)
+    pairs, skipped = _plan(before, after, precisions, mlp_only=not sparsity)
+    if neurons and not any(_MLP.match(a.name) for a, _ in pairs):
+        raise ValueError(_NO_MLP)
+
+    blocks = {a.name: _row_blocks(a, chunk_elements) for a, _ in pairs}
+    chunk = max(1, max(rows * a.row_len for a, _ in pairs for _, rows in blocks[a.name]))
+    ws = _Workspace(chunk, max(_ITEMSIZE[a.dtype] for a, _ in pairs), max(_ITEMSIZE[b.dtype] for _, b in pairs),
+                    block_elements)
+    n_criteria = 1 + len(abs_array) + len(rel_array)
+    counts = {a.name: np.zeros((len(precisions), n_criteria), dtype=np.int64) for a, _ in pairs}
+    squares: dict[str, dict[str, dict[str, torch.Tensor]]] = {p: {} for p in precisions}
+
+    fd_a, fd_b = os.open(before, os.O_RDONLY), os.open(after, os.O_RDONLY)
+    try:
+        for a, b in pairs:
+            row_len = a.row_len
+            mlp = _MLP.match(a.name) if neurons else None
+            for first_row, rows in blocks[a.name]:
+                n = rows * row_len
+                if n == 0:
+                    continue
+                for fd, info, raw in ((fd_a, a, ws.raw_a_np), (fd_b, b, ws.raw_b_np)):
+                    itemsize = _ITEMSIZE[info.dtype]
+                    _read_exactly(fd, raw, n * itemsize, info.offset + first_row * row_len * itemsize)
+                raw_x, raw_y = _raw_view(ws.raw_a, a.dtype, n), _raw_view(ws.raw_b, b.dtype, n)
+                for p, precision in enumerate(precisions):
+                    row_counts = counts[a.name][p]
+                    for start in range(0, n, ws.block):
+                        stop = min(start + ws.block, n)
+                        x = _as_float32(raw_x[start:stop], precision, ws.x, ws.x_np, ws.x_half)
+                        y = _as_float32(raw_y[start:stop], precision, ws.y, ws.y_np, ws.y_half)
+                        _count_block(x, y, ws.delta_np[start:stop], ws, row_counts, abs_array, rel_array, sparsity)
+                    if mlp:
+                        _add_neuron_squares(squares[precision], mlp, ws.delta[:n].view(rows, row_len),
+                                            first_row, a.rows)
+    finally:
+        os.close(fd_a)
+        os.close(fd_b)
+
+    table = _counts_table(pairs, counts, precisions, abs_tols, rel_tols) if sparsity else pd.DataFrame()
+    if sparsity:
+        table = aggregate_sparsity(table, by)
+        table.attrs["skipped"] = skipped
+    magnitudes = {p: _magnitudes(squares[p]) for p in precisions} if neurons else {}
+    return EditAnalysis(table, magnitudes)
+
+
+def _add_neuron_squares(layers: dict, match: re.Match, delta: torch.Tensor, first_row: int, rows_total: int
+                        ) -> None:
+    """Accumulate squared changes per intermediate channel: gate/up rows, down columns. Squares
+    ``delta`` in place: a fresh temporary per tensor would let the allocator's heap grow."""
+    parts = layers.setdefault(match["layer"], {})
+    proj = match["proj"]
+    squared = delta.mul_(delta)
+    if proj == "down_proj":
+        column_sums = squared.sum(dim=0)
+        parts[proj] = column_sums if proj not in parts else parts[proj] + column_sums
+    else:
+        if proj not in parts:
+            parts[proj] = torch.empty(rows_total, dtype=torch.float32)
+        parts[proj][first_row:first_row + delta.shape[0]] = squared.sum(dim=1)
+
+
+def _magnitudes(squares: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    out = {}
+    for layer in sorted(squares, key=_layer_key):
+        parts = squares[layer]
+        missing = [p for p in ("gate_proj", "up_proj", "down_proj") if p not in parts]
+        if missing:
+            raise ValueError(f"layer {layer} lacks MLP weights {missing}")
+        out[layer] = (parts["gate_proj"] + parts["up_proj"] + parts["down_proj"]).sqrt()
+    return out
+
+
+def _counts_table(pairs, counts, precisions, abs_tols, rel_tols) -> pd.DataFrame:
+    criteria = [("equal", 0.0)] + [("abs", t) for t in abs_tols] + [("rel", t) for t in rel_tols]
+    rows = []
+    for a, _ in pairs:
+        module, layer = module_type(a.name), layer_index(a.name)
+        for p, precision in enumerate(precisions):
+            for j, (criterion, threshold) in enumerate(criteria):
+                rows.append((a.name, module, layer, precision, criterion, threshold, a.numel,
+                             int(counts[a.name][p, j])))
+    table = pd.DataFrame(rows, columns=["tensor", "module", "layer", "precision", "criterion", "threshold",
+                                        "entries", "unchanged"])
+    table["layer"] = table["layer"].astype("Int64")
+    return table
+
+
+def _check_by(by: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(by, str):
+        by = (by,)
+    by = tuple(by)
+    unknown = [g for g in by if g not in GROUPINGS]
+    if unknown:
+        raise ValueError(f"unknown grouping(s) {unknown}; valid: {', '.join(GROUPINGS)} (or () for overall)")
+    return by
+
+
+def aggregate_sparsity(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Sum a sparsity table's counts over groups: ``by`` a subset of ("tensor", "module", "layer"),
+    () for the whole model. Columns: precision, the ``by`` columns, criterion, threshold, entries,
+    unchanged, share (= unchanged / entries). Introduced in ``01_sparse_edits``."""
+    by = _check_by(by)
+    if "tensor" in by:
+        by = tuple(dict.fromkeys(("tensor", "module", "layer") + by))
+    missing = [c for c in ("precision", *by, "criterion", "threshold", "entries", "unchanged") if c not in table]
+    if missing:
+        raise ValueError(f"table lacks columns {missing} (aggregate a finer table: by=('tensor',) keeps everything)")
+    keys = ["precision", *by, "criterion", "threshold"]
+    out = table.groupby(keys, sort=False, dropna=False)[["entries", "unchanged"]].sum().reset_index()
+    out["share"] = out["unchanged"] / out["entries"]
+    order = {"precision": {p: i for i, p in enumerate(PRECISIONS)}, "criterion": {c: i for i, c in enumerate(CRITERIA)},
+             "module": {m: i for i, m in enumerate(MODULE_ORDER)}}
+    sort_keys = [k for k in ("precision", "module", "layer", "tensor", "criterion", "threshold") if k in out]
+
+    def key(column: pd.Series) -> pd.Series:
+        if column.name in order:
+            known = order[column.name]
+            return column.map(lambda v: (known.get(v, len(known)), str(v)))
+        return column
+
+    out = out.sort_values(sort_keys, key=key, na_position="last", kind="stable").reset_index(drop=True)
+    out.attrs = dict(table.attrs)
+    return out
+
+
+def sparsity_table(before: str | Path, after: str | Path, *, precisions: Sequence[str] = PRECISIONS,
+                   abs_tols: Iterable[float] = ABS_SWEEP, rel_tols: Iterable[float] = REL_SWEEP,
+                   by: Sequence[str] = ("module", "layer"), chunk_elements: int = CHUNK_ELEMENTS) -> pd.DataFrame:
+    """C1 as a tidy table, one streaming pass: for each precision, group (``by``: any of tensor,
+    module, layer; () for the whole model), criterion (equal, abs, rel) and threshold, the number of
+    entries and of unchanged ones and their share. See :func:`edit_analysis` for the criteria.
+    Introduced in ``01_sparse_edits``."""
+    return edit_analysis(before, after, precisions=precisions, abs_tols=abs_tols, rel_tols=rel_tols, by=by,
+                         neurons=False, chunk_elements=chunk_elements).table
+
+
+# ----------------------------------------------------------------------------------------------
+# The original two-tolerance summary
 
 
 @dataclass(frozen=True)
@@ -41,77 +489,224 @@ class SparsityReport:
         return self.exactly_equal / self.entries
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """The safetensors file of a checkpoint directory (or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"no safetensors checkpoint at {path}")
-    return path
-
-
-def paired_tensors(before: str | Path, after: str | Path, dtype: torch.dtype | None = None
-                   ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """(name, before, after) for every tensor both checkpoints hold, one pair at a time, as fp32;
-    with ``dtype`` (e.g. torch.bfloat16) both are first rounded to that precision."""
-    with safe_open(str(checkpoint_file(before)), "pt") as a, safe_open(str(checkpoint_file(after)), "pt") as b:
-        names = sorted(set(a.keys()) & set(b.keys()))
-        if not names:
-            raise ValueError(f"{before} and {after} share no tensor names")
-        for name in names:
-            x, y = a.get_tensor(name), b.get_tensor(name)
-            if x.shape != y.shape:
-                raise ValueError(f"tensor {name} has shape {tuple(x.shape)} before and {tuple(y.shape)} after")
-            if dtype is not None:
-                x, y = x.to(dtype), y.to(dtype)
-            yield name, x.float(), y.float()
+def _precision_of(dtype: torch.dtype | None) -> str:
+    if dtype is None or dtype == torch.float32:
+        return "fp32"
+    if dtype == torch.bfloat16:
+        return "bf16"
+    raise ValueError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype}")
 
 
 def sparsity(before: str | Path, after: str | Path, dtype: torch.dtype | None = None,
              abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL) -> SparsityReport:
-    """C1: how many entries change by less than ``abs_tol`` absolutely, by less than ``rel_tol``
-    relative to ``|before|``, and not at all; optionally after rounding both to ``dtype``."""
-    entries = below_abs = below_rel = equal = 0
-    for _, x, y in paired_tensors(before, after, dtype):
-        delta = (y - x).abs()
-        entries += delta.numel()
-        below_abs += int((delta < abs_tol).sum())
-        below_rel += int((delta < rel_tol * x.abs()).sum() + ((delta == 0) & (x == 0)).sum())
-        equal += int((delta == 0).sum())
-    return SparsityReport(entries, below_abs, below_rel, equal)
+    """C1 at one pair of tolerances over the whole model: entries changing by less than ``abs_tol``,
+    by less than ``rel_tol`` relative to ``|before|``, and not at all; with ``dtype=torch.bfloat16``
+    both sides are rounded to bf16 first. Introduced in ``01_sparse_edits``."""
+    table = sparsity_table(before, after, precisions=(_precision_of(dtype),), abs_tols=(abs_tol,),
+                           rel_tols=(rel_tol,), by=())
+    unchanged = dict(zip(table["criterion"], table["unchanged"]))
+    return SparsityReport(int(table["entries"].iloc[0]), int(unchanged["abs"]), int(unchanged["rel"]),
+                          int(unchanged["equal"]))
 
 
-def neuron_edit_magnitude(before: str | Path, after: str | Path) -> dict[str, torch.Tensor]:
-    """C2: per MLP layer, each intermediate channel's edit magnitude, shape (intermediate_size,):
-    the L2 norm of the changes of its gate and up projection rows and its down projection column."""
-    squared: dict[str, torch.Tensor] = {}
-    for name, x, y in paired_tensors(before, after):
-        match = _MLP.match(name)
-        if not match:
-            continue
-        delta_sq = (y - x).pow(2)
-        per_channel = delta_sq.sum(dim=0) if match["proj"] == "down_proj" else delta_sq.sum(dim=1)
-        layer = match["layer"]
-        squared[layer] = squared.get(layer, 0) + per_channel
-    if not squared:
-        raise ValueError("no MLP gate/up/down projection weights found (expected names like "
-                         "'model.layers.0.mlp.gate_proj.weight')")
-    return {layer: total.sqrt() for layer, total in sorted(squared.items())}
+def paired_tensors(before: str | Path, after: str | Path, dtype: torch.dtype | None = None
+                   ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, before, after) for every float tensor both checkpoints hold, one pair at a time, as
+    fp32 (fresh tensors); with ``dtype=torch.bfloat16`` both are first rounded to bf16."""
+    precision = _precision_of(dtype)
+    before, after = checkpoint_file(before), checkpoint_file(after)
+    pairs, _ = _plan(before, after, (precision,), mlp_only=False)
+    with open(before, "rb", buffering=0) as fa, open(after, "rb", buffering=0) as fb:
+        for a, b in sorted(pairs, key=lambda pair: pair[0].name):
+            tensors = []
+            for f, info in ((fa, a), (fb, b)):
+                raw = torch.empty(info.nbytes, dtype=torch.uint8)
+                _read_exactly(f.fileno(), raw.numpy(), info.nbytes, info.offset)
+                t = raw.view(_DTYPES[info.dtype]).reshape(info.shape)
+                if precision == "bf16":
+                    t = t.to(torch.bfloat16)
+                tensors.append(t.float())
+            yield a.name, tensors[0], tensors[1]
 
 
-def top_neurons(magnitudes: dict[str, torch.Tensor], fraction: float = 0.1) -> set[tuple[str, int]]:
-    """The top ``fraction`` of (layer, channel) neurons by edit magnitude across all layers (ties by order)."""
+# ----------------------------------------------------------------------------------------------
+# C2: neuron edit magnitudes, top neurons and their overlap
+
+
+def neuron_edit_magnitude(before: str | Path, after: str | Path, precision: str = "fp32",
+                          chunk_elements: int = CHUNK_ELEMENTS) -> dict[str, torch.Tensor]:
+    """C2: per MLP layer (in layer order), each intermediate channel's edit magnitude, shape
+    (intermediate_size,): the L2 norm of the changes of its gate and up projection rows and its
+    down projection column (``precision`` as in :func:`edit_analysis`). Reads only MLP weights.
+    Introduced in ``01_sparse_edits``."""
+    precision = _check_precisions((precision,))[0]
+    return edit_analysis(before, after, precisions=(precision,), sparsity=False, neurons=True,
+                         chunk_elements=chunk_elements).magnitudes[precision]
+
+
+def _flatten(magnitudes: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    if not magnitudes:
+        raise ValueError("no magnitudes given")
+    return torch.cat([torch.as_tensor(v).flatten().float() for v in magnitudes.values()])
+
+
+def _top_k(total: int, fraction: float) -> int:
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    keys = [(layer, i) for layer, values in magnitudes.items() for i in range(values.numel())]
-    values = torch.cat([v.flatten() for v in magnitudes.values()])
-    k = max(1, round(fraction * len(keys)))
-    order = torch.argsort(values, descending=True, stable=True)[:k]
-    return {keys[i] for i in order.tolist()}
+    return max(1, round(fraction * total))
+
+
+def top_mask(magnitudes: Mapping[str, torch.Tensor], fraction: float = 0.1) -> torch.Tensor:
+    """Boolean mask over all neurons (layers in the mapping's order, channels in order), shape
+    (total,): the ``k = round(fraction * total)`` (at least 1) largest edit magnitudes. Ties are
+    broken by that order: among equal magnitudes the earlier neuron is taken."""
+    values = _flatten(magnitudes)
+    k = _top_k(values.numel(), fraction)
+    mask = torch.zeros(values.numel(), dtype=torch.bool)
+    mask[torch.argsort(values, descending=True, stable=True)[:k]] = True
+    return mask
+
+
+def top_neurons(magnitudes: Mapping[str, torch.Tensor], fraction: float = 0.1) -> set[tuple[str, int]]:
+    """The top ``fraction`` of (layer, channel) neurons by edit magnitude across all layers, as in
+    :func:`top_mask` (ties by order). Introduced in ``01_sparse_edits``."""
+    keys = [(layer, i) for layer, values in magnitudes.items() for i in range(torch.as_tensor(values).numel())]
+    return {keys[i] for i in torch.nonzero(top_mask(magnitudes, fraction)).flatten().tolist()}
 
 
 def jaccard(a: set, b: set) -> float:
     """|a ∩ b| / |a ∪ b| (1.0 for two empty sets)."""
     union = a | b
     return len(a & b) / len(union) if union else 1.0
+
+
+def _layout(magnitudes_by_name: Mapping[str, Mapping[str, torch.Tensor]]) -> list[tuple[str, int]]:
+    if len(magnitudes_by_name) < 1:
+        raise ValueError("magnitudes_by_name is empty")
+    layouts = {name: [(layer, torch.as_tensor(v).numel()) for layer, v in m.items()]
+               for name, m in magnitudes_by_name.items()}
+    first_name, first = next(iter(layouts.items()))
+    for name, layout in layouts.items():
+        if layout != first:
+            raise ValueError(f"experts {first_name!r} and {name!r} have different neuron layouts (layers and "
+                             f"sizes must match, in the same order): {first[:3]}... vs {layout[:3]}...")
+    return first
+
+
+def _cut_ties(values: torch.Tensor, mask: torch.Tensor) -> int:
+    """Neurons left out of the top set although their magnitude equals the smallest one taken."""
+    cut = values[mask].min()
+    return int(((values == cut) & ~mask).sum())
+
+
+def jaccard_matrix(magnitudes_by_name: Mapping[str, Mapping[str, torch.Tensor]], fraction: float = 0.1
+                   ) -> pd.DataFrame:
+    """C2: the Jaccard index of the top-``fraction`` neuron sets of every pair of experts (name ->
+    magnitudes as from :func:`neuron_edit_magnitude`), a square DataFrame indexed both ways by name.
+    ``attrs``: ``neurons`` (N), ``k``, ``random_expectation`` (:func:`random_jaccard_expectation`)
+    and ``cut_ties`` (name -> neurons tied with the cut but left out: many ties, e.g. magnitudes
+    exactly 0 in bf16, make the sets partly arbitrary). Introduced in ``01_sparse_edits``."""
+    layout = _layout(magnitudes_by_name)
+    names = list(magnitudes_by_name)
+    values = {n: _flatten(magnitudes_by_name[n]) for n in names}
+    masks = {n: top_mask(magnitudes_by_name[n], fraction) for n in names}
+    total = sum(size for _, size in layout)
+    k = _top_k(total, fraction)
+    matrix = np.empty((len(names), len(names)))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            inter = int((masks[a] & masks[b]).sum())
+            matrix[i, j] = inter / (2 * k - inter)
+    out = pd.DataFrame(matrix, index=pd.Index(names, name="expert"), columns=pd.Index(names, name="expert"))
+    out.attrs.update(neurons=total, k=k, fraction=fraction, random_expectation=random_jaccard_expectation(total, k),
+                     cut_ties={n: _cut_ties(values[n], masks[n]) for n in names})
+    return out
+
+
+def jaccard_table(magnitudes_by_name: Mapping[str, Mapping[str, torch.Tensor]],
+                  pairs: Mapping[str, Iterable[tuple[str, str]]], fraction: float = 0.1) -> pd.DataFrame:
+    """Top-``fraction`` Jaccard for chosen pairs, grouped by what they stand for: ``pairs`` maps a
+    reference label (e.g. "cross-domain", "same domain, two seeds") to (name, name) pairs. Tidy
+    columns: reference, a, b, fraction, neurons, k, jaccard, random_expectation (two independent
+    uniformly random k-sets). Introduced in ``01_sparse_edits``."""
+    if isinstance(pairs, (list, tuple)):
+        raise TypeError("pairs must map a reference label to (a, b) pairs, e.g. {'cross-domain': [('math', 'qa')]}")
+    wanted = {n for group in pairs.values() for pair in group for n in pair}
+    unknown = sorted(wanted - set(magnitudes_by_name))
+    if unknown:
+        raise ValueError(f"unknown expert(s) {unknown}; valid: {', '.join(magnitudes_by_name)}")
+    layout = _layout(magnitudes_by_name)
+    total = sum(size for _, size in layout)
+    k = _top_k(total, fraction)
+    expected = random_jaccard_expectation(total, k)
+    masks: dict[str, torch.Tensor] = {}
+    rows = []
+    for reference, group in pairs.items():
+        for a, b in group:
+            for n in (a, b):
+                if n not in masks:
+                    masks[n] = top_mask(magnitudes_by_name[n], fraction)
+            inter = int((masks[a] & masks[b]).sum())
+            rows.append((reference, a, b, fraction, total, k, inter / (2 * k - inter), expected))
+    return pd.DataFrame(rows, columns=["reference", "a", "b", "fraction", "neurons", "k", "jaccard",
+                                       "random_expectation"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The random-set reference
+
+
+def _intersection_pmf(total: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Support and probabilities of |A ∩ B| for independent uniform k-subsets A, B of ``total``
+    items: hypergeometric, P(i) = C(k, i) C(total - k, k - i) / C(total, k), via log-gamma."""
+    if not (isinstance(total, int) and isinstance(k, int)) or isinstance(total, bool) or isinstance(k, bool):
+        raise TypeError(f"total and k must be integers, got {total!r} and {k!r}")
+    if not 1 <= k <= total:
+        raise ValueError(f"need 1 <= k <= total, got k={k}, total={total}")
+
+    def log_comb(n: int, r: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
+
+    support = np.arange(max(0, 2 * k - total), k + 1)
+    log_norm = log_comb(total, k)
+    log_p = np.array([log_comb(k, i) + log_comb(total - k, k - i) - log_norm for i in support.tolist()])
+    return support, np.exp(log_p)
+
+
+def random_jaccard_expectation(total: int, k: int) -> float:
+    """E[J] for two independent uniformly random k-subsets of ``total`` items:
+    sum over i of P(|A ∩ B| = i) * i / (2k - i), with the hypergeometric pmf (E|A ∩ B| = k^2 / total).
+    Introduced in ``01_sparse_edits`` as the chance level of C2's overlap."""
+    support, pmf = _intersection_pmf(total, k)
+    return float(np.sum(pmf * support / (2 * k - support)))
+
+
+def random_jaccard_std(total: int, k: int) -> float:
+    """The standard deviation of that Jaccard index, from the same pmf."""
+    support, pmf = _intersection_pmf(total, k)
+    j = support / (2 * k - support)
+    mean = float(np.sum(pmf * j))
+    return math.sqrt(max(float(np.sum(pmf * j * j)) - mean * mean, 0.0))
+
+
+def simulate_random_jaccard(total: int, k: int, trials: int = 1000, seed: int = 0) -> np.ndarray:
+    """Jaccard indices of ``trials`` pairs of independent uniformly random k-subsets of ``total``
+    items, drawn with a seeded generator, shape (trials,): the check of
+    :func:`random_jaccard_expectation`."""
+    _intersection_pmf(total, k)  # validates
+    if trials < 1:
+        raise ValueError(f"trials must be positive, got {trials}")
+    generator = torch.Generator().manual_seed(seed)
+    out = np.empty(trials)
+    batch = max(1, min(trials, (1 << 22) // total))
+    for start in range(0, trials, batch):
+        size = min(batch, trials - start)
+        sets = []
+        for _ in range(2):
+            members = torch.rand(size, total, generator=generator).argsort(dim=1)[:, :k]
+            mask = torch.zeros(size, total, dtype=torch.bool)
+            mask.scatter_(1, members, True)
+            sets.append(mask)
+        inter = (sets[0] & sets[1]).sum(dim=1).double().numpy()
+        out[start:start + size] = inter / (2 * k - inter)
+    return out
