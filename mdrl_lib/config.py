@@ -321,6 +321,25 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
     "examples_per_domain": Param(int, "prompts shown per domain (notebook 00)", minimum=1, maximum=50),
     "num_generations": Param(int, "completions sampled per prompt when measuring GRPO's signal (notebook 00)",
                              minimum=2, maximum=256),
+    "route_fraction": Param(float, "q: a domain's active route is its top q of MLP channels by mean |activation| "
+                            "(notebook 02)", above=0.0, maximum=0.5),
+    "route_prompts": Param(int, "RL training prompts per domain whose activity defines its routes (notebook 02)",
+                           minimum=1, maximum=10**6),
+    "objective_prompts": Param(int, "prompts per domain-objective batch (notebook 02)", minimum=1, maximum=10**6),
+    "objective_samples": Param(int, "completions sampled per prompt for a domain-objective batch (notebook 02)",
+                               minimum=1, maximum=1024),
+    "gradient_pair": Param(str, "the domain pair whose gradients the C3 check reads (notebook 02)",
+                           choices=tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
+    "ablation_domain": Param(str, "the domain whose route-only channels are ablated (notebook 02)",
+                             choices=DOMAIN_NAMES),
+    "ablation_pair": Param(str, "the pair whose shared channels are ablated ('' = the pair that shares most at "
+                           "answer positions) (notebook 02)",
+                           choices=("",) + tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
+    "ablation_mode": Param(str, "zero: set ablated channels to 0; mean: to their mean over the domains' tokens "
+                           "(notebook 02)", choices=("zero", "mean")),
+    "compare_experts": Param(str, "compare experts' updates on shared routes: auto (only if the experts are "
+                             "already stored), yes (train them if needed), no (notebook 02)",
+                             choices=("auto", "yes", "no")),
 }
 
 

@@ -10,7 +10,8 @@ for a ``Qwen2ForCausalLM``), and an MLP channel (a "neuron") by ``(layer, index)
 - Routes: :func:`route_activity` runs the model with forward hooks and averages, per channel, the
   absolute MLP intermediate activation ``act(gate_proj(x)) * up_proj(x)`` (the input of
   ``down_proj``), and per head the norm of the head's output slice entering ``o_proj``;
-  :func:`active_routes` keeps the top fraction, :func:`overlap_matrix` compares domains.
+  :func:`active_routes` keeps the top fraction, :func:`overlap_matrix` compares domains and
+  :func:`pairwise_overlaps` holds each pair's shared count against chance.
 - A causal test: :func:`ablate_channels` zeroes (or mean-patches) chosen channels while the caller
   scores the model; :func:`random_channels` draws a control set with the same per-layer counts;
   :func:`ablation_effects` scores every domain under each set.
@@ -241,6 +242,29 @@ def overlap_matrix(sets_by_domain: Mapping[str, set]) -> pd.DataFrame:
         table.loc[a, b] = table.loc[b, a] = jaccard(set(sets_by_domain[a]), set(sets_by_domain[b]))
     table.index.name = table.columns.name = "domain"
     return table
+
+
+def pairwise_overlaps(sets_by_domain: Mapping[str, set], units: int) -> pd.DataFrame:
+    """One row per domain pair: ``a``, ``b``, their set sizes, ``shared`` = |A ∩ B|, ``jaccard``, the
+    intersection expected by chance ``chance_shared`` = |A| |B| / units, and ``p_value`` = P(X >= shared)
+    for X hypergeometric (two sets drawn at random from ``units`` units, e.g. all MLP channels): how
+    surprising the shared count would be if the domains chose their routes independently.
+    Introduced in ``02_shared_routes``."""
+    from scipy.stats import hypergeom
+
+    if units < 1:
+        raise ValueError(f"units must be at least 1, got {units}")
+    rows = []
+    for a, b in combinations(list(sets_by_domain), 2):
+        set_a, set_b = set(sets_by_domain[a]), set(sets_by_domain[b])
+        if max(len(set_a), len(set_b)) > units:
+            raise ValueError(f"a set of {max(len(set_a), len(set_b))} units cannot come from {units} units")
+        shared = len(set_a & set_b)
+        rows.append({"a": a, "b": b, "size_a": len(set_a), "size_b": len(set_b), "shared": shared,
+                     "jaccard": jaccard(set_a, set_b), "chance_shared": len(set_a) * len(set_b) / units,
+                     "p_value": float(hypergeom.sf(shared - 1, units, len(set_a), len(set_b)))})
+    return pd.DataFrame(rows, columns=["a", "b", "size_a", "size_b", "shared", "jaccard", "chance_shared",
+                                       "p_value"])
 
 
 def chance_jaccard(q: float) -> float:

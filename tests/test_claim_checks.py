@@ -1,0 +1,222 @@
+"""Claim checks C3 and C4 on hand-made numbers, and the JSON record of a check."""
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mdrl_lib.checks import (AblationContrast, ClaimCheck, ablation_contrasts, check_c3, check_c4, checks_table,
+                             claim_path, load_check, record_check)
+
+MODULES_MIXED = {"model.layers.0.self_attn": [0.12, 0.09], "model.layers.0.mlp": [-0.15, -0.11],
+                 "model.layers.1.mlp": [0.01, -0.01]}
+FLOORS = {"model.layers.0.self_attn": 0.4, "model.layers.0.mlp": 0.5, "model.layers.1.mlp": 0.6}
+
+
+# ---- C3 ---------------------------------------------------------------------------------------------
+
+def test_c3_supported_when_orthogonal_with_a_reproducible_conflict_and_cooperation():
+    check = check_c3(("math", "qa"), [0.01, -0.02], 0.6, MODULES_MIXED, FLOORS, cancellation=0.9)
+    assert check.supported is True and check.claim == "C3" and check.name == "math-qa-gradients"
+    assert check.figures["conflicting_modules"] == 1 and check.figures["cooperating_modules"] == 1
+    assert check.figures["most_conflicting"] == "model.layers.0.mlp"
+    assert check.figures["most_synergistic"] == "model.layers.0.self_attn"
+    assert check.figures["most_conflicting_cosine"] == pytest.approx(-0.13)
+    assert check.figures["global_cosine"] == pytest.approx(-0.005)
+    assert "0.600" in check.baseline and "-0.130" in check.measured  # means over replicates are shown
+
+
+def test_c3_not_supported_when_the_global_cosine_is_large_against_the_noise_floor():
+    # 0.2 x 0.6 = 0.12: a global cosine of 0.15 on one replicate is not "near-orthogonal"
+    check = check_c3(("math", "qa"), [0.05, 0.15], 0.6, MODULES_MIXED, FLOORS)
+    assert check.supported is False and "> 0.2 x noise floor (0.120)" in check.why
+
+
+def test_c3_bands_are_inclusive_and_scale_with_each_floor():
+    modules, floors = {"a": [0.1], "b": [-0.1]}, {"a": 0.5, "b": 0.5}  # exactly 0.2 x each floor
+    assert check_c3(("math", "qa"), [0.12], 0.6, modules, floors).supported is True
+    higher = {"a": 0.75, "b": 0.5}  # a's band grows to 0.15: 0.1 is now orthogonal, not cooperation
+    check = check_c3(("math", "qa"), [0.12], 0.6, modules, higher)
+    assert check.supported is False and check.figures["cooperating_modules"] == 0
+
+
+def test_c3_needs_the_module_sign_to_reproduce_on_every_replicate():
+    flipping = {"a": [0.2, -0.2], "b": [-0.2, -0.15]}  # "a" cooperates on one replicate only
+    check = check_c3(("math", "qa"), [0.0, 0.0], 0.6, flipping, {"a": 0.5, "b": 0.5})
+    assert check.supported is False and check.figures["cooperating_modules"] == 0
+    assert check.figures["conflicting_modules"] == 1
+
+
+def test_c3_modules_with_a_low_floor_count_as_neither():
+    modules = {"a": [0.05, 0.05], "b": [-0.2, -0.2]}
+    check = check_c3(("math", "qa"), [0.0, 0.0], 0.6, modules, {"a": 0.1, "b": 0.5})  # a's own floor is noise
+    assert check.supported is False and check.figures["testable_modules"] == 1
+    assert check_c3(("math", "qa"), [0.0, 0.0], 0.6, modules, {"a": 0.1, "b": 0.5}, min_floor=0.05).supported
+
+
+def test_c3_not_testable_when_batches_of_one_domain_barely_agree():
+    check = check_c3(("math", "qa"), [0.0], 0.05, {"a": [0.05], "b": [-0.05]}, {"a": 0.1, "b": 0.1})
+    assert check.supported is None and check.verdict == "not testable" and "noise floor" in check.why
+
+
+def test_c3_rejects_malformed_input():
+    with pytest.raises(ValueError, match="one cosine per replicate"):
+        check_c3(("math", "qa"), [0.0, 0.0], 0.6, {"a": [0.1]}, {"a": 0.5})
+    with pytest.raises(ValueError, match="two domains"):
+        check_c3(("math",), [0.0], 0.6, {"a": [0.1]}, {"a": 0.5})
+    with pytest.raises(ValueError, match="empty"):
+        check_c3(("math", "qa"), [], 0.6, {"a": []}, {"a": 0.5})
+    with pytest.raises(ValueError, match="module_floors lacks"):
+        check_c3(("math", "qa"), [0.0], 0.6, {"a": [0.1]}, {})
+
+
+# ---- C4 ---------------------------------------------------------------------------------------------
+
+def _overlaps(p_values, jaccards=None):
+    pairs = [("code", "math"), ("code", "qa"), ("code", "cw"), ("math", "qa"), ("math", "cw"), ("qa", "cw")]
+    jaccards = jaccards or [0.1] * len(pairs)
+    return pd.DataFrame({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "shared": 5,
+                         "jaccard": jaccards, "p_value": p_values})
+
+
+HURT = [AblationContrast("code", -0.10, 0.00, -0.10, 1e-4), AblationContrast("math", -0.20, 0.01, -0.21, 1e-6)]
+
+
+def test_c4_supported_when_most_pairs_share_above_chance_and_a_shared_route_is_used():
+    table = _overlaps([1e-5, 0.01, 0.2, 0.03, 0.5, 0.04], jaccards=[0.2, 0.1, 0.05, 0.08, 0.03, 0.11])
+    check = check_c4(table, chance=0.053, pair=("code", "math"), shared_channels=18, contrasts=HURT, q=0.1)
+    assert check.supported is True and check.figures["pairs_above_chance"] == 4
+    assert check.figures["mean_overlap"] == pytest.approx(0.095)
+    assert check.figures["largest_pair"] == "code-math" and check.figures["largest_overlap"] == 0.2
+    assert check.figures["math_p"] == 1e-6 and "2 of 2 domains" in check.why
+    assert "code-math, code-qa, math-qa, qa-cw" in check.measured
+
+
+def test_c4_half_the_pairs_is_enough_and_fewer_is_not():
+    assert check_c4(_overlaps([0.01] * 3 + [0.5] * 3), 0.053, ("code", "math"), 18, HURT, q=0.1).supported is True
+    check = check_c4(_overlaps([0.01] * 2 + [0.5] * 4), 0.053, ("code", "math"), 18, HURT, q=0.1)
+    assert check.supported is False and "2 of 6 pairs above chance at p < 0.05, fewer than 50%" in check.why
+    at_alpha = _overlaps([0.05] * 6)  # p must be below alpha, not equal to it
+    assert check_c4(at_alpha, 0.053, ("code", "math"), 18, HURT, q=0.1).figures["pairs_above_chance"] == 0
+
+
+def test_c4_not_supported_when_one_domain_is_not_hurt_more_than_by_random_channels():
+    weak = [HURT[0], AblationContrast("math", -0.02, -0.01, -0.01, 0.3)]
+    check = check_c4(_overlaps([0.001] * 6), 0.053, ("code", "math"), 18, weak, q=0.1)
+    assert check.supported is False and "1 of 2 domains (code)" in check.why
+    helped = [HURT[0], AblationContrast("math", 0.05, 0.0, 0.05, 1e-5)]  # significant, but a gain
+    assert check_c4(_overlaps([0.001] * 6), 0.053, ("code", "math"), 18, helped, q=0.1).supported is False
+
+
+def test_c4_not_testable_without_the_ablation_or_without_shared_channels():
+    assert check_c4(_overlaps([0.001] * 6), 0.053, ("code", "math"), 18, None, q=0.1).supported is None
+    check = check_c4(_overlaps([1.0] * 6), 0.053, ("code", "math"), 0, [], q=0.1)
+    assert check.supported is None and "share no channel" in check.why
+
+
+def test_c4_rejects_malformed_input():
+    with pytest.raises(ValueError, match="math"):
+        check_c4(_overlaps([0.2] * 6), 0.053, ("code", "math"), 18, HURT[:1], q=0.1)
+    with pytest.raises(ValueError, match="chance"):
+        check_c4(_overlaps([0.2] * 6), 0.0, ("code", "math"), 18, HURT, q=0.1)
+    with pytest.raises(ValueError, match="lacks columns .'p_value'."):
+        check_c4(_overlaps([0.2] * 6).drop(columns="p_value"), 0.053, ("code", "math"), 18, HURT, q=0.1)
+    with pytest.raises(ValueError, match="non-empty"):
+        check_c4(pd.DataFrame(), 0.053, ("code", "math"), 18, HURT, q=0.1)
+
+
+def test_ablation_contrasts_pair_items_and_report_changes_against_the_unablated_model():
+    rng = np.random.default_rng(0)
+    n = 200
+    unablated = rng.integers(0, 2, n).astype(float)
+    shared = unablated.copy()
+    shared[:60] = 0.0  # the shared set breaks the first 60 items
+    control = unablated.copy()
+    frames = [pd.DataFrame({"item": range(n), "domain": "math", "checkpoint": name, "score": scores})
+              for name, scores in (("none", unablated), ("shared", shared), ("random", control))]
+    cw = [pd.DataFrame({"item": range(n), "domain": "cw", "checkpoint": name, "score": np.full(n, 0.5)})
+          for name in ("none", "shared", "random")]
+    (math_row, cw_row) = ablation_contrasts(pd.concat(frames + cw), ablated="shared", control="random",
+                                            unablated="none")
+    broken = unablated[:60].mean() * 60 / n
+    assert math_row.domain == "math" and math_row.change == pytest.approx(-broken)
+    assert math_row.control_change == 0.0 and math_row.difference == pytest.approx(-broken)
+    assert math_row.p_value < 1e-6
+    assert cw_row.difference == 0.0 and cw_row.p_value == 1.0  # nothing changed: Wilcoxon on no differences
+
+
+# ---- the record -------------------------------------------------------------------------------------
+
+def _check(**changes):
+    fields = dict(claim="C4", name="shared-routes", statement="s", paper="p", measured="m", baseline="b",
+                  supported=True, why="w", figures={"x": np.float64(0.5), "n": np.int64(3), "gone": float("nan")})
+    return ClaimCheck(**{**fields, **changes})
+
+
+def test_record_check_round_trips_through_json(tmp_path):
+    check = _check()
+    path = record_check(tmp_path, check, notebook="02_shared_routes")
+    assert path == tmp_path / "claims" / "C4-shared-routes.json" == claim_path(tmp_path, check)
+    record = json.loads(path.read_text())
+    assert record["verdict"] == "supported" and record["notebook"] == "02_shared_routes"
+    assert record["figures"] == {"x": 0.5, "n": 3, "gone": None}  # numpy scalars and nan made plain
+    assert load_check(path) == check
+
+
+def test_record_check_with_a_kit_records_the_run(tmp_path):
+    config = SimpleNamespace(scale="toy", seed=7, model=SimpleNamespace(name="toy"))
+    kit = SimpleNamespace(config=config, run_dir=tmp_path / "run")
+    record = json.loads(record_check(kit, _check(supported=None)).read_text())
+    assert record["run"] == {"scale": "toy", "seed": 7, "model": "toy"} and record["verdict"] == "not testable"
+
+
+def test_record_check_replaces_atomically_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = record_check(tmp_path, _check(supported=True))
+    calls = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        calls.append((Path(src), Path(dst)))
+        assert Path(src).parent == Path(dst).parent and Path(src).is_file()  # written in full, then renamed
+        assert json.loads(Path(dst).read_text())["supported"] is True  # the old record is intact until then
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    record_check(tmp_path, _check(supported=False))
+    assert len(calls) == 1 and calls[0][1] == path
+    assert json.loads(path.read_text())["supported"] is False
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_failed_write_keeps_the_old_record_and_cleans_up(tmp_path, monkeypatch):
+    path = record_check(tmp_path, _check(supported=True))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        record_check(tmp_path, _check(supported=False))
+    assert json.loads(path.read_text())["supported"] is True
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_check_refuses_bad_fields():
+    with pytest.raises(ValueError, match="unknown claim"):
+        _check(claim="C9")
+    with pytest.raises(ValueError, match="slug"):
+        _check(name="Shared Routes")
+    with pytest.raises(TypeError, match="True, False or None"):
+        _check(supported="yes")
+    with pytest.raises(TypeError, match="number, a string or None"):
+        _check(figures={"table": [1, 2]})
+    with pytest.raises(TypeError, match="ClaimCheck"):
+        record_check(Path("."), {"claim": "C3"})
+
+
+def test_checks_table_has_one_row_per_check_with_its_verdict():
+    table = checks_table([_check(), _check(claim="C3", name="math-qa-gradients", supported=False)])
+    assert list(table["claim"]) == ["C4", "C3"] and list(table["verdict"]) == ["supported", "not supported"]
