@@ -1,4 +1,4 @@
-"""Benchmark and criterion check for the default toy chain (issue 4; notebooks 04 and 05).
+"""Benchmark and criterion check for the default toy chain (notebooks 04 and 05).
 
 For each seed: builds (or reads from the store) the warmed-up base, the chain Code -> Math -> QA -> CW
 and a Re-Math refresh, then prints the seconds per stage, the stage x domain score matrix, Math's drop
@@ -132,7 +132,7 @@ def seed_spread(results: list[dict], domains: list[str]) -> tuple[dict, dict]:
 
 
 def summarize(results: list[dict]) -> None:
-    """Print the issue-4 criterion per seed and across seeds: Math's drop in standard errors, the
+    """Print the chain criterion per seed and across seeds: Math's drop in standard errors, the
     refresh's recovery, whether the other domains moved less than their seed spread (see
     :func:`seed_spread`) and, when measured, each expert's gain."""
     import statistics

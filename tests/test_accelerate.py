@@ -1,4 +1,4 @@
-"""More than one process (issue 4, item 6): a GRPO stage under `accelerate launch` with two CPU
+"""More than one process: a GRPO stage under `accelerate launch` with two CPU
 processes, and the files that configure full scale (accelerate, DeepSpeed ZeRO-3, vLLM settings).
 
 The two-process run uses a tiny setting (80 warm-up steps of the default toy model, 2 GRPO steps of

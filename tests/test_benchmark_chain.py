@@ -1,4 +1,4 @@
-"""The criterion arithmetic of benchmarks/chain.py (issue 4): seed spread and the summary verdict."""
+"""The criterion arithmetic of benchmarks/chain.py: seed spread and the summary verdict."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""scripts/gpu_smoke.py (issue 4, item 7): the tiny run here on CPU, the paper-size config by hand.
+"""scripts/gpu_smoke.py: the tiny run here on CPU, the paper-size config by hand.
 
 The full-size run needs a GPU (docs/run_at_scale.md has the command); here the same code runs with
 ``--tiny`` (about 12 s on two cores, bounded at 60 s), and the hand-written Qwen3-4B config is checked

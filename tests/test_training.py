@@ -1,4 +1,4 @@
-"""The RL engine (issue 4): GRPO stages through trl, experts, chains, refreshes and the score matrix.
+"""The RL engine: GRPO stages through trl, experts, chains, refreshes and the score matrix.
 
 Tiny settings (80 warm-up steps, 2-3 GRPO steps of 2 prompts x 4 completions, 40 eval prompts per
 domain) so the whole file runs in well under two minutes on two CPU cores. CW is the domain used for
