@@ -399,19 +399,19 @@ def check_c1(experts: pd.DataFrame, *, name: str, low: float = C1_PAPER_RANGE[0]
         figures[f"min_share[{regime}]"] = float(group["share"].min())
         figures[f"learned[{regime}]"] = f"{int(group['learned'].sum())}/{len(group)}"
         parts.append(f"{regime}: " + ", ".join(
-            f"{r.expert} {r.share:.3f} unchanged, gain {_fmt(float(r.gain))} (p={float(r.gain_p):.2g})"
+            f"{r.expert} {r.share:.3g} unchanged, gain {_fmt(float(r.gain))} (p={float(r.gain_p):.2g})"
             for r in group.itertuples()))
     figures.update(regimes=len(parts), qualifying_regimes=len(qualifying),
                    max_share=float(shares.max()), min_share=float(shares.min()))
     measured = "; ".join(parts)
     rule = f"sparse: >= {low:.0%} unchanged; learned: gain > 0 at p < {alpha}"
     if qualifying:
-        why = f"{rule}; every expert of {', '.join(qualifying)} is sparse and learned"
+        why = f"{rule}; every expert of {' and '.join(repr(q) for q in qualifying)} is sparse and learned"
     elif not rows["sparse"].any():
-        why = f"{rule}; no expert is sparse: the largest unchanged share is {figures['max_share']:.3f}"
+        why = f"{rule}; no expert is sparse: the largest unchanged share is {figures['max_share']:.3g}"
     else:
         why = (f"{rule}; edits were sparse only where RL learned nothing measurable "
-               f"({', '.join(sparse_unlearned)})")
+               f"({' and '.join(repr(r) for r in sparse_unlearned)})")
     return ClaimCheck(claim="C1", name=name, statement=C1_STATEMENT, paper=C1_PAPER, measured=measured,
                       baseline=baseline, supported=bool(qualifying), why=why, figures=figures)
 
