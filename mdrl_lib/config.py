@@ -340,6 +340,14 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
     "compare_experts": Param(str, "compare experts' updates on shared routes: auto (only if the experts are "
                              "already stored), yes (train them if needed), no (notebook 02)",
                              choices=("auto", "yes", "no")),
+    "top_fraction": Param(float, "k: the share of MLP neurons, by edit magnitude, that count as an expert's top "
+                          "neurons (notebook 01)", above=0.0, maximum=0.5),
+    "second_seed_domains": Param(str, "domains whose expert is trained again with RL seed 1, comma-separated "
+                                 "('' = none; 'all') (notebook 01)"),
+    "rate_grid": Param(str, "learning rates of the bf16 rate grid, comma-separated, e.g. '5e-4,1e-5,1e-6' "
+                       "(notebook 01)"),
+    "grid_steps": Param(int, "GRPO steps of each expert of the rate grid (notebook 01)", minimum=1, maximum=10**6),
+    "grid_domain": Param(str, "the domain of the rate grid's experts (notebook 01)", choices=DOMAIN_NAMES),
 }
 
 

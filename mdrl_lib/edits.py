@@ -710,3 +710,86 @@ def simulate_random_jaccard(total: int, k: int, trials: int = 1000, seed: int = 
         inter = (sets[0] & sets[1]).sum(dim=1).double().numpy()
         out[start:start + size] = inter / (2 * k - inter)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# C1 by the paper's joint criterion, and a dense edit of the same size
+
+
+def paper_criterion_table(before: str | Path, after: str | Path, *, precisions: Sequence[str] = PRECISIONS,
+                          abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL, by: Sequence[str] = ()
+                          ) -> pd.DataFrame:
+    """C1 by the paper's criterion taken jointly: an entry is unchanged when |delta| < ``abs_tol``
+    *and* |delta| / |before| < ``rel_tol`` (a zero that stays zero counts), compared in fp32 after
+    rounding both sides to bf16 for precision ``"bf16"``. Its share lies between the ``equal``
+    share and the smaller of the ``abs`` and ``rel`` shares of :func:`sparsity_table`.
+
+    Columns: precision, the ``by`` columns (any of tensor, module, layer; () for the whole model),
+    entries, unchanged, share, and ``relative_l2`` = ||delta|| / ||before|| over the group (how
+    small the edit is as a whole). Reads one tensor pair at a time (:func:`paired_tensors`).
+    Introduced in ``01_sparse_edits``.
+    """
+    precisions = _check_precisions(precisions)
+    abs_tol, rel_tol = _check_tolerances((abs_tol, rel_tol), "abs_tol and rel_tol")
+    by = _check_by(by)
+    abs_t, rel_t = torch.tensor(abs_tol, dtype=torch.float32), torch.tensor(rel_tol, dtype=torch.float32)
+    rows = []
+    for precision in precisions:
+        dtype = torch.bfloat16 if precision == "bf16" else None
+        for name, x, y in paired_tensors(before, after, dtype=dtype):
+            delta = (y - x).abs_()
+            magnitude = x.abs()
+            ratio = delta / magnitude  # d/0 = inf (changed); 0/0 = nan, counted below
+            relative_ok = (ratio < rel_t) | ((magnitude == 0) & (delta == 0))
+            unchanged = int(((delta < abs_t) & relative_ok).sum())
+            rows.append((name, module_type(name), layer_index(name), precision, x.numel(), unchanged,
+                         float(delta.double().square().sum()), float(x.double().square().sum())))
+    table = pd.DataFrame(rows, columns=["tensor", "module", "layer", "precision", "entries", "unchanged",
+                                        "delta_sq", "before_sq"])
+    table["layer"] = table["layer"].astype("Int64")
+    if "tensor" in by:
+        by = tuple(dict.fromkeys(("tensor", "module", "layer") + by))
+    keys = ["precision", *by]
+    out = table.groupby(keys, sort=False, dropna=False)[["entries", "unchanged", "delta_sq", "before_sq"]].sum()
+    out = out.reset_index()
+    out["share"] = out["unchanged"] / out["entries"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["relative_l2"] = np.sqrt(out["delta_sq"] / out["before_sq"])
+    out = out.drop(columns=["delta_sq", "before_sq"])
+    order = {"precision": {p: i for i, p in enumerate(PRECISIONS)}, "module": {m: i for i, m in enumerate(MODULE_ORDER)}}
+
+    def key(column: pd.Series) -> pd.Series:
+        if column.name in order:
+            known = order[column.name]
+            return column.map(lambda v: (known.get(v, len(known)), str(v)))
+        return column
+
+    sort_keys = [k for k in ("precision", "module", "layer", "tensor") if k in out]
+    return out.sort_values(sort_keys, key=key, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def dense_control(before: str | Path, after: str | Path, path: str | Path, seed: int = 0) -> Path:
+    """Write a checkpoint (fp32 safetensors at ``path``) that moves ``before`` as far as ``after`` does,
+    tensor by tensor, but densely: each float tensor becomes before + noise, the noise Gaussian
+    (a generator seeded by ``seed``, drawn in sorted name order) and scaled to exactly
+    ||after - before|| of that tensor (a tensor that did not move stays as it was). Compared with
+    ``before`` it gives the unchanged shares an edit of this size would have if it were spread over
+    every entry: the baseline that tells a sparse edit from a merely small one. Holds one tensor
+    pair at a time plus the output (toy and small models). Introduced in ``01_sparse_edits``."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"path must name a .safetensors file, got {path}")
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(int(seed))
+    out: dict[str, torch.Tensor] = {}
+    for name, x, y in paired_tensors(before, after):
+        norm = float((y - x).double().norm())
+        if norm == 0.0:
+            out[name] = x.contiguous()
+            continue
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        out[name] = (x.double() + noise * (norm / float(noise.norm()))).float().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path), metadata={"format": "pt"})
+    return path

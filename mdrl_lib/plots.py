@@ -107,3 +107,85 @@ def plot_module_cosines(modules: pd.DataFrame, title: str, value: str = "cosine"
     ax.set(xlabel=f"{value} (< 0: the domains' gradients conflict, > 0: they cooperate)", ylabel="module",
            title=title)
     return ax
+
+
+def plot_unchanged_vs_threshold(curves: pd.DataFrame, title: str, *, paper_range: tuple[float, float] | None = None,
+                                paper_thresholds: Mapping[str, float] | None = None) -> plt.Figure:
+    """C1's threshold sweep: the share of entries unchanged against the threshold (log x), one panel per
+    criterion (``abs``: |delta| < t; ``rel``: |delta| / |before| < t), one line per ``expert``, solid for
+    ``kind == "edit"`` and dashed for the dense control of the same size. ``curves`` columns: expert,
+    kind, criterion, threshold, share. ``paper_range`` shades the paper's range of shares;
+    ``paper_thresholds`` (criterion -> t) marks the paper's thresholds. Introduced in ``01_sparse_edits``."""
+    use_style()
+    criteria = [c for c in ("abs", "rel") if c in set(curves["criterion"])]
+    fig, axes = plt.subplots(1, len(criteria), figsize=(5.2 * len(criteria), 3.6), sharey=True, squeeze=False)
+    labels = {"abs": "absolute threshold t (|delta| < t)", "rel": "relative threshold t (|delta| / |before| < t)"}
+    experts = list(dict.fromkeys(curves["expert"]))
+    palette = dict(zip(experts, sns.color_palette("colorblind", len(experts))))
+    palette.update({e: DOMAIN_COLORS[e] for e in experts if e in DOMAIN_COLORS})
+    for ax, criterion in zip(axes[0], criteria):
+        part = curves[curves["criterion"] == criterion]
+        for (expert, kind), group in part.groupby(["expert", "kind"], sort=False):
+            group = group.sort_values("threshold")
+            ax.plot(group["threshold"], group["share"], marker="o", markersize=3, color=palette[expert],
+                    linestyle="-" if kind == "edit" else "--",
+                    label=f"{DOMAIN_TITLES.get(expert, expert)}" + ("" if kind == "edit" else f" ({kind})"))
+        if paper_range is not None:
+            ax.axhspan(*paper_range, color="grey", alpha=0.15, label="paper's range")
+        if paper_thresholds and criterion in paper_thresholds:
+            ax.axvline(paper_thresholds[criterion], color="black", linewidth=0.8, linestyle=":",
+                       label="paper's threshold")
+        ax.set_xscale("log")
+        ax.set(xlabel=labels[criterion], ylim=(-0.02, 1.02),
+               title=title if len(criteria) == 1 else {"abs": "absolute change", "rel": "relative change"}[criterion])
+    axes[0][0].set_ylabel("share of entries unchanged")
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if len(criteria) > 1:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_unchanged_vs_rate(grid: pd.DataFrame, gains: pd.DataFrame, title: str, *,
+                           paper_range: tuple[float, float] | None = None) -> plt.Figure:
+    """C1 against the learning rate. Left: the unchanged share (``grid`` columns rate, weights, share:
+    one line per ``weights``, e.g. the fp32 master and the bf16 checkpoint, dashed when the name says
+    ``control``) against the rate (log x),
+    with the paper's range shaded. Right: the held-out gain over the base (``gains`` columns rate,
+    gain, ci_low, ci_high) with its interval. Introduced in ``01_sparse_edits``."""
+    use_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.6))
+    for i, (weights, group) in enumerate(grid.groupby("weights", sort=False)):
+        group = group.sort_values("rate")
+        left.plot(group["rate"], group["share"], marker="o", label=weights, color=sns.color_palette("colorblind")[i],
+                  linestyle="--" if "control" in str(weights) else "-")
+    if paper_range is not None:
+        left.axhspan(*paper_range, color="grey", alpha=0.15, label="paper's range")
+    left.set_xscale("log")
+    left.set(xlabel="GRPO learning rate", ylabel="share unchanged (paper's criterion)", ylim=(-0.02, 1.02),
+             title="How much stays unchanged")
+    left.legend(fontsize="small", loc="best")
+    gains = gains.sort_values("rate")
+    yerr = [(gains["gain"] - gains["ci_low"]).clip(lower=0), (gains["ci_high"] - gains["gain"]).clip(lower=0)]
+    right.errorbar(gains["rate"], gains["gain"], yerr=yerr, marker="o", capsize=4, color="black")
+    right.axhline(0, color="grey", linewidth=0.8)
+    right.set_xscale("log")
+    right.set(xlabel="GRPO learning rate", ylabel="held-out gain (95% CI)",
+              title="What RL gained with it")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_jaccard_vs_fraction(curves: pd.DataFrame, title: str) -> plt.Axes:
+    """C2 against the top fraction k: the Jaccard index (``curves`` columns fraction, reference, jaccard)
+    of each reference (cross-domain mean, same domain with two seeds, random sets), one line each.
+    Introduced in ``01_sparse_edits``."""
+    use_style()
+    _, ax = plt.subplots(figsize=(6.4, 3.6))
+    sns.lineplot(data=curves, x="fraction", y="jaccard", hue="reference", style="reference", markers=True,
+                 dashes=False, ax=ax, errorbar=None)
+    ax.set(xlabel="top fraction k of neurons by edit magnitude", ylabel="Jaccard index of top-k sets",
+           ylim=(0, 1.02), title=title)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="pairs")
+    return ax
