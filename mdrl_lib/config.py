@@ -46,9 +46,13 @@ class Param:
     maximum: float | None = None
     above: float | None = None
     choices: tuple | None = None
+    number_list: bool = False  # a comma-separated list of numbers, each within the bounds
 
     def describe(self) -> str:
         """What values are allowed, in words (used in every error message)."""
+        if self.number_list:
+            return "comma-separated numbers, e.g. '5e-4,1e-5', each " + Param(float, "", self.minimum, self.maximum,
+                                                                                self.above).describe()
         if self.choices is not None:
             return f"one of {', '.join(map(str, self.choices))}"
         kind = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}[self.type]
@@ -68,6 +72,25 @@ class Param:
 
         def bad() -> ConfigError:
             return ConfigError(f"{name}: expected {self.describe()}, got {given!r} ({type(given).__name__})")
+
+        if self.number_list:  # one number alone (as the CLI and papermill read "1e-5") is a list of one
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise bad()
+            parts = [p.strip() for p in str(value).split(",") if p.strip()] if isinstance(value, str) else [value]
+            if not parts:
+                raise bad()
+            item = Param(float, "", self.minimum, self.maximum, self.above)
+            checked = []
+            for part in parts:
+                try:
+                    number = float(part)
+                except (TypeError, ValueError):
+                    raise bad() from None
+                try:
+                    checked.append(item.check(name, number))
+                except ConfigError:
+                    raise bad() from None
+            return ",".join(f"{x:g}" for x in checked)
 
         if self.type is int:
             if isinstance(value, bool) or not isinstance(value, int):
@@ -344,8 +367,8 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
                           "neurons (notebook 01)", above=0.0, maximum=0.5),
     "second_seed_domains": Param(str, "domains whose expert is trained again with RL seed 1, comma-separated "
                                  "('' = none; 'all') (notebook 01)"),
-    "rate_grid": Param(str, "learning rates of the bf16 rate grid, comma-separated, e.g. '5e-4,1e-5,1e-6' "
-                       "(notebook 01)"),
+    "rate_grid": Param(str, "learning rates of the bf16 rate grid (notebook 01)", above=0.0, maximum=1.0,
+                       number_list=True),
     "grid_steps": Param(int, "GRPO steps of each expert of the rate grid (notebook 01)", minimum=1, maximum=10**6),
     "grid_domain": Param(str, "the domain of the rate grid's experts (notebook 01)", choices=DOMAIN_NAMES),
 }

@@ -122,3 +122,13 @@ def test_notebook_parameters_are_declared_and_checked():
 
 def test_ints_are_accepted_for_floats_and_kept_as_floats():
     assert RunConfig.from_params(rl_lr=1).rl.lr == 1.0 and isinstance(RunConfig.from_params(rl_lr=1).rl.lr, float)
+
+
+def test_a_list_of_rates_accepts_one_number_alone_and_checks_each():
+    from mdrl_lib.config import check_notebook_params
+
+    assert check_notebook_params(rate_grid="5e-4, 1e-5")["rate_grid"] == "0.0005,1e-05"
+    assert check_notebook_params(rate_grid=1e-5)["rate_grid"] == "1e-05"  # as the CLI reads "-p rate_grid 1e-5"
+    for bad in ("5e-4,zero", "", "5e-4,-1", True, [1e-5]):
+        with pytest.raises(ConfigError, match="rate_grid: expected comma-separated numbers"):
+            check_notebook_params(rate_grid=bad)
