@@ -475,3 +475,34 @@ def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float]
     return ClaimCheck(claim="C2", name="top-neuron-overlap", statement=C2_STATEMENT, paper=C2_PAPER,
                       measured=measured, baseline=baseline, supported=bool(below_paper and distinct),
                       why=f"{part_a}; {part_b}", figures=figures)
+
+
+# ----------------------------------------------------------------------------- the claims ledger
+
+
+def ledger(run_dir: str | Path) -> pd.DataFrame:
+    """Every claim check a run recorded, gathered in claim order (C1-C7), one row per check; a claim with
+    no recorded check gets one row saying so (its notebook has not run, or does not exist yet).
+
+    Columns: claim, check, notebook, paper, this run, baseline / control, verdict, why. Introduced with
+    ``python -m mdrl_lib report RUN_DIR``.
+    """
+    folder = Path(run_dir) / CLAIMS_DIR
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"no run directory at {run_dir}")
+    rows = []
+    for path in sorted(folder.glob("C*-*.json")) if folder.is_dir() else []:
+        record = json.loads(path.read_text())
+        check = load_check(path)
+        rows.append({"claim": check.claim, "check": check.name, "notebook": record.get("notebook", ""),
+                     "paper": check.paper, "this run": check.measured, "baseline / control": check.baseline,
+                     "verdict": check.verdict, "why": check.why})
+    recorded = {r["claim"] for r in rows}
+    for claim in CLAIM_IDS:
+        if claim not in recorded:
+            rows.append({"claim": claim, "check": "", "notebook": "", "paper": "", "this run": "",
+                         "baseline / control": "", "verdict": "not measured",
+                         "why": "no check of this claim is recorded in this run directory"})
+    table = pd.DataFrame(rows)
+    table["order"] = table["claim"].map(CLAIM_IDS.index)
+    return table.sort_values(["order", "check"], kind="stable").drop(columns="order").reset_index(drop=True)

@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "params":
             print(format_parameters(_find_notebook(args.notebook, args.notebooks_dir)))
             return 0
+        if args.command == "report":
+            print(format_ledger(args.run_dir))
+            return 0
         if args.command == "list":
             for path in list_notebooks(args.notebooks_dir):
                 print(path.name)
@@ -61,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     params_p = sub.add_parser("params", help="list a notebook's parameters with types and help")
     params_p.add_argument("notebook", help="a notebook name or two-digit prefix, e.g. 00")
     sub.add_parser("list", help="list the notebooks in order")
+    report_p = sub.add_parser("report", help="print the claims ledger of a run directory (C1-C7)")
+    report_p.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/toy")
     return parser
 
 
@@ -166,3 +171,23 @@ def _execute(path: Path, out_dir: Path, params: dict[str, Any], cwd: Path, log_o
         raise
     os.replace(partial, final)
     print(f"  done in {time.perf_counter() - start:.1f} s -> {final}", flush=True)
+
+
+def format_ledger(run_dir: Path) -> str:
+    """The claims ledger of ``run_dir`` as text: one block per check, claim order."""
+    from mdrl_lib.checks import ledger
+
+    try:
+        table = ledger(run_dir)
+    except FileNotFoundError as error:
+        raise CliError(str(error)) from None
+    lines = [f"Claims ledger of {run_dir}"]
+    for row in table.to_dict("records"):
+        head = f"{row['claim']} {row['check']}".strip()
+        lines.append(f"\n{head}: {row['verdict'].upper()}" + (f"  ({row['notebook']})" if row["notebook"] else ""))
+        for label in ("paper", "this run", "baseline / control", "why"):
+            if row[label]:
+                lines.append(f"  {label}: {row[label]}")
+    counts = table["verdict"].value_counts()
+    lines.append("\n" + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+    return "\n".join(lines)

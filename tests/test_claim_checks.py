@@ -220,3 +220,25 @@ def test_a_check_refuses_bad_fields():
 def test_checks_table_has_one_row_per_check_with_its_verdict():
     table = checks_table([_check(), _check(claim="C3", name="math-qa-gradients", supported=False)])
     assert list(table["claim"]) == ["C4", "C3"] and list(table["verdict"]) == ["supported", "not supported"]
+
+
+def test_the_ledger_gathers_recorded_checks_in_claim_order_and_names_the_missing_ones(tmp_path, capsys):
+    from mdrl_lib.checks import ClaimCheck, ledger, record_check
+    from mdrl_lib.cli import main
+
+    def check(claim, name, supported):
+        return ClaimCheck(claim=claim, name=name, statement="s", paper="p", measured="m", baseline="b",
+                          supported=supported, why="w")
+
+    record_check(tmp_path, check("C4", "shared-routes", False), notebook="02_shared_routes")
+    record_check(tmp_path, check("C1", "paper-regime", True), notebook="01_sparse_edits")
+    record_check(tmp_path, check("C1", "default-regime", None))
+    table = ledger(tmp_path)
+    assert list(table["claim"]) == ["C1", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+    assert list(table["verdict"][:2]) == ["not testable", "supported"]  # checks of one claim by name
+    assert set(table[table["claim"].isin(["C2", "C3", "C5"])]["verdict"]) == {"not measured"}
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "C4 shared-routes: NOT SUPPORTED  (02_shared_routes)" in out and "5 not measured" in out
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no run directory" in capsys.readouterr().err
