@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy.sparse.linalg import LinearOperator, eigsh
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 LossFn = Callable[[torch.nn.Module], torch.Tensor]
 Vector = torch.Tensor
@@ -158,49 +158,91 @@ class ParameterSpace:
             out.append(params[name])
         return out
 
+    def blocks(self) -> list[tuple[int, int, torch.Tensor | None]]:
+        """Per parameter: (start in the space's vector, count, flat indices inside the parameter or
+        None when all its coordinates belong to the space)."""
+        cached = self.__dict__.get("_blocks")
+        if cached is None:
+            cached, start = [], 0
+            for offset, shape in zip(self.offsets, self.shapes):
+                n = math.prod(shape)
+                if self.mask is None:
+                    cached.append((start, n, None))
+                    start += n
+                    continue
+                local = self.mask[offset:offset + n].nonzero().squeeze(1)
+                cached.append((start, local.numel(), None if local.numel() == n else local))
+                start += local.numel()
+            object.__setattr__(self, "_blocks", cached)
+        return cached
+
     def flatten(self, tensors: Sequence[torch.Tensor | None]) -> Vector:
         """One tensor per name (None = zeros) -> the space's vector, shape ``(dim,)``."""
+        return self._flatten(list(tensors), consume=False)
+
+    def _flatten(self, tensors: list, consume: bool) -> Vector:
+        # writes into one preallocated vector (no full-size concatenation); with consume=True each
+        # input is dropped from the list once copied, so a model-sized list is never held twice
         if len(tensors) != len(self.names):
             raise ValueError(f"expected {len(self.names)} tensors, got {len(tensors)}")
         ref = next((t for t in tensors if t is not None), None)
         if ref is None:
             raise ValueError("all tensors are None")
-        full = torch.cat([(torch.zeros(math.prod(s), dtype=ref.dtype, device=ref.device) if t is None
-                           else t.reshape(-1)) for t, s in zip(tensors, self.shapes)])
-        return full if self.mask is None else full[self.index.to(full.device)]
+        out = torch.zeros(self.dim, dtype=ref.dtype, device=ref.device)
+        for i, (start, count, local) in enumerate(self.blocks()):
+            piece = tensors[i]
+            if piece is not None and count:
+                flat = piece.detach().reshape(-1)
+                out[start:start + count] = flat if local is None else flat[local.to(flat.device)]
+            if consume:
+                tensors[i] = None
+        return out
 
     def unflatten(self, vector: Vector) -> list[torch.Tensor]:
         """The space's vector, shape ``(dim,)`` -> one tensor per name in its parameter's shape
-        (zeros at coordinates outside the mask)."""
+        (views without a mask; zeros at coordinates outside the mask)."""
         self._check_vector(vector)
-        if self.mask is None:
-            full = vector
-        else:
-            full = vector.new_zeros(self.numel)
-            full[self.index.to(vector.device)] = vector
-        return [full[o:o + math.prod(s)].view(s) for o, s in zip(self.offsets, self.shapes)]
+        out = []
+        for (start, count, local), shape in zip(self.blocks(), self.shapes):
+            if local is None and count == math.prod(shape):
+                out.append(vector[start:start + count].view(shape))
+                continue
+            piece = vector.new_zeros(math.prod(shape))
+            if count:
+                piece[local.to(vector.device)] = vector[start:start + count]
+            out.append(piece.view(shape))
+        return out
 
     def get(self, model: torch.nn.Module) -> Vector:
         """The model's current values of the space's coordinates, shape ``(dim,)`` (a copy)."""
-        return self.flatten([p.detach() for p in self.parameters(model)]).clone()
+        return self.flatten([p.detach() for p in self.parameters(model)])
 
     @torch.no_grad()
     def set(self, model: torch.nn.Module, vector: Vector) -> None:
         """Copy ``vector`` (shape ``(dim,)``) into the model's parameters; coordinates outside the
         mask keep their values."""
+        self._update(model, vector, add=False)
+
+    @torch.no_grad()
+    def add_(self, model: torch.nn.Module, vector: Vector, scale: float = 1.0) -> None:
+        """Add ``scale * vector`` (shape ``(dim,)``) to the model's parameters in place."""
+        self._update(model, vector, add=True, scale=scale)
+
+    def _update(self, model: torch.nn.Module, vector: Vector, add: bool, scale: float = 1.0) -> None:
         self._check_vector(vector)
-        for param, offset, shape in zip(self.parameters(model), self.offsets, self.shapes):
-            n = math.prod(shape)
-            if self.mask is None:
-                param.copy_(vector[offset:offset + n].view(shape))
+        for param, (start, count, local) in zip(self.parameters(model), self.blocks()):
+            if not count:
                 continue
-            local = self.mask[offset:offset + n]
-            if not bool(local.any()):
-                continue
-            start = int(self.mask[:offset].sum())
-            values = vector[start:start + int(local.sum())]
+            values = vector[start:start + count].to(dtype=param.dtype, device=param.device)
             flat = param.view(-1)
-            flat[local.nonzero().squeeze(1).to(param.device)] = values.to(dtype=param.dtype, device=param.device)
+            if local is None:
+                if add:
+                    flat.add_(values, alpha=scale)
+                else:
+                    flat.copy_(values)
+            else:
+                index = local.to(param.device)
+                flat[index] = flat[index] + scale * values if add else values
 
     def _check_vector(self, vector: Vector) -> None:
         if not isinstance(vector, torch.Tensor):
@@ -213,9 +255,17 @@ class ParameterSpace:
 def displaced(model: torch.nn.Module, space: ParameterSpace, theta: Vector) -> Iterator[torch.nn.Module]:
     """Within the block the model's space coordinates hold ``theta``; afterwards every parameter of
     the space is restored bit for bit."""
+    with restored_afterwards(model, space):
+        space.set(model, theta)
+        yield model
+
+
+@contextmanager
+def restored_afterwards(model: torch.nn.Module, space: ParameterSpace) -> Iterator[torch.nn.Module]:
+    """Whatever the block does to the space's parameters, they are restored bit for bit afterwards
+    (one copy of those parameters is held meanwhile)."""
     saved = [p.detach().clone() for p in space.parameters(model)]
     try:
-        space.set(model, theta)
         yield model
     finally:
         with torch.no_grad():
@@ -259,8 +309,9 @@ def gradient(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace) -> 
     params = space.parameters(model)
     with _requiring_grad(params):
         loss = _scalar_loss(loss_fn, model)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return space.flatten([None if g is None else g.detach() for g in grads])
+        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+    del loss
+    return space._flatten(grads, consume=True)
 
 
 def _hvp_from_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch.nn.Parameter],
@@ -269,21 +320,26 @@ def _hvp_from_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch
     terms = [(g * v).sum() for g, v in zip(grads, pieces) if g is not None and g.requires_grad]
     if not terms:  # the loss is at most linear in these parameters
         return torch.zeros(space.dim, dtype=params[0].dtype, device=params[0].device)
-    second = torch.autograd.grad(torch.stack(terms).sum(), params, allow_unused=True, retain_graph=retain_graph)
-    return space.flatten([None if s is None else s.detach() for s in second])
+    second = list(torch.autograd.grad(torch.stack(terms).sum(), params, allow_unused=True, retain_graph=retain_graph))
+    del terms, pieces
+    if not retain_graph and isinstance(grads, list):
+        grads.clear()  # the first gradients are spent: free them before the output is assembled
+    return space._flatten(second, consume=True)
 
 
 def hvp(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, vector: Vector) -> Vector:
     """The Hessian-vector product ``H v`` at the model's current weights by double backward
     (``create_graph=True``), shape ``(dim,)``. With a masked space this is ``P H P v``: ``v`` lives on
-    the masked coordinates and only they are returned. Costs one forward and two backward passes;
-    :func:`hessian_operator` reuses the first backward across many products.
+    the masked coordinates and only they are returned. Costs one forward and two backward passes
+    (about 3 gradients' time on Qwen2 models, ``benchmarks/hvp.py``); :func:`hessian_operator` reuses
+    the first backward across many products.
     Introduced in ``03_perturbation_theory``."""
     space._check_vector(vector)
     params = space.parameters(model)
     with _requiring_grad(params):
         loss = _scalar_loss(loss_fn, model)
-        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        grads = list(torch.autograd.grad(loss, params, create_graph=True, allow_unused=True))
+        del loss
         return _hvp_from_grads(grads, params, space, vector, retain_graph=False)
 
 
@@ -291,7 +347,8 @@ class HessianOperator:
     """``v -> H v`` at the model's weights when built, for many products (eigsh, captured shares).
 
     With ``reuse_graph=True`` the loss and its differentiable gradient are computed once and their
-    graph kept, so each product costs one backward pass (memory: the graph of one double backward);
+    graph kept, so each product costs only the second backward (about 2 gradients' time instead of 3;
+    memory: the kept graph);
     the weights must not change while it is in use (checked). With ``reuse_graph=False`` every product
     is a fresh :func:`hvp`. Counts products in :attr:`calls`. Introduced in ``03_perturbation_theory``.
     """
@@ -319,7 +376,7 @@ class HessianOperator:
             return hvp(self.loss_fn, self.model, self.space, vector)
         if [p._version for p in self._params] != self._versions:
             raise RuntimeError("the model's weights changed since this HessianOperator was built; build a new one")
-        with torch.enable_grad():
+        with _requiring_grad(self._params):
             return _hvp_from_grads(self._grads, self._params, self.space, vector, retain_graph=True)
 
     def numpy_matvec(self, x: np.ndarray) -> np.ndarray:
@@ -339,37 +396,46 @@ def hessian_operator(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSp
     return HessianOperator(loss_fn, model, space, reuse_graph=reuse_graph)
 
 
+def _default_eps(model: torch.nn.Module, space: ParameterSpace) -> float:
+    # a central difference balances truncation (eps^2) against rounding (unit roundoff / eps)
+    return 1e-4 if space.parameters(model)[0].dtype == torch.float64 else 1e-2
+
+
 def finite_difference_hvp(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, vector: Vector,
-                          eps: float = 1e-3) -> Vector:
+                          eps: float | None = None) -> Vector:
     """Central difference of gradients along ``v``: ``|v| (g(theta + eps u) - g(theta - eps u)) / (2 eps)``
-    with ``u = v / |v|``, so ``eps`` is the step length in parameter space. Shape ``(dim,)``. For
-    checking :func:`hvp`; the model's weights are restored afterwards."""
+    with ``u = v / |v|``, so ``eps`` is the step length in parameter space (default 1e-4 for float64
+    parameters, 1e-2 otherwise). Shape ``(dim,)``. For checking :func:`hvp`; the model's weights are
+    restored afterwards."""
     space._check_vector(vector)
+    eps = _default_eps(model, space) if eps is None else eps
     if eps <= 0:
         raise ValueError(f"eps must be positive, got {eps}")
     norm = float(vector.norm())
     if norm == 0:
         return torch.zeros_like(vector)
-    theta = space.get(model)
-    step = (vector / norm).to(theta) * eps
-    with displaced(model, space, theta + step):
+    with restored_afterwards(model, space):
+        space.add_(model, vector, scale=eps / norm)
         plus = gradient(loss_fn, model, space)
-    with displaced(model, space, theta - step):
+    with restored_afterwards(model, space):
+        space.add_(model, vector, scale=-eps / norm)
         minus = gradient(loss_fn, model, space)
-    return (plus - minus) * (norm / (2 * eps))
+    return plus.sub_(minus).mul_(norm / (2 * eps))
 
 
 def hvp_check(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, vector: Vector | None = None,
-              eps: float = 1e-3, seed: int = 0) -> dict:
+              eps: float | None = None, seed: int = 0) -> dict:
     """Compare :func:`hvp` with :func:`finite_difference_hvp` along ``vector`` (default: a seeded
-    random unit vector). Returns ``{"relative_error", "hvp_norm", "fd_norm", "cosine"}``; a relative
-    error far above ``eps**2``-level noise means the HVP cannot be trusted on this batch (padding!)."""
+    random unit vector); ``eps`` as in :func:`finite_difference_hvp`. Returns ``{"relative_error",
+    "hvp_norm", "fd_norm", "cosine"}``. Measured: 2e-3 on the toy base's unpadded fp32 batches, 0.93 on
+    left-padded ones; an error that does not shrink when ``eps`` moves by 10x means the HVP cannot be
+    trusted on this batch. Introduced in ``03_perturbation_theory``."""
     if vector is None:
         gen = torch.Generator().manual_seed(seed)
         vector = torch.randn(space.dim, generator=gen, dtype=torch.float64)
         vector = vector / vector.norm()
-    theta = space.get(model)
-    vector = vector.to(theta)
+    first = space.parameters(model)[0]
+    vector = vector.to(dtype=first.dtype, device=first.device)
     exact = hvp(loss_fn, model, space, vector)
     approx = finite_difference_hvp(loss_fn, model, space, vector, eps=eps)
     denom = max(float(approx.norm()), float(exact.norm()), 1e-300)
@@ -438,7 +504,7 @@ _WHICH = ("LA", "SA", "LM", "SM")
 
 
 def top_eigenpairs(matvec: Callable[[np.ndarray], np.ndarray] | LinearOperator, dim: int, r: int,
-                   which: str = "LA", seed: int = 0, tol: float = 0.0, maxiter: int | None = None,
+                   which: str = "LA", seed: int = 0, tol: float = 1e-6, maxiter: int | None = None,
                    ncv: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``r`` eigenpairs of a symmetric operator given only by its products, via
     ``scipy.sparse.linalg.eigsh`` (ARPACK's implicitly restarted Lanczos) on a ``LinearOperator``.
@@ -446,8 +512,10 @@ def top_eigenpairs(matvec: Callable[[np.ndarray], np.ndarray] | LinearOperator, 
     ``matvec``: float64 numpy vector of shape ``(dim,)`` -> vector of the same shape (numpy or torch;
     e.g. :meth:`HessianOperator.numpy_matvec`). ``which``: ``"LA"`` largest algebraic (default),
     ``"SA"`` smallest algebraic, ``"LM"``/``"SM"`` largest/smallest magnitude. The start vector is a
-    seeded Gaussian, so the result is deterministic. When ``r >= dim`` (tiny spaces only) the operator
-    is materialised with ``dim`` products and solved densely.
+    seeded Gaussian, so the result is deterministic. ``tol`` is eigsh's relative accuracy: an HVP in
+    float32 carries noise near 1e-6 relative, so asking for much less can keep ARPACK from converging
+    (``tol=0`` means machine precision, for float64 operators). When ``r >= dim`` (tiny spaces only)
+    the operator is materialised with ``dim`` products and solved densely.
     Returns ``(eigenvalues (r,), eigenvectors (dim, r))``, ordered from the most extreme in the
     ``which`` sense (descending for ``"LA"``, ascending for ``"SA"``). Introduced in ``03_perturbation_theory``.
     """
@@ -475,7 +543,11 @@ def top_eigenpairs(matvec: Callable[[np.ndarray], np.ndarray] | LinearOperator, 
     else:
         operator = LinearOperator((dim, dim), matvec=apply, dtype=np.float64)
         v0 = np.random.default_rng(seed).standard_normal(dim)
-        values, vectors = eigsh(operator, k=r, which=which, v0=v0, tol=tol, maxiter=maxiter, ncv=ncv)
+        try:
+            values, vectors = eigsh(operator, k=r, which=which, v0=v0, tol=tol, maxiter=maxiter, ncv=ncv)
+        except ArpackNoConvergence as err:
+            raise RuntimeError(f"eigsh found {len(err.eigenvalues)} of {r} eigenpairs within maxiter={maxiter}; "
+                               f"raise tol (now {tol}; float32 HVPs need about 1e-4), maxiter or ncv") from err
     key = {"LA": -values, "SA": values, "LM": -np.abs(values), "SM": np.abs(values)}[which]
     order = np.argsort(key, kind="stable")[:r]
     return values[order], vectors[:, order]

@@ -127,6 +127,11 @@ def test_masked_space_set_get_touch_only_masked_coordinates():
         assert int(changed) == 3
     for name, param in model.named_parameters():
         assert torch.equal(param, before[name])  # restored bit for bit
+    with pt.restored_afterwards(model, space):
+        space.add_(model, values, scale=0.5)
+        assert model.inner.weight[1, 2] == before["inner.weight"][1, 2] + 5
+        assert model.outer.bias[1] == before["outer.bias"][1] + 15 and model.outer.bias[0] == before["outer.bias"][0]
+    assert torch.equal(model.inner.weight, before["inner.weight"])
     pieces = space.unflatten(values)
     assert pieces[0][1, 2] == 10 and pieces[0].abs().sum() == 30 and pieces[1].tolist() == [0.0, 30.0]
     with pytest.raises(ValueError, match=r"shape \(4, 3\)"):
@@ -178,6 +183,7 @@ def test_masked_hvp_is_the_restricted_hessian():
 
 def test_hessian_operator_reuses_graph_and_refuses_changed_weights():
     model = TinyMLP()
+    model.requires_grad_(False)  # frozen weights (as after loading for analysis) must work too
     loss_fn = mlp_loss_fn()
     space = ParameterSpace.from_model(model)
     operator = pt.hessian_operator(loss_fn, model, space, reuse_graph=True)
@@ -246,6 +252,11 @@ def test_top_eigenpairs_tiny_dense_path_and_errors():
         pt.top_eigenpairs(lambda x: x, 3, 1, which="BE")
     with pytest.raises(ValueError, match="exceeds"):
         pt.top_eigenpairs(lambda x: x, 3, 4)
+    rng = np.random.default_rng(0)
+    spread = np.linspace(1, 2, 50)
+    noisy = lambda x: spread * x + 1e-3 * rng.standard_normal(50)  # noqa: E731
+    with pytest.raises(RuntimeError, match="raise tol"):
+        pt.top_eigenpairs(noisy, 50, 3, tol=0.0, maxiter=3)
 
 
 def test_restricted_operator_spectrum_via_hessian_operator():
@@ -397,3 +408,22 @@ def test_gd_refresh_on_a_coordinate_mask_and_bound_helpers():
         pt.gd_refresh(quad_loss, model, space, a, a, mask, alpha=0.0, steps=1)
     with pytest.raises(ValueError, match=r"shape \(8,\)"):
         pt.gd_refresh(quad_loss, model, space, a, a, torch.ones(3, dtype=torch.bool), alpha=0.1, steps=1)
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+def test_hvp_benchmark_runs_on_the_toy_model(tmp_path, capsys):
+    """benchmarks/hvp.py end to end, one round, toy model: its table and its HVP checks (no timing claim)."""
+    import json
+
+    from tests.script_runner import ROOT, load_script
+
+    threads = torch.get_num_threads()
+    try:
+        bench = load_script(ROOT / "benchmarks" / "hvp.py")
+        assert bench.main(["--quick", "--repeats", "1", "--fd-eps", "1e-2", "--json", str(tmp_path / "r.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "hvp/grad" in capsys.readouterr().out
+    (row,) = json.loads((tmp_path / "r.json").read_text())
+    assert row["model"] == "toy" and row["params"] == 335_488 and row["tokens"] == 768
+    assert row["reuse_vs_fresh"] < 1e-6 and row["fd_rel_err@0.01"] < 1e-2
