@@ -1,0 +1,716 @@
+"""The local perturbation theory, measured: Taylor terms, Hessian-vector products, the conflict subspace
+and the contraction of a refresh.
+
+Introduced in notebook ``03_perturbation_theory`` (claims C5 and C6). Everything here takes a
+``loss_fn(model) -> scalar tensor`` (a domain's objective on fixed batches) and a
+:class:`ParameterSpace` (the coordinates under study), so it works on any objective and any subset of
+parameters. Curvature enters only through Hessian-vector products by double backward; a Hessian is
+never materialised.
+
+Pitfalls measured on the toy models, which the functions cannot check for you:
+- double backward through ``sdpa`` attention fails on CPU: call
+  ``model.set_attn_implementation("eager")`` first;
+- on left-padded batches the double-backward HVP disagreed with finite differences of the gradient
+  (relative error 0.93 on the toy base): use unpadded batches grouped by length, and check the HVP on
+  the batches actually used with :func:`hvp_check`;
+- ``loss_fn`` must be deterministic (``model.eval()``, no dropout, fixed batches).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+LossFn = Callable[[torch.nn.Module], torch.Tensor]
+Vector = torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter vectors
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ParameterSpace:
+    """A chosen list of named parameters seen as one flat vector, optionally restricted to a subset of
+    its coordinates.
+
+    The *full* vector concatenates the named parameters (flattened, in ``names`` order; parameter
+    ``names[i]`` occupies ``[offsets[i], offsets[i] + numel(shapes[i]))``). With a ``mask`` the space
+    is the masked coordinates only: every vector this module exchanges has length :attr:`dim`
+    (``mask.sum()``), and the Hessian seen through :func:`hvp` is the restricted ``P H P``.
+    Build one with :meth:`from_model`. Introduced in ``03_perturbation_theory``.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    offsets: tuple[int, ...]
+    numel: int
+    mask: torch.Tensor | None = None  # bool, shape (numel,), on CPU
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, names: Sequence[str] | None = None,
+                   mask: torch.Tensor | Mapping[str, torch.Tensor] | None = None) -> "ParameterSpace":
+        """The space of ``names`` (default: every parameter, tied ones once) of ``model``.
+
+        ``mask`` restricts it: a bool tensor of shape ``(numel,)`` over the full vector, or a dict
+        ``{name: bool tensor of that parameter's shape}`` where names left out are excluded entirely.
+        """
+        params = dict(model.named_parameters())
+        if names is None:
+            names = list(params)
+        if isinstance(names, str):
+            raise TypeError(f"names must be a list of parameter names, not the string {names!r}")
+        names = list(names)
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            valid = list(params)
+            shown = ", ".join(valid[:20]) + (f", ... ({len(valid)} in all)" if len(valid) > 20 else "")
+            raise KeyError(f"unknown parameter name(s) {unknown}; valid names: {shown}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"parameter names repeat: {names}")
+        if not names:
+            raise ValueError("a ParameterSpace needs at least one parameter name")
+        shapes = tuple(params[n].shape for n in names)
+        offsets, total = [], 0
+        for shape in shapes:
+            offsets.append(total)
+            total += math.prod(shape)
+        space = cls(tuple(names), shapes, tuple(offsets), total)
+        return space.restrict(mask) if mask is not None else space
+
+    # -- geometry --------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Number of coordinates of the space (masked ones only, when there is a mask)."""
+        return self.numel if self.mask is None else int(self.mask.sum())
+
+    @property
+    def index(self) -> torch.Tensor | None:
+        """Positions of the space's coordinates in the full vector, shape ``(dim,)``; None without mask."""
+        if self.mask is None:
+            return None
+        cached = self.__dict__.get("_index")
+        if cached is None:
+            cached = self.mask.nonzero().squeeze(1)
+            object.__setattr__(self, "_index", cached)
+        return cached
+
+    def restrict(self, mask: torch.Tensor | Mapping[str, torch.Tensor]) -> "ParameterSpace":
+        """The same parameters restricted to ``mask`` (intersected with any mask already set).
+
+        ``mask``: bool tensor of shape ``(numel,)`` over the full vector, or a dict of per-parameter
+        bool tensors (names left out are excluded)."""
+        if isinstance(mask, Mapping):
+            unknown = [n for n in mask if n not in self.names]
+            if unknown:
+                raise KeyError(f"mask names {unknown} are not in the space; its names: {list(self.names)}")
+            parts = []
+            for name, shape in zip(self.names, self.shapes):
+                part = mask.get(name)
+                if part is None:
+                    parts.append(torch.zeros(math.prod(shape), dtype=torch.bool))
+                    continue
+                part = torch.as_tensor(part)
+                if part.dtype != torch.bool or part.shape != shape:
+                    raise ValueError(f"mask for {name} must be a bool tensor of shape {tuple(shape)}, "
+                                     f"got {part.dtype} of shape {tuple(part.shape)}")
+                parts.append(part.detach().reshape(-1).cpu())
+            full = torch.cat(parts)
+        else:
+            full = torch.as_tensor(mask)
+            if full.dtype != torch.bool or full.shape != (self.numel,):
+                raise ValueError(f"mask must be a bool tensor of shape ({self.numel},), "
+                                 f"got {full.dtype} of shape {tuple(full.shape)}")
+            full = full.detach().cpu()
+        if self.mask is not None:
+            full = full & self.mask
+        if not bool(full.any()):
+            raise ValueError("the mask selects no coordinate")
+        return ParameterSpace(self.names, self.shapes, self.offsets, self.numel, full.clone())
+
+    def coordinate_names(self) -> list[tuple[str, int]]:
+        """(parameter name, flat index inside it) of each coordinate of the space, in order."""
+        positions = range(self.numel) if self.mask is None else self.index.tolist()
+        bounds = list(self.offsets[1:]) + [self.numel]
+        out, k = [], 0
+        for pos in positions:
+            while pos >= bounds[k]:
+                k += 1
+            out.append((self.names[k], pos - self.offsets[k]))
+        return out
+
+    # -- vectors <-> tensors -----------------------------------------------------------------------
+    def parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The model's parameter objects, in ``names`` order (checked against the stored shapes)."""
+        params = dict(model.named_parameters())
+        out = []
+        for name, shape in zip(self.names, self.shapes):
+            if name not in params:
+                raise KeyError(f"the model has no parameter {name!r}; this space was built for another model")
+            if params[name].shape != shape:
+                raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, "
+                                 f"the space expects {tuple(shape)}")
+            out.append(params[name])
+        return out
+
+    def blocks(self) -> list[tuple[int, int, torch.Tensor | None]]:
+        """Per parameter: (start in the space's vector, count, flat indices inside the parameter or
+        None when all its coordinates belong to the space)."""
+        cached = self.__dict__.get("_blocks")
+        if cached is None:
+            cached, start = [], 0
+            for offset, shape in zip(self.offsets, self.shapes):
+                n = math.prod(shape)
+                if self.mask is None:
+                    cached.append((start, n, None))
+                    start += n
+                    continue
+                local = self.mask[offset:offset + n].nonzero().squeeze(1)
+                cached.append((start, local.numel(), None if local.numel() == n else local))
+                start += local.numel()
+            object.__setattr__(self, "_blocks", cached)
+        return cached
+
+    def flatten(self, tensors: Sequence[torch.Tensor | None]) -> Vector:
+        """One tensor per name (None = zeros) -> the space's vector, shape ``(dim,)``."""
+        return self._flatten(list(tensors), consume=False)
+
+    def _flatten(self, tensors: list, consume: bool) -> Vector:
+        # writes into one preallocated vector (no full-size concatenation); with consume=True each
+        # input is dropped from the list once copied, so a model-sized list is never held twice
+        if len(tensors) != len(self.names):
+            raise ValueError(f"expected {len(self.names)} tensors, got {len(tensors)}")
+        ref = next((t for t in tensors if t is not None), None)
+        if ref is None:
+            raise ValueError("all tensors are None")
+        out = torch.zeros(self.dim, dtype=ref.dtype, device=ref.device)
+        for i, (start, count, local) in enumerate(self.blocks()):
+            piece = tensors[i]
+            if piece is not None and count:
+                flat = piece.detach().reshape(-1)
+                out[start:start + count] = flat if local is None else flat[local.to(flat.device)]
+            if consume:
+                tensors[i] = None
+        return out
+
+    def unflatten(self, vector: Vector) -> list[torch.Tensor]:
+        """The space's vector, shape ``(dim,)`` -> one tensor per name in its parameter's shape
+        (views without a mask; zeros at coordinates outside the mask)."""
+        self._check_vector(vector)
+        out = []
+        for (start, count, local), shape in zip(self.blocks(), self.shapes):
+            if local is None and count == math.prod(shape):
+                out.append(vector[start:start + count].view(shape))
+                continue
+            piece = vector.new_zeros(math.prod(shape))
+            if count:
+                piece[local.to(vector.device)] = vector[start:start + count]
+            out.append(piece.view(shape))
+        return out
+
+    def get(self, model: torch.nn.Module) -> Vector:
+        """The model's current values of the space's coordinates, shape ``(dim,)`` (a copy)."""
+        return self.flatten([p.detach() for p in self.parameters(model)])
+
+    @torch.no_grad()
+    def set(self, model: torch.nn.Module, vector: Vector) -> None:
+        """Copy ``vector`` (shape ``(dim,)``) into the model's parameters; coordinates outside the
+        mask keep their values."""
+        self._update(model, vector, add=False)
+
+    @torch.no_grad()
+    def add_(self, model: torch.nn.Module, vector: Vector, scale: float = 1.0) -> None:
+        """Add ``scale * vector`` (shape ``(dim,)``) to the model's parameters in place."""
+        self._update(model, vector, add=True, scale=scale)
+
+    def _update(self, model: torch.nn.Module, vector: Vector, add: bool, scale: float = 1.0) -> None:
+        self._check_vector(vector)
+        for param, (start, count, local) in zip(self.parameters(model), self.blocks()):
+            if not count:
+                continue
+            values = vector[start:start + count].to(dtype=param.dtype, device=param.device)
+            flat = param.view(-1)
+            if local is None:
+                if add:
+                    flat.add_(values, alpha=scale)
+                else:
+                    flat.copy_(values)
+            else:
+                index = local.to(param.device)
+                flat[index] = flat[index] + scale * values if add else values
+
+    def _check_vector(self, vector: Vector) -> None:
+        if not isinstance(vector, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor of shape ({self.dim},), got {type(vector).__name__}")
+        if vector.shape != (self.dim,):
+            raise ValueError(f"expected a vector of shape ({self.dim},), got {tuple(vector.shape)}")
+
+
+@contextmanager
+def displaced(model: torch.nn.Module, space: ParameterSpace, theta: Vector) -> Iterator[torch.nn.Module]:
+    """Within the block the model's space coordinates hold ``theta``; afterwards every parameter of
+    the space is restored bit for bit."""
+    with restored_afterwards(model, space):
+        space.set(model, theta)
+        yield model
+
+
+@contextmanager
+def restored_afterwards(model: torch.nn.Module, space: ParameterSpace) -> Iterator[torch.nn.Module]:
+    """Whatever the block does to the space's parameters, they are restored bit for bit afterwards
+    (one copy of those parameters is held meanwhile)."""
+    saved = [p.detach().clone() for p in space.parameters(model)]
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for param, value in zip(space.parameters(model), saved):
+                param.copy_(value)
+
+
+@contextmanager
+def _requiring_grad(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def _scalar_loss(loss_fn: LossFn, model: torch.nn.Module) -> torch.Tensor:
+    loss = loss_fn(model)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise TypeError("loss_fn(model) must return a scalar torch tensor, got "
+                        f"{type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)}")
+    return loss.reshape(())
+
+
+def loss_value(loss_fn: LossFn, model: torch.nn.Module) -> float:
+    """``loss_fn(model)`` as a Python float, without building a graph."""
+    with torch.no_grad():
+        return float(_scalar_loss(loss_fn, model))
+
+
+# --------------------------------------------------------------------------------------------------
+# Gradients and Hessian-vector products
+# --------------------------------------------------------------------------------------------------
+def gradient(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace) -> Vector:
+    """The gradient of ``loss_fn`` at the model's current weights, restricted to the space, shape
+    ``(dim,)`` in the parameters' dtype. Introduced in ``03_perturbation_theory``."""
+    params = space.parameters(model)
+    with _requiring_grad(params):
+        loss = _scalar_loss(loss_fn, model)
+        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+    del loss
+    return space._flatten(grads, consume=True)
+
+
+def _hvp_from_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch.nn.Parameter],
+                    space: ParameterSpace, vector: Vector, retain_graph: bool) -> Vector:
+    pieces = space.unflatten(vector.to(dtype=params[0].dtype, device=params[0].device))
+    terms = [(g * v).sum() for g, v in zip(grads, pieces) if g is not None and g.requires_grad]
+    if not terms:  # the loss is at most linear in these parameters
+        return torch.zeros(space.dim, dtype=params[0].dtype, device=params[0].device)
+    second = list(torch.autograd.grad(torch.stack(terms).sum(), params, allow_unused=True, retain_graph=retain_graph))
+    del terms, pieces
+    if not retain_graph and isinstance(grads, list):
+        grads.clear()  # the first gradients are spent: free them before the output is assembled
+    return space._flatten(second, consume=True)
+
+
+def hvp(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, vector: Vector) -> Vector:
+    """The Hessian-vector product ``H v`` at the model's current weights by double backward
+    (``create_graph=True``), shape ``(dim,)``. With a masked space this is ``P H P v``: ``v`` lives on
+    the masked coordinates and only they are returned. Costs one forward and two backward passes
+    (about 3 gradients' time on Qwen2 models, ``benchmarks/hvp.py``); :func:`hessian_operator` reuses
+    the first backward across many products.
+    Introduced in ``03_perturbation_theory``."""
+    space._check_vector(vector)
+    params = space.parameters(model)
+    with _requiring_grad(params):
+        loss = _scalar_loss(loss_fn, model)
+        grads = list(torch.autograd.grad(loss, params, create_graph=True, allow_unused=True))
+        del loss
+        return _hvp_from_grads(grads, params, space, vector, retain_graph=False)
+
+
+class HessianOperator:
+    """``v -> H v`` at the model's weights when built, for many products (eigsh, captured shares).
+
+    With ``reuse_graph=True`` the loss and its differentiable gradient are computed once and their
+    graph kept, so each product costs only the second backward (about 2 gradients' time instead of 3;
+    memory: the kept graph);
+    the weights must not change while it is in use (checked). With ``reuse_graph=False`` every product
+    is a fresh :func:`hvp`. Counts products in :attr:`calls`. Introduced in ``03_perturbation_theory``.
+    """
+
+    def __init__(self, loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, reuse_graph: bool = True):
+        self.loss_fn, self.model, self.space, self.reuse_graph = loss_fn, model, space, reuse_graph
+        self.calls = 0
+        self._params = space.parameters(model)
+        self._versions = [p._version for p in self._params]
+        self._grads = None
+        if reuse_graph:
+            with _requiring_grad(self._params):
+                loss = _scalar_loss(loss_fn, model)
+                self._grads = torch.autograd.grad(loss, self._params, create_graph=True, allow_unused=True)
+        self.dtype, self.device = self._params[0].dtype, self._params[0].device
+
+    @property
+    def dim(self) -> int:
+        return self.space.dim
+
+    def __call__(self, vector: Vector) -> Vector:
+        self.space._check_vector(vector)
+        self.calls += 1
+        if not self.reuse_graph:
+            return hvp(self.loss_fn, self.model, self.space, vector)
+        if [p._version for p in self._params] != self._versions:
+            raise RuntimeError("the model's weights changed since this HessianOperator was built; build a new one")
+        with _requiring_grad(self._params):
+            return _hvp_from_grads(self._grads, self._params, self.space, vector, retain_graph=True)
+
+    def numpy_matvec(self, x: np.ndarray) -> np.ndarray:
+        """The product on a float64 numpy vector (computed in the model's dtype)."""
+        v = torch.as_tensor(np.asarray(x).reshape(-1), dtype=self.dtype, device=self.device)
+        return self(v).detach().to(torch.float64).cpu().numpy()
+
+    def release(self) -> None:
+        """Free the kept graph."""
+        self._grads = None
+        self.reuse_graph = False
+
+
+def hessian_operator(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace,
+                     reuse_graph: bool = True) -> HessianOperator:
+    """A :class:`HessianOperator` for ``loss_fn`` at the model's current weights."""
+    return HessianOperator(loss_fn, model, space, reuse_graph=reuse_graph)
+
+
+def _default_eps(model: torch.nn.Module, space: ParameterSpace) -> float:
+    # a central difference balances truncation (eps^2) against rounding (unit roundoff / eps)
+    return 1e-4 if space.parameters(model)[0].dtype == torch.float64 else 1e-2
+
+
+def finite_difference_hvp(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, vector: Vector,
+                          eps: float | None = None) -> Vector:
+    """Central difference of gradients along ``v``: ``|v| (g(theta + eps u) - g(theta - eps u)) / (2 eps)``
+    with ``u = v / |v|``, so ``eps`` is the step length in parameter space (default 1e-4 for float64
+    parameters, 1e-2 otherwise). Shape ``(dim,)``. For checking :func:`hvp`; the model's weights are
+    restored afterwards."""
+    space._check_vector(vector)
+    eps = _default_eps(model, space) if eps is None else eps
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    norm = float(vector.norm())
+    if norm == 0:
+        return torch.zeros_like(vector)
+    with restored_afterwards(model, space):
+        space.add_(model, vector, scale=eps / norm)
+        plus = gradient(loss_fn, model, space)
+    with restored_afterwards(model, space):
+        space.add_(model, vector, scale=-eps / norm)
+        minus = gradient(loss_fn, model, space)
+    return plus.sub_(minus).mul_(norm / (2 * eps))
+
+
+def hvp_check(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, vector: Vector | None = None,
+              eps: float | None = None, seed: int = 0) -> dict:
+    """Compare :func:`hvp` with :func:`finite_difference_hvp` along ``vector`` (default: a seeded
+    random unit vector); ``eps`` as in :func:`finite_difference_hvp`. Returns ``{"relative_error",
+    "hvp_norm", "fd_norm", "cosine"}``. Measured: 2e-3 on the toy base's unpadded fp32 batches, 0.93 on
+    left-padded ones; an error that does not shrink when ``eps`` moves by 10x means the HVP cannot be
+    trusted on this batch. Introduced in ``03_perturbation_theory``."""
+    if vector is None:
+        gen = torch.Generator().manual_seed(seed)
+        vector = torch.randn(space.dim, generator=gen, dtype=torch.float64)
+        vector = vector / vector.norm()
+    first = space.parameters(model)[0]
+    vector = vector.to(dtype=first.dtype, device=first.device)
+    exact = hvp(loss_fn, model, space, vector)
+    approx = finite_difference_hvp(loss_fn, model, space, vector, eps=eps)
+    denom = max(float(approx.norm()), float(exact.norm()), 1e-300)
+    return {"relative_error": float((exact - approx).norm()) / denom, "hvp_norm": float(exact.norm()),
+            "fd_norm": float(approx.norm()),
+            "cosine": float(exact @ approx) / max(float(exact.norm() * approx.norm()), 1e-300)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Taylor terms of the damage
+# --------------------------------------------------------------------------------------------------
+def taylor_terms(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, theta_a: Vector,
+                 delta: Vector, ts: Sequence[float]) -> pd.DataFrame:
+    """The damage ``L(theta_a + t delta) - L(theta_a)`` along a displacement against its Taylor terms.
+
+    Columns: ``t``; ``measured``; ``first_order = t g^T delta``; ``second_order = t^2/2 delta^T H delta``;
+    ``predicted`` (their sum); ``relative_error = |predicted - measured| / |measured|``. ``g`` and
+    ``H delta`` are taken at ``theta_a`` (one gradient, one HVP). The model's weights are restored
+    afterwards. ``theta_a`` and ``delta`` have shape ``(dim,)``. Introduced in ``03_perturbation_theory``.
+    """
+    space._check_vector(theta_a)
+    space._check_vector(delta)
+    ts = [float(t) for t in ts]
+    if not ts:
+        raise ValueError("ts is empty")
+    with displaced(model, space, theta_a):
+        base = loss_value(loss_fn, model)
+        g = gradient(loss_fn, model, space)
+        h_delta = hvp(loss_fn, model, space, delta.to(g))
+    delta = delta.to(g)
+    slope = float((g.double() * delta.double()).sum())
+    curvature = float((h_delta.double() * delta.double()).sum())
+    rows = []
+    for t in ts:
+        with displaced(model, space, theta_a + t * delta.to(theta_a)):
+            measured = loss_value(loss_fn, model) - base
+        first, second = t * slope, 0.5 * t * t * curvature
+        predicted = first + second
+        rel = abs(predicted - measured) / abs(measured) if measured != 0 else (0.0 if predicted == 0 else math.inf)
+        rows.append({"t": t, "measured": measured, "first_order": first, "second_order": second,
+                     "predicted": predicted, "relative_error": rel})
+    return pd.DataFrame(rows)
+
+
+def quadratic_validity(table: pd.DataFrame, rtol: float = 0.1) -> float | None:
+    """The largest ``|t|`` up to which the quadratic prediction stays within ``rtol`` of the measured
+    change at every ``t`` of the table (``t = 0`` rows ignored); None if it fails already at the
+    smallest ``|t|``. ``table`` comes from :func:`taylor_terms` (or has the same columns)."""
+    missing = {"t", "measured", "predicted"} - set(table.columns)
+    if missing:
+        raise KeyError(f"table lacks column(s) {sorted(missing)}; expected the output of taylor_terms")
+    rows = table[table["t"] != 0].assign(abs_t=lambda d: d["t"].abs()).sort_values("abs_t", kind="stable")
+    best = None
+    for abs_t, group in rows.groupby("abs_t", sort=True):
+        err = (group["predicted"] - group["measured"]).abs()
+        if not bool((err <= rtol * group["measured"].abs()).all()):
+            break
+        best = float(abs_t)
+    return best
+
+
+# --------------------------------------------------------------------------------------------------
+# Conflict subspace
+# --------------------------------------------------------------------------------------------------
+_WHICH = ("LA", "SA", "LM", "SM")
+
+
+def top_eigenpairs(matvec: Callable[[np.ndarray], np.ndarray] | LinearOperator, dim: int, r: int,
+                   which: str = "LA", seed: int = 0, tol: float = 1e-6, maxiter: int | None = None,
+                   ncv: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``r`` eigenpairs of a symmetric operator given only by its products, via
+    ``scipy.sparse.linalg.eigsh`` (ARPACK's implicitly restarted Lanczos) on a ``LinearOperator``.
+
+    ``matvec``: float64 numpy vector of shape ``(dim,)`` -> vector of the same shape (numpy or torch;
+    e.g. :meth:`HessianOperator.numpy_matvec`). ``which``: ``"LA"`` largest algebraic (default),
+    ``"SA"`` smallest algebraic, ``"LM"``/``"SM"`` largest/smallest magnitude. The start vector is a
+    seeded Gaussian, so the result is deterministic. ``tol`` is eigsh's relative accuracy: an HVP in
+    float32 carries noise near 1e-6 relative, so asking for much less can keep ARPACK from converging
+    (``tol=0`` means machine precision, for float64 operators). When ``r >= dim`` (tiny spaces only)
+    the operator is materialised with ``dim`` products and solved densely.
+    Returns ``(eigenvalues (r,), eigenvectors (dim, r))``, ordered from the most extreme in the
+    ``which`` sense (descending for ``"LA"``, ascending for ``"SA"``). Introduced in ``03_perturbation_theory``.
+    """
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
+    if not isinstance(r, (int, np.integer)) or r < 1:
+        raise ValueError(f"r must be a positive integer, got {r!r}")
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if r > dim:
+        raise ValueError(f"r={r} exceeds the dimension {dim}")
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        y = matvec.matvec(x) if isinstance(matvec, LinearOperator) else matvec(np.asarray(x, dtype=np.float64).reshape(-1))
+        if isinstance(y, torch.Tensor):
+            y = y.detach().to(torch.float64).cpu().numpy()
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if y.shape != (dim,):
+            raise ValueError(f"matvec returned shape {y.shape}, expected ({dim},)")
+        return y
+
+    if r >= dim:
+        dense = np.column_stack([apply(e) for e in np.eye(dim)])
+        values, vectors = np.linalg.eigh(0.5 * (dense + dense.T))
+    else:
+        operator = LinearOperator((dim, dim), matvec=apply, dtype=np.float64)
+        v0 = np.random.default_rng(seed).standard_normal(dim)
+        try:
+            values, vectors = eigsh(operator, k=r, which=which, v0=v0, tol=tol, maxiter=maxiter, ncv=ncv)
+        except ArpackNoConvergence as err:
+            raise RuntimeError(f"eigsh found {len(err.eigenvalues)} of {r} eigenpairs within maxiter={maxiter}; "
+                               f"raise tol (now {tol}; float32 HVPs need about 1e-4), maxiter or ncv") from err
+    key = {"LA": -values, "SA": values, "LM": -np.abs(values), "SM": np.abs(values)}[which]
+    order = np.argsort(key, kind="stable")[:r]
+    return values[order], vectors[:, order]
+
+
+def _as_matrix(x, dtype: torch.dtype, device) -> torch.Tensor:
+    out = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    return out.to(dtype=dtype, device=device)
+
+
+def quadratic_form(hvp_fn: Callable[[Vector], Vector], vector: Vector) -> float:
+    """``v^T H v`` with one product."""
+    return float((hvp_fn(vector).double().cpu() * vector.double().cpu()).sum())
+
+
+def captured_share(delta: Vector, eigvecs, hvp_fn: Callable[[Vector], Vector], r_max: int | None = None,
+                   n_random: int = 10, seed: int = 0) -> pd.DataFrame:
+    """The share of the second-order damage ``1/2 delta^T H delta`` carried by the projection of ``delta``
+    onto the span of the first ``r`` columns of ``eigvecs``, for ``r = 1..r_max``, against random
+    ``r``-dimensional subspaces of the same coordinates.
+
+    share(r) = ``(P_r delta)^T H (P_r delta) / delta^T H delta`` with ``P_r = U_r U_r^T`` (columns
+    orthonormalised first). ``delta``: shape ``(dim,)``; ``eigvecs``: ``(dim, R)`` (numpy or torch);
+    ``hvp_fn``: torch vector -> ``H`` times it (e.g. a :class:`HessianOperator`). Random subspaces: the
+    leading ``r`` columns of the QR factor of a seeded Gaussian ``(dim, r_max)`` matrix, ``n_random``
+    draws. Costs ``(1 + n_random) * r_max + 1`` products. A share can leave ``[0, 1]`` when ``H`` is
+    indefinite. Columns: ``r``, ``top``, ``random_mean``, ``random_std``, ``random_min``, ``random_max``.
+    Introduced in ``03_perturbation_theory``.
+    """
+    if delta.dim() != 1:
+        raise ValueError(f"delta must be a vector, got shape {tuple(delta.shape)}")
+    dim = delta.shape[0]
+    basis = _as_matrix(eigvecs, torch.float64, "cpu")
+    if basis.dim() == 1:
+        basis = basis[:, None]
+    if basis.shape[0] != dim:
+        raise ValueError(f"eigvecs must have shape ({dim}, R), got {tuple(basis.shape)}")
+    r_max = basis.shape[1] if r_max is None else r_max
+    if not 1 <= r_max <= basis.shape[1]:
+        raise ValueError(f"r_max must be in 1..{basis.shape[1]}, got {r_max}")
+    if n_random < 0:
+        raise ValueError(f"n_random must be >= 0, got {n_random}")
+    total = quadratic_form(hvp_fn, delta)
+    if total == 0:
+        raise ValueError("delta^T H delta is 0: there is no second-order damage to share out")
+    dtype, device = delta.dtype, delta.device
+
+    def shares(q: torch.Tensor) -> np.ndarray:
+        # nested subspaces: one product per column, then every r from the leading blocks
+        hq = torch.stack([hvp_fn(q[:, j].to(dtype=dtype, device=device)).double().cpu() for j in range(r_max)], 1)
+        gram = q.T @ hq
+        gram = 0.5 * (gram + gram.T)
+        c = q.T @ delta.double().cpu()
+        return np.array([float(c[:r] @ gram[:r, :r] @ c[:r]) / total for r in range(1, r_max + 1)])
+
+    q_top, _ = torch.linalg.qr(basis[:, :r_max])
+    top = shares(q_top)
+    gen = torch.Generator().manual_seed(seed)
+    random = np.array([shares(torch.linalg.qr(torch.randn(dim, r_max, generator=gen, dtype=torch.float64))[0])
+                       for _ in range(n_random)]).reshape(n_random, r_max)
+    stats = {"random_mean": random.mean(0), "random_std": random.std(0, ddof=1) if n_random > 1 else np.full(r_max, np.nan),
+             "random_min": random.min(0), "random_max": random.max(0)} if n_random else \
+        {k: np.full(r_max, np.nan) for k in ("random_mean", "random_std", "random_min", "random_max")}
+    return pd.DataFrame({"r": np.arange(1, r_max + 1), "top": top, **stats})
+
+
+# --------------------------------------------------------------------------------------------------
+# Refresh contraction
+# --------------------------------------------------------------------------------------------------
+Projector = Callable[[Vector], Vector]
+
+
+def as_projector(projector, dim: int) -> Projector:
+    """A projector ``P`` on vectors of shape ``(dim,)`` from: a callable (used as is); a bool mask of
+    shape ``(dim,)`` (coordinate projector); or a basis matrix ``(dim, k)`` (orthonormalised; ``U U^T``)."""
+    if callable(projector) and not isinstance(projector, (torch.Tensor, np.ndarray)):
+        return projector
+    matrix = torch.as_tensor(projector)
+    if matrix.dtype == torch.bool:
+        if matrix.shape != (dim,):
+            raise ValueError(f"a mask projector must have shape ({dim},), got {tuple(matrix.shape)}")
+        return lambda v: v * matrix.to(device=v.device, dtype=v.dtype)
+    if matrix.dim() == 1:
+        matrix = matrix[:, None]
+    if matrix.dim() != 2 or matrix.shape[0] != dim:
+        raise ValueError(f"a basis projector must have shape ({dim}, k), got {tuple(matrix.shape)}")
+    q, _ = torch.linalg.qr(matrix.to(torch.float64))
+
+    def project(v: Vector) -> Vector:
+        qq = q.to(device=v.device, dtype=v.dtype)
+        return qq @ (qq.T @ v)
+    return project
+
+
+def gd_refresh(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, theta_start: Vector,
+               theta_ref: Vector, projector, alpha: float, steps: int) -> pd.DataFrame:
+    """Plain gradient descent ``theta_{t+1} = theta_t - alpha g(theta_t)`` on ``loss_fn`` from
+    ``theta_start`` (the damaged point ``theta_A* + delta_B``), tracking the harmful component.
+
+    ``projector``: see :func:`as_projector` (callable, bool mask or basis of ``S``). Rows ``step = 0..steps``
+    with ``loss``, ``distance_s = ||P_S(theta_t - theta_ref)||`` and ``distance = ||theta_t - theta_ref||``.
+    Only the space's coordinates move; the model's weights are restored afterwards. This is the
+    theorem's idealised refresh, not the RL refresh of notebook 05. Introduced in ``03_perturbation_theory``.
+    """
+    space._check_vector(theta_start)
+    space._check_vector(theta_ref)
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    project = as_projector(projector, space.dim)
+    theta = theta_start.clone()
+    ref = theta_ref.to(theta)
+    rows = []
+    saved = space.get(model)
+    try:
+        for step in range(steps + 1):
+            space.set(model, theta)
+            diff = theta - ref
+            row = {"step": step, "distance_s": float(project(diff).norm()), "distance": float(diff.norm())}
+            if step < steps:
+                params = space.parameters(model)
+                with _requiring_grad(params):
+                    loss = _scalar_loss(loss_fn, model)
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                row["loss"] = float(loss.detach())
+                theta = theta - alpha * space.flatten([None if g is None else g.detach() for g in grads])
+            else:
+                row["loss"] = loss_value(loss_fn, model)
+            rows.append(row)
+    finally:
+        space.set(model, saved)
+    return pd.DataFrame(rows, columns=["step", "loss", "distance_s", "distance"])
+
+
+def contraction_bound(mu: float, alpha: float, t, x0: float):
+    """The refresh theorem's bound ``|1 - alpha mu|^t x0`` on ``||P_S(theta_t - theta_A*)||`` (equal to
+    the paper's ``(1 - alpha mu)^t x0`` for ``alpha mu <= 1``). ``t``: int or array of steps.
+    Introduced in ``03_perturbation_theory``."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    t_arr = np.asarray(t, dtype=np.float64)
+    if np.any(t_arr < 0):
+        raise ValueError("t must be >= 0")
+    out = np.abs(1.0 - alpha * mu) ** t_arr * x0
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def curvature_on_subspace(hvp_fn: Callable[[Vector], Vector], basis) -> np.ndarray:
+    """Eigenvalues (ascending) of ``H`` restricted to ``S = span(basis)``: those of the Rayleigh-Ritz
+    matrix ``Q^T H Q`` with ``Q`` an orthonormal basis of ``S`` (``k`` products for ``basis`` of shape
+    ``(dim, k)``). The first is ``mu``, the curvature on ``S`` in the refresh theorem."""
+    matrix = torch.as_tensor(np.asarray(basis) if not isinstance(basis, torch.Tensor) else basis).to(torch.float64)
+    if matrix.dim() == 1:
+        matrix = matrix[:, None]
+    q, _ = torch.linalg.qr(matrix.cpu())
+    hq = torch.stack([hvp_fn(q[:, j]).double().cpu() for j in range(q.shape[1])], 1)
+    ritz = q.T @ hq
+    return np.linalg.eigvalsh(0.5 * (ritz + ritz.T).numpy())
+
+
+def smallest_curvature(operator: HessianOperator, seed: int = 0, **eigsh_kwargs) -> float:
+    """``mu``: the smallest eigenvalue of ``P H P`` on the operator's (masked) space, by eigsh
+    ``which="SA"``. Use when ``S`` is a coordinate set; :func:`curvature_on_subspace` for a basis."""
+    values, _ = top_eigenpairs(operator.numpy_matvec, operator.dim, 1, which="SA", seed=seed, **eigsh_kwargs)
+    return float(values[0])
