@@ -188,10 +188,12 @@ class ParameterSpace:
         ref = next((t for t in tensors if t is not None), None)
         if ref is None:
             raise ValueError("all tensors are None")
-        out = torch.zeros(self.dim, dtype=ref.dtype, device=ref.device)
+        out = torch.empty(self.dim, dtype=ref.dtype, device=ref.device)  # every block is written below
         for i, (start, count, local) in enumerate(self.blocks()):
             piece = tensors[i]
-            if piece is not None and count:
+            if piece is None:
+                out[start:start + count].zero_()
+            elif count:
                 flat = piece.detach().reshape(-1)
                 out[start:start + count] = flat if local is None else flat[local.to(flat.device)]
             if consume:

@@ -148,6 +148,11 @@ def test_gradient_matches_autograd_and_restores_requires_grad():
     model.outer.weight.requires_grad_(True)
     expected = torch.autograd.grad(loss_fn(model), list(model.parameters()))
     assert torch.allclose(g, torch.cat([e.reshape(-1) for e in expected]), rtol=0, atol=1e-14)
+    # parameters the loss does not reach get exact zeros (allow_unused), also in a masked space
+    only_bias = pt.gradient(lambda m: 2 * m.outer.bias.sum(), model, space)
+    assert only_bias[:24].eq(0).all() and only_bias[24:].eq(2).all()
+    masked = space.restrict(torch.arange(26) % 2 == 0)
+    assert pt.gradient(lambda m: 2 * m.outer.bias.sum(), model, masked).tolist() == [0.0] * 12 + [2.0]
 
 
 def test_mlp_hvp_equals_explicit_hessian_and_finite_differences():
