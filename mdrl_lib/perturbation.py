@@ -714,3 +714,23 @@ def smallest_curvature(operator: HessianOperator, seed: int = 0, **eigsh_kwargs)
     ``which="SA"``. Use when ``S`` is a coordinate set; :func:`curvature_on_subspace` for a basis."""
     values, _ = top_eigenpairs(operator.numpy_matvec, operator.dim, 1, which="SA", seed=seed, **eigsh_kwargs)
     return float(values[0])
+
+
+def gd_trajectory(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, theta_start: Vector,
+                  alpha: float, steps: int) -> list[Vector]:
+    """The points ``theta_0 = theta_start, ..., theta_steps`` of plain gradient descent
+    ``theta_{t+1} = theta_t - alpha g(theta_t)`` on ``loss_fn`` (each of shape ``(dim,)``), for distances
+    between two refresh paths (e.g. from the damaged point and from ``theta_A*`` itself, whose difference
+    is the perturbation the theorem contracts). Only the space's coordinates move; the model's weights are
+    restored afterwards. Holds ``steps + 1`` vectors. Introduced in ``03_perturbation_theory``."""
+    space._check_vector(theta_start)
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    path = [theta_start.clone()]
+    with restored_afterwards(model, space):
+        for _ in range(steps):
+            space.set(model, path[-1])
+            path.append(path[-1] - alpha * gradient(loss_fn, model, space).to(path[-1]))
+    return path

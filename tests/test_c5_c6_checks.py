@@ -87,3 +87,31 @@ def test_c6_not_testable_without_curvature_or_component():
         check_c6_theory([1.0], mu=1.0, alpha=0.1)
     with pytest.raises(ValueError, match="drift_corrected"):
         check_c6_theory([1.0, 0.5], mu=1.0, alpha=0.1, drift_corrected=[1.0])
+
+
+# ---- the GD path the C6 check reads -----------------------------------------------------------------
+
+def test_gd_trajectory_follows_the_closed_form_on_a_quadratic():
+    import torch
+
+    from mdrl_lib.perturbation import ParameterSpace, gd_trajectory
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 1, bias=False).double()
+    h = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 0.2]], dtype=torch.float64)
+    a = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+
+    def loss(model):
+        d = model.weight.reshape(-1) - a
+        return 0.5 * d @ h @ d
+
+    space = ParameterSpace.from_model(layer)
+    before = space.get(layer)
+    start = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    path = gd_trajectory(loss, layer, space, start, alpha=0.3, steps=4)
+    step = torch.eye(3, dtype=torch.float64) - 0.3 * h
+    for t, theta in enumerate(path):
+        assert torch.allclose(theta - a, torch.linalg.matrix_power(step, t) @ (start - a))
+    assert torch.equal(space.get(layer), before)  # the model's weights are restored
+    with pytest.raises(ValueError, match="alpha"):
+        gd_trajectory(loss, layer, space, start, alpha=0.0, steps=1)
