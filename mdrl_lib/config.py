@@ -371,6 +371,23 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
                        number_list=True),
     "grid_steps": Param(int, "GRPO steps of each expert of the rate grid (notebook 01)", minimum=1, maximum=10**6),
     "grid_domain": Param(str, "the domain of the rate grid's experts (notebook 01)", choices=DOMAIN_NAMES),
+    "perturbation_pair": Param(str, "A,B: the damaged domain A and the later domain B (notebook 03)",
+                               choices=tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
+    "checkpoint_every": Param(int, "keep B's weights every this many steps along its stages (notebook 03)",
+                              minimum=1, maximum=10**6),
+    "local_lr": Param(float, "learning rate of the local-regime B stage (notebook 03)", above=0.0, maximum=1.0),
+    "local_steps": Param(int, "GRPO steps of the local-regime B stage (notebook 03)", minimum=1, maximum=10**6),
+    "taylor_points": Param(int, "points t in (0, 1] of the Taylor grid along theta_A* + t delta_B (notebook 03)",
+                           minimum=2, maximum=50),
+    "subspace_rank": Param(int, "R: top Hessian eigenvectors of the conflict subspace (notebook 03)",
+                           minimum=1, maximum=200),
+    "random_subspaces": Param(int, "random subspaces per r that the conflict subspace is held against "
+                              "(notebook 03)", minimum=2, maximum=100),
+    "gd_steps": Param(int, "plain gradient-descent refresh steps on L_A (notebook 03)", minimum=1, maximum=10**4),
+    "gd_rate_scale": Param(float, "the GD refresh rate as a multiple of 1 / (largest eigenvalue of H_A) "
+                           "(notebook 03)", above=0.0, maximum=2.0),
+    "real_refresh_steps": Param(int, "GRPO steps of the kit's real refresh from the B stage (notebook 03)",
+                                minimum=1, maximum=10**6),
 }
 
 

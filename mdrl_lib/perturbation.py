@@ -581,7 +581,23 @@ def captured_share(delta: Vector, eigvecs, hvp_fn: Callable[[Vector], Vector], r
     """
     if delta.dim() != 1:
         raise ValueError(f"delta must be a vector, got shape {tuple(delta.shape)}")
-    dim = delta.shape[0]
+    return captured_shares({"delta": delta}, eigvecs, hvp_fn, r_max=r_max, n_random=n_random, seed=seed)["delta"]
+
+
+def captured_shares(deltas: Mapping[str, Vector], eigvecs, hvp_fn: Callable[[Vector], Vector],
+                    r_max: int | None = None, n_random: int = 10, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """:func:`captured_share` for several displacements at once, by name: the products with the top and
+    random bases are shared, so the cost is ``(1 + n_random) * r_max + len(deltas)`` products. Each table
+    equals what :func:`captured_share` gives for that displacement alone (same seed, same subspaces)."""
+    if not deltas:
+        raise ValueError("deltas is empty")
+    for name, delta in deltas.items():
+        if delta.dim() != 1:
+            raise ValueError(f"delta {name!r} must be a vector, got shape {tuple(delta.shape)}")
+    first = next(iter(deltas.values()))
+    dim = first.shape[0]
+    if any(d.shape != (dim,) for d in deltas.values()):
+        raise ValueError("every delta must have the same shape")
     basis = _as_matrix(eigvecs, torch.float64, "cpu")
     if basis.dim() == 1:
         basis = basis[:, None]
@@ -592,28 +608,39 @@ def captured_share(delta: Vector, eigvecs, hvp_fn: Callable[[Vector], Vector], r
         raise ValueError(f"r_max must be in 1..{basis.shape[1]}, got {r_max}")
     if n_random < 0:
         raise ValueError(f"n_random must be >= 0, got {n_random}")
-    total = quadratic_form(hvp_fn, delta)
-    if total == 0:
-        raise ValueError("delta^T H delta is 0: there is no second-order damage to share out")
-    dtype, device = delta.dtype, delta.device
+    totals = {}
+    for name, delta in deltas.items():
+        totals[name] = quadratic_form(hvp_fn, delta)
+        if totals[name] == 0:
+            raise ValueError(f"delta^T H delta is 0 for {name!r}: there is no second-order damage to share out")
+    dtype, device = first.dtype, first.device
 
-    def shares(q: torch.Tensor) -> np.ndarray:
+    def gram_of(q: torch.Tensor) -> torch.Tensor:
         # nested subspaces: one product per column, then every r from the leading blocks
         hq = torch.stack([hvp_fn(q[:, j].to(dtype=dtype, device=device)).double().cpu() for j in range(r_max)], 1)
         gram = q.T @ hq
-        gram = 0.5 * (gram + gram.T)
-        c = q.T @ delta.double().cpu()
-        return np.array([float(c[:r] @ gram[:r, :r] @ c[:r]) / total for r in range(1, r_max + 1)])
+        return 0.5 * (gram + gram.T)
+
+    def shares(q: torch.Tensor, gram: torch.Tensor, name: str) -> np.ndarray:
+        c = q.T @ deltas[name].double().cpu()
+        return np.array([float(c[:r] @ gram[:r, :r] @ c[:r]) / totals[name] for r in range(1, r_max + 1)])
 
     q_top, _ = torch.linalg.qr(basis[:, :r_max])
-    top = shares(q_top)
+    gram_top = gram_of(q_top)
     gen = torch.Generator().manual_seed(seed)
-    random = np.array([shares(torch.linalg.qr(torch.randn(dim, r_max, generator=gen, dtype=torch.float64))[0])
-                       for _ in range(n_random)]).reshape(n_random, r_max)
-    stats = {"random_mean": random.mean(0), "random_std": random.std(0, ddof=1) if n_random > 1 else np.full(r_max, np.nan),
-             "random_min": random.min(0), "random_max": random.max(0)} if n_random else \
-        {k: np.full(r_max, np.nan) for k in ("random_mean", "random_std", "random_min", "random_max")}
-    return pd.DataFrame({"r": np.arange(1, r_max + 1), "top": top, **stats})
+    randoms = []
+    for _ in range(n_random):
+        q = torch.linalg.qr(torch.randn(dim, r_max, generator=gen, dtype=torch.float64))[0]
+        randoms.append((q, gram_of(q)))
+    out = {}
+    for name in deltas:
+        random = np.array([shares(q, g, name) for q, g in randoms]).reshape(n_random, r_max)
+        stats = {"random_mean": random.mean(0),
+                 "random_std": random.std(0, ddof=1) if n_random > 1 else np.full(r_max, np.nan),
+                 "random_min": random.min(0), "random_max": random.max(0)} if n_random else \
+            {k: np.full(r_max, np.nan) for k in ("random_mean", "random_std", "random_min", "random_max")}
+        out[name] = pd.DataFrame({"r": np.arange(1, r_max + 1), "top": shares(q_top, gram_top, name), **stats})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -716,3 +743,23 @@ def smallest_curvature(operator: HessianOperator, seed: int = 0, **eigsh_kwargs)
     ``which="SA"``. Use when ``S`` is a coordinate set; :func:`curvature_on_subspace` for a basis."""
     values, _ = top_eigenpairs(operator.numpy_matvec, operator.dim, 1, which="SA", seed=seed, **eigsh_kwargs)
     return float(values[0])
+
+
+def gd_trajectory(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace, theta_start: Vector,
+                  alpha: float, steps: int) -> list[Vector]:
+    """The points ``theta_0 = theta_start, ..., theta_steps`` of plain gradient descent
+    ``theta_{t+1} = theta_t - alpha g(theta_t)`` on ``loss_fn`` (each of shape ``(dim,)``), for distances
+    between two refresh paths (e.g. from the damaged point and from ``theta_A*`` itself, whose difference
+    is the perturbation the theorem contracts). Only the space's coordinates move; the model's weights are
+    restored afterwards. Holds ``steps + 1`` vectors. Introduced in ``03_perturbation_theory``."""
+    space._check_vector(theta_start)
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    path = [theta_start.clone()]
+    with restored_afterwards(model, space):
+        for _ in range(steps):
+            space.set(model, path[-1])
+            path.append(path[-1] - alpha * gradient(loss_fn, model, space).to(path[-1]))
+    return path

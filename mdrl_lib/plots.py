@@ -189,3 +189,57 @@ def plot_jaccard_vs_fraction(curves: pd.DataFrame, title: str) -> plt.Axes:
            ylim=(0, 1.02), title=title)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="pairs")
     return ax
+
+
+def plot_taylor_terms(table: pd.DataFrame, title: str, x: str = "t", ax: plt.Axes | None = None,
+                      xlabel: str | None = None) -> plt.Axes:
+    """The measured change of A's loss against its first-order, second-order and quadratic predictions
+    (columns ``x``, ``measured``, ``first_order``, ``second_order``, ``predicted`` as in
+    :func:`mdrl_lib.perturbation.taylor_terms`). Introduced in ``03_perturbation_theory``."""
+    use_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 3.4))
+    styles = {"measured": dict(color="black", marker="o", lw=2), "first_order": dict(ls="--", marker="^"),
+              "second_order": dict(ls="--", marker="v"), "predicted": dict(ls=":", marker="s")}
+    labels = {"measured": "measured", "first_order": "first order  g·δ", "second_order": "second order  ½ δᵀHδ",
+              "predicted": "first + second"}
+    for column, style in styles.items():
+        if column in table.columns:
+            ax.plot(table[x], table[column], label=labels[column], markersize=4, **style)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel=xlabel or x, ylabel="change of L_A", title=title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_captured_share(table: pd.DataFrame, title: str, ax: plt.Axes | None = None) -> plt.Axes:
+    """Share of the second-order damage carried by the top-``r`` eigenvectors against random ``r``-dimensional
+    subspaces (mean and min-max band), from :func:`mdrl_lib.perturbation.captured_share`.
+    Introduced in ``03_perturbation_theory``."""
+    use_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 3.4))
+    ax.plot(table["r"], table["top"], marker="o", markersize=4, label="top-r eigenvectors of H_A")
+    ax.plot(table["r"], table["random_mean"], marker=".", color="grey", label="random r-dim subspaces (mean)")
+    ax.fill_between(table["r"], table["random_min"], table["random_max"], color="grey", alpha=0.25,
+                    label="random (min-max)")
+    ax.axhline(1.0, color="black", lw=0.8, ls=":")
+    ax.set(xlabel="r (subspace dimension)", ylabel="share of ½ δᵀHδ", title=title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_contraction(curves: pd.DataFrame, title: str, ax: plt.Axes | None = None,
+                     ylabel: str = "||P_S(θ_t − θ_A*)||") -> plt.Axes:
+    """Distances along refresh steps on a log scale: one line per ``curve`` (tidy columns ``step``,
+    ``distance``, ``curve``; curves whose name contains "bound" are dashed). Introduced in
+    ``03_perturbation_theory``."""
+    use_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name, group in curves.groupby("curve", sort=False):
+        ax.plot(group["step"], group["distance"], label=name, ls="--" if "bound" in str(name) else "-")
+    ax.set_yscale("log")
+    ax.set(xlabel="refresh step t", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return ax

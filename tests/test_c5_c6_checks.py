@@ -1,0 +1,153 @@
+"""Claim checks C5 and C6 (theory) on hand-made numbers."""
+import pandas as pd
+import pytest
+
+from mdrl_lib.checks import C5_MIN_SHARE, check_c5, check_c6_theory
+from mdrl_lib.perturbation import contraction_bound
+
+LOCAL = {"measured": 1.34e-6, "first_order": -1.7e-7, "second_order": 1.53e-6, "predicted": 1.36e-6}
+
+
+def _shares(top, random_max, random_mean=0.0):
+    return pd.DataFrame({"r": [1, 2, 3], "top": top, "random_mean": [random_mean] * 3, "random_std": [0.01] * 3,
+                         "random_max": random_max})
+
+
+# ---- C5 ---------------------------------------------------------------------------------------------
+
+def test_c5_supported_when_second_order_and_concentrated():
+    check = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3)
+    assert check.supported is True and check.claim == "C5"
+    assert check.figures["top_share"] == 0.9 and check.figures["random_share_max"] == 0.03
+    assert check.figures["local_relative_error"] == pytest.approx(0.02 / 1.34)
+    assert "closer" in check.why and "0.9 of the whole second-order damage (>= 0.5" in check.why
+
+
+def test_c5_first_order_dominating_is_not_support():
+    first = {"measured": 1.0, "first_order": 0.95, "second_order": 0.05, "predicted": 1.0}
+    check = check_c5(first, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3)
+    assert check.supported is False and "not closer" in check.why
+
+
+def test_c5_inaccurate_quadratic_is_not_support():
+    far = {"measured": 0.32, "first_order": 0.003, "second_order": 0.01, "predicted": 0.013}
+    check = check_c5(far, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3)
+    assert check.supported is False and "> 10%" in check.why  # second order is closer, but far off
+
+
+def test_c5_share_must_reach_the_minimum_and_beat_every_random_subspace():
+    low = check_c5(LOCAL, _shares([0.1, 0.2, C5_MIN_SHARE - 0.01], [0.0, 0.0, 0.0]), r=3)
+    assert low.supported is False and "(< 0.5" in low.why
+    beaten = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.95]), r=3)
+    assert beaten.supported is False and "not above" in beaten.why
+    at_r1 = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=1)  # r is read from its row
+    assert at_r1.supported is False and at_r1.figures["top_share"] == 0.3
+
+
+def test_c5_not_testable_without_damage_and_bad_inputs_are_named():
+    healed = dict(LOCAL, measured=-1e-7)
+    assert check_c5(healed, _shares([0.3, 0.6, 0.9], [0.0] * 3), r=3).supported is None
+    with pytest.raises(KeyError, match="predicted"):
+        check_c5({"measured": 1.0, "first_order": 0.0, "second_order": 1.0}, _shares([1] * 3, [0] * 3), r=3)
+    with pytest.raises(ValueError, match="r=5"):
+        check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.0] * 3), r=5)
+
+
+def test_c5_reports_the_far_regime():
+    far = {"measured": 0.32, "first_order": 0.003, "second_order": 0.01}
+    check = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01] * 3), r=3, far=far)
+    assert check.figures["far_predicted"] == pytest.approx(0.013) and "0.32" in check.measured
+
+
+# ---- C6 (theory) ------------------------------------------------------------------------------------
+
+def test_c6_exact_geometric_contraction_meets_the_bound():
+    mu, alpha = 2.0, 0.1
+    path = [contraction_bound(mu, alpha, t, 1.0) for t in range(11)]  # exactly the bound: counts as support
+    check = check_c6_theory(path, mu, alpha)
+    assert check.supported is True and check.figures["bound_ratio"] == pytest.approx(0.8 ** 10)
+    faster = check_c6_theory([1.0, 0.5, 0.1], mu, alpha)
+    assert faster.supported is True
+
+
+def test_c6_growth_or_slow_contraction_is_not_support():
+    check = check_c6_theory([2.0e-4, 2.1e-4, 2.7e-4], mu=0.002, alpha=0.08, drift_corrected=[2e-4, 1.9e-4, 1.8e-4])
+    assert check.supported is False and check.figures["measured_ratio"] == pytest.approx(1.35)
+    assert check.figures["drift_corrected_ratio"] == pytest.approx(0.9)
+    slow = check_c6_theory([1.0, 0.95, 0.9], mu=2.0, alpha=0.1)  # bound 0.64
+    assert slow.supported is False
+
+
+def test_c6_not_testable_without_curvature_or_component():
+    assert check_c6_theory([1.0, 0.5], mu=-0.1, alpha=0.1).supported is None
+    assert check_c6_theory([1.0, 0.5], mu=30.0, alpha=0.1).supported is None
+    none = check_c6_theory([0.0, 0.0], mu=1.0, alpha=0.1)
+    assert none.supported is None and none.figures["measured_ratio"] is None  # nan is recorded as None
+    with pytest.raises(ValueError, match="two entries"):
+        check_c6_theory([1.0], mu=1.0, alpha=0.1)
+    with pytest.raises(ValueError, match="drift_corrected"):
+        check_c6_theory([1.0, 0.5], mu=1.0, alpha=0.1, drift_corrected=[1.0])
+
+
+# ---- the GD path the C6 check reads -----------------------------------------------------------------
+
+def test_gd_trajectory_follows_the_closed_form_on_a_quadratic():
+    import torch
+
+    from mdrl_lib.perturbation import ParameterSpace, gd_trajectory
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 1, bias=False).double()
+    h = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 0.2]], dtype=torch.float64)
+    a = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+
+    def loss(model):
+        d = model.weight.reshape(-1) - a
+        return 0.5 * d @ h @ d
+
+    space = ParameterSpace.from_model(layer)
+    before = space.get(layer)
+    start = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    path = gd_trajectory(loss, layer, space, start, alpha=0.3, steps=4)
+    step = torch.eye(3, dtype=torch.float64) - 0.3 * h
+    for t, theta in enumerate(path):
+        assert torch.allclose(theta - a, torch.linalg.matrix_power(step, t) @ (start - a))
+    assert torch.equal(space.get(layer), before)  # the model's weights are restored
+    with pytest.raises(ValueError, match="alpha"):
+        gd_trajectory(loss, layer, space, start, alpha=0.0, steps=1)
+
+
+def test_captured_shares_equal_captured_share_for_each_delta_and_share_the_products():
+    import torch
+
+    from mdrl_lib.perturbation import captured_share, captured_shares
+
+    gen = torch.Generator().manual_seed(1)
+    m = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    h = m @ m.T / 12
+    calls = []
+
+    def hvp_fn(v):
+        calls.append(1)
+        return h @ v
+
+    values, vectors = torch.linalg.eigh(h)
+    top = vectors.flip(1)[:, :4]
+    deltas = {"x": torch.randn(12, generator=gen, dtype=torch.float64),
+              "y": torch.randn(12, generator=gen, dtype=torch.float64)}
+    together = captured_shares(deltas, top, hvp_fn, n_random=3, seed=2)
+    assert len(calls) == (1 + 3) * 4 + 2
+    for name, delta in deltas.items():
+        alone = captured_share(delta, top, lambda v: h @ v, n_random=3, seed=2)
+        pd.testing.assert_frame_equal(together[name], alone)
+    # the top-r share is the closed form sum_{i<=r} lambda_i c_i^2 / delta^T H delta
+    c = top.T @ deltas["x"]
+    expected = (values.flip(0)[:4] * c ** 2).cumsum(0) / (deltas["x"] @ h @ deltas["x"])
+    assert together["x"]["top"].to_numpy() == pytest.approx(expected.numpy())
+
+
+def test_c5_a_subspace_dominant_only_on_few_coordinates_is_not_support():
+    shares = _shares([0.3, 0.6, 1.03], [0.0, 0.0, 0.0004])
+    check = check_c5(LOCAL, shares, r=3, coordinates_part=0.007)
+    assert check.supported is False and check.figures["share_of_whole"] == pytest.approx(1.03 * 0.007)
+    assert check_c5(LOCAL, shares, r=3, coordinates_part=0.6).supported is True
