@@ -656,3 +656,39 @@ def check_c6_theory(distance_s: Sequence[float], mu: float, alpha: float, *, nam
                 f"{figures['drift_corrected_ratio']:.4f}, {'within' if drift_ok else 'beyond'} the bound)")
     return ClaimCheck(claim="C6", name=name, statement=C6_STATEMENT, paper=C6_PAPER, measured=measured,
                       baseline=baseline, supported=bool(ok), why=why, figures=figures)
+
+
+# ----------------------------------------------------------------------------- the base's preconditions
+
+SCORE_CEILING = 0.95  # a held-out base score at or above this leaves an RL stage nothing to raise
+MATH_RIGHT_NUMBER_FLOOR = 0.8  # the base must know its arithmetic, box ignored (good bases reach 0.85-0.96)
+
+
+def base_preconditions(scores: pd.DataFrame, mixed_shares: Mapping[str, float], items: pd.DataFrame) -> pd.DataFrame:
+    """The preconditions a toy base must meet before the later notebooks' claim checks mean anything.
+
+    Introduced in ``00_toy_world``. ``scores``: the base's held-out scores (domain, score); ``mixed_shares``:
+    per domain, the share of RL prompts whose sampled groups are mixed; ``items``: the base's per-item
+    results (:meth:`Kit.item_results`). Rows: each domain's score below :data:`SCORE_CEILING` (room to rise
+    and fall), each domain's mixed share above 0 (GRPO gets a signal), and Math's share of held-out answers
+    with the right number, box ignored, at least :data:`MATH_RIGHT_NUMBER_FLOOR` (the base learned the
+    arithmetic that RL will then settle the convention of). Columns: check, value, threshold, holds, why.
+    """
+    table = scores.set_index("domain")["score"]
+    rows = []
+    for name, score in table.items():
+        rows.append({"check": f"{name}: held-out base score below {SCORE_CEILING}", "value": float(score),
+                     "threshold": SCORE_CEILING, "holds": bool(score < SCORE_CEILING),
+                     "why": "an RL stage needs room to raise the domain, and interference room to lower it"})
+    for name, share in mixed_shares.items():
+        rows.append({"check": f"{name}: some RL prompts give GRPO a signal (mixed groups)", "value": float(share),
+                     "threshold": 0.0, "holds": bool(share > 0),
+                     "why": "a group whose rewards are all equal teaches GRPO nothing"})
+    math_items = items[items["domain"] == "math"]
+    if not math_items.empty:
+        share = float(sum(bool(d.get("right_number")) for d in math_items["details"]) / len(math_items))
+        rows.append({"check": "math: held-out answers with the right number (box ignored)", "value": share,
+                     "threshold": MATH_RIGHT_NUMBER_FLOOR, "holds": share >= MATH_RIGHT_NUMBER_FLOOR,
+                     "why": "Math's RL stage settles the answer convention; it cannot teach arithmetic the base "
+                            "lacks, and the chain's damage to Math is measured on that arithmetic"})
+    return pd.DataFrame(rows, columns=["check", "value", "threshold", "holds", "why"])

@@ -242,3 +242,23 @@ def test_the_ledger_gathers_recorded_checks_in_claim_order_and_names_the_missing
     assert "C4 shared-routes: NOT SUPPORTED  (02_shared_routes)" in out and "5 not measured" in out
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def test_base_preconditions_flag_a_base_that_did_not_learn_math():
+    import pandas as pd
+
+    from mdrl_lib.checks import base_preconditions
+
+    scores = pd.DataFrame({"domain": ["math", "qa"], "score": [0.5, 0.97]})
+    good = pd.DataFrame({"domain": "math", "item": range(10), "score": 0.0,
+                         "details": [{"right_number": i < 9} for i in range(10)]})
+    table = base_preconditions(scores, {"math": 0.4, "qa": 0.0}, good).set_index("check")
+    assert table.loc["math: held-out base score below 0.95", "holds"]
+    assert not table.loc["qa: held-out base score below 0.95", "holds"]
+    assert not table.loc["qa: some RL prompts give GRPO a signal (mixed groups)", "holds"]
+    right = table.loc["math: held-out answers with the right number (box ignored)"]
+    assert right["value"] == 0.9 and right["holds"]
+    bad = good.assign(details=[{"right_number": i < 7} for i in range(10)])
+    row = base_preconditions(scores, {}, bad).set_index("check").loc[
+        "math: held-out answers with the right number (box ignored)"]
+    assert row["value"] == 0.7 and not row["holds"]
