@@ -160,11 +160,11 @@ class DataConfig:
 class WarmupConfig:
     """Supervised warm-up that gives the toy base partial skill on every domain."""
 
-    steps: int = _field(3400, "supervised warm-up steps of the toy base (0 at full scale)", minimum=0,
+    steps: int = _field(1800, "supervised warm-up steps of the toy base (0 at full scale)", minimum=0,
                         maximum=10**6)
-    lr: float = _field(3e-3, "warm-up learning rate", above=0.0, maximum=1.0)
+    lr: float = _field(1e-3, "warm-up learning rate", above=0.0, maximum=1.0)
     batch_size: int = _field(64, "warm-up examples per step", minimum=1, maximum=4096)
-    anneal_steps: int = _field(400, "warm-up steps over which the rate decays linearly to 0 at the end",
+    anneal_steps: int = _field(900, "warm-up steps over which the rate decays linearly to 0 at the end",
                                minimum=0, maximum=10**6)
 
 

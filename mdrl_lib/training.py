@@ -51,6 +51,27 @@ def collate(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """Row indices of a batch cut into at most two groups by length, at the cut that pads least.
+
+    Rows are ordered by length (ties by index) and cut where ``k * len[k-1] + (B - k) * len[B-1]``,
+    the tokens of the two padded groups, is smallest (no cut when that saves nothing). Training on
+    the groups in turn costs the tokens it computes: a Math example is 14 tokens and a CW verse 30,
+    and one padded batch would pad every Math row to the verse's length.
+    """
+    if not lengths:
+        return []
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    ordered = [lengths[i] for i in order]
+    longest, size = ordered[-1], len(ordered)
+    best_cut, best_cost = size, size * longest
+    for cut in range(1, size):
+        cost = cut * ordered[cut - 1] + (size - cut) * longest
+        if cost < best_cost:
+            best_cut, best_cost = cut, cost
+    return [sorted(order[:best_cut]), sorted(order[best_cut:])] if best_cut < size else [sorted(order)]
+
+
 def warmup_rate(step: int, steps: int, anneal_steps: int) -> float:
     """Learning-rate multiplier: linear ramp over 20 steps, flat, then linear decay to 0 over the
     last ``anneal_steps``."""
@@ -66,7 +87,11 @@ def warmup(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
            anneal_steps: int = 200, log_every: int = 50, progress: bool = True) -> WarmupLog:
     """Supervised next-token training on a seeded mixture of domains (in place).
 
-    Each step draws ``batch_size`` pairs: a domain by ``weights`` (uniform by default), then a pair.
+    Introduced in ``00_toy_world``. Each step draws ``batch_size`` pairs: a domain by ``weights``
+    (uniform by default), then a pair; the loss is the mean over the batch's answer tokens. The batch
+    is computed in two groups of similar length (:func:`length_groups`), each group's mean loss
+    weighted by its share of the answer tokens: the same loss and gradient as one padded batch, for
+    fewer tokens. AdamW at ``lr`` under :func:`warmup_rate`, gradients clipped to norm 1.
     """
     import time
 
@@ -83,14 +108,12 @@ def warmup(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     bar = tqdm(range(steps), desc="warm-up", disable=not progress, leave=False, mininterval=PROGRESS_INTERVAL_S)
     for step in bar:
         chosen = rng.choices(names, weights=domain_weights, k=batch_size)
-        batch = collate([rng.choice(encoded[n]) for n in chosen], tokenizer.pad_token_id)
-        loss = model(**batch).loss
-        loss.backward()
+        rows = [rng.choice(encoded[n]) for n in chosen]
+        running += batch_backward(model, rows, tokenizer.pad_token_id)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        running += loss.item()
         if (step + 1) % log_every == 0:
             losses.append(running / log_every)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
@@ -99,6 +122,20 @@ def warmup(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     if not all(math.isfinite(x) for x in losses):
         raise RuntimeError(f"warm-up diverged (losses {losses[-3:]}); lower warmup_lr")
     return WarmupLog(losses, log_every, time.perf_counter() - start)
+
+
+def batch_backward(model: PreTrainedModel, rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> float:
+    """Backpropagate the mean loss over the answer tokens of ``rows`` (``encode_pairs`` output) and
+    return it. Computed per :func:`length_groups` group, each group's mean weighted by its share of the
+    answer tokens, which gives the loss and gradient of one padded batch."""
+    answer_tokens = sum(len(a) for _, a in rows)
+    total = 0.0
+    for group in length_groups([len(p) + len(a) for p, a in rows]):
+        share = sum(len(rows[i][1]) for i in group) / answer_tokens
+        loss = model(**collate([rows[i] for i in group], pad_id)).loss * share
+        loss.backward()
+        total += loss.item()
+    return total
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,12 +40,12 @@ def test_every_toy_world_knob_changes_the_base_key(tmp_path, monkeypatch):
         return Kit(RunConfig.from_params(run_dir=str(tmp_path), **params)).key(Base())
 
     reference = key()
-    for params in ({"warmup_anneal_steps": 100}, {"warmup_steps": 10}, {"warmup_lr": 1e-3}, {"warmup_batch_size": 8},
+    for params in ({"warmup_anneal_steps": 100}, {"warmup_steps": 10}, {"warmup_lr": 2e-3}, {"warmup_batch_size": 8},
                    {"model_hidden_size": 64}, {"data_eval_size": 50}, {"seed": 5}):
         assert key(**params) != reference, params
     for params in ({"data_max_prompt_tokens": 99}, {"rl_lr": 1e-4}, {"compute_device": "cpu"}):
         assert key(**params) == reference, params
-    monkeypatch.setitem(kit_module.TOY_WARMUP_WEIGHTS, "qa", 3.0)
+    monkeypatch.setitem(kit_module.TOY_WARMUP_WEIGHTS, "qa", 2.0)
     assert key() != reference
     monkeypatch.undo()
     monkeypatch.setattr(toy_qa, "UNIT_SHARE", 0.9)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mdrl_lib.config import ModelConfig
 from mdrl_lib.domains.base import get_domain
 from mdrl_lib.models import build_toy_model
-from mdrl_lib.training import IGNORE, collate, encode_pairs, warmup, warmup_rate
+from mdrl_lib.training import IGNORE, batch_backward, collate, encode_pairs, length_groups, warmup, warmup_rate
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
@@ -67,6 +67,53 @@ def test_the_loss_counts_answer_tokens_only(tokenizer):
     assert keep.sum().item() == sum(len(a) for _, a in encoded)
     manual = F.cross_entropy(logits[keep], labels[keep])
     assert torch.allclose(output.loss, manual, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- length groups
+
+
+def padded_tokens(lengths, groups):
+    return sum(len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+@pytest.mark.parametrize("lengths,expected", [
+    ([14, 30, 14, 14], [[0, 2, 3], [1]]),          # 3 x 14 + 1 x 30 = 72 < 4 x 30 = 120
+    ([10, 10, 10], [[0, 1, 2]]),                   # equal lengths: nothing to save
+    ([5], [[0]]),
+    ([], []),
+    ([20, 9, 21, 10], [[1, 3], [0, 2]]),           # 2 x 10 + 2 x 21 = 62 beats 9 + 3 x 21 = 72 and 3 x 20 + 21 = 81
+])
+def test_length_groups_cut_where_padding_is_least(lengths, expected):
+    groups = length_groups(lengths)
+    assert groups == expected
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+
+
+def test_length_groups_beat_every_other_cut():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        lengths = [rng.choice([9, 12, 14, 18, 21, 30]) for _ in range(rng.randint(2, 20))]
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        best = min(padded_tokens(lengths, [order[:k], order[k:]] if k else [order]) for k in range(len(order)))
+        assert padded_tokens(lengths, length_groups(lengths)) == best
+
+
+def test_grouped_backward_matches_one_padded_batch(tokenizer):
+    model = build_toy_model(TINY, tokenizer, seed=0)
+    rows = encode_pairs(tokenizer, [("m:1+2=", "3"), ("w:bg12=", "2 bat 17 gem"), ("q:bax age?=", "17 years"),
+                                    ("m:41-3=", "(38)"), ("c:9,3=", "3*3")])
+    assert len(length_groups([len(p) + len(a) for p, a in rows])) == 2
+    loss = batch_backward(model, rows, tokenizer.pad_token_id)
+    grouped = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    reference = model(**collate(rows, tokenizer.pad_token_id)).loss
+    reference.backward()
+    assert loss == pytest.approx(reference.item(), rel=1e-5)
+    for name, param in model.named_parameters():
+        assert torch.allclose(grouped[name], param.grad, rtol=1e-4, atol=1e-6), name
+
 
 
 # ----------------------------------------------------------------------------- learning-rate schedule
