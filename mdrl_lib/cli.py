@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run(args)
+        if args.command == "plan":
+            return plan(args)
         if args.command == "params":
             print(format_parameters(_find_notebook(args.notebook, args.notebooks_dir)))
             return 0
@@ -61,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     run_p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
                        help="run only these notebooks (names or two-digit prefixes, e.g. 00 01)")
     run_p.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    run_p.add_argument("--workers", type=int, default=None,
+                       help="processes that build the notebooks' artifacts before they run (default: one per core "
+                            "at toy scale, as memory allows; 0: let each notebook build its own)")
+    plan_p = sub.add_parser("plan", help="list the artifacts the notebooks need, with a cost estimate; "
+                                         "--build builds them")
+    plan_p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a parameter override, as for run")
+    plan_p.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: as for run)")
+    plan_p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="plan only these notebooks")
+    plan_p.add_argument("--workers", type=int, default=None,
+                        help="processes that build at once (default: one per core at toy scale, as memory allows)")
+    plan_p.add_argument("--build", action="store_true", help="build what is not stored yet")
     params_p = sub.add_parser("params", help="list a notebook's parameters with types and help")
     params_p.add_argument("notebook", help="a notebook name or two-digit prefix, e.g. 00")
     sub.add_parser("list", help="list the notebooks in order")
@@ -115,7 +129,9 @@ def parse_value(text: str) -> Any:
     return _resolve_type(text)
 
 
-def run(args: argparse.Namespace) -> int:
+def _selection(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any], Any, Path, dict[Path, dict]]:
+    """The notebooks, checked overrides, run config, run directory and declared parameters of a
+    ``run`` or ``plan`` command; every value is checked before anything runs."""
     from mdrl_lib.config import ConfigError, check_parameters
 
     overrides = {name: parse_value(value) for name, value in args.parameter}
@@ -126,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"no notebooks found in {args.notebooks_dir}")
     if "run_dir" in overrides:
         raise CliError("give the run directory as --run-dir DIR, not -p run_dir")
-    try:  # every value, the notebooks' own parameters included, is checked before anything runs
+    if args.workers is not None and args.workers < 0:
+        raise CliError(f"--workers: must be 0 or more, got {args.workers}")
+    try:
         config = check_parameters({**overrides, **({"run_dir": str(args.run_dir)} if args.run_dir else {})})
     except ConfigError as error:
         raise CliError(str(error)) from None
@@ -137,14 +155,51 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"unknown parameter {', '.join(map(repr, unknown))}; the selected notebooks "
                        f"declare: {', '.join(sorted(known))}")
     run_dir = (args.run_dir or Path("runs") / f"{config.scale}-seed{config.seed}").expanduser().resolve()
+    return notebooks, overrides, config, run_dir, declared
+
+
+def _prebuild(notebooks: list[Path], overrides: dict[str, Any], config: Any, run_dir: Path, workers: int | None,
+              build: bool) -> None:
+    """Print the plan of ``notebooks`` and, with ``build``, build what is not stored, ``workers`` at a time."""
+    from mdrl_lib import plan as planning
+
+    workers = planning.default_workers(config.scale) if workers is None else workers
+    nodes = planning.plan_notebooks(notebooks, {**overrides, "run_dir": str(run_dir)})
+    print(planning.format_plan(nodes, config.scale, max(workers, 1)), flush=True)
+    if build and workers > 0 and any(not n.stored for n in nodes.values()):
+        start = time.perf_counter()
+        print(f"building with {workers} worker(s) ...", flush=True)
+        try:
+            planning.build(nodes, workers, log=lambda line: print(line, flush=True))
+        except RuntimeError as error:
+            raise CliError(str(error)) from None
+        print(f"built in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def plan(args: argparse.Namespace) -> int:
+    notebooks, overrides, config, run_dir, _ = _selection(args)
+    print(f"run directory: {run_dir}")
+    _prebuild(notebooks, overrides, config, run_dir, args.workers, args.build)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    notebooks, overrides, config, run_dir, declared = _selection(args)
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}")
+    start = time.perf_counter()
+    if args.workers != 0:
+        _prebuild(notebooks, overrides, config, run_dir, args.workers, build=True)
     for path in notebooks:
         params = {k: v for k, v in overrides.items() if k in declared[path]}
         if "run_dir" in declared[path]:
             params["run_dir"] = str(run_dir)
         _execute(path, out_dir, params, run_dir, args.log_output)
+    print(f"all {len(notebooks)} notebook(s) done in {time.perf_counter() - start:.0f} s")
+    if (run_dir / "claims").is_dir():
+        print()
+        print(format_ledger(run_dir))
     return 0
 
 

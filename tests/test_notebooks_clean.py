@@ -52,3 +52,17 @@ def test_every_notebook_parameter_is_declared_with_its_checks(path):
         default = eval(info["default"])  # the parameters cell holds literals only
         if default is not None and name not in ("run_dir", "model", "order"):
             declared[name].check(name, default)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_papermill_reads_every_parameter(path):
+    """papermill skips a parameter line holding a second ``=`` (in its help, say): the CLI's ``params``
+    and the plan would then not see it. Every assignment of the parameters cell must be read."""
+    import ast
+
+    import papermill
+
+    cell = next(c for c in json.loads(path.read_text())["cells"]
+                if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = [node.target.id for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.AnnAssign)]
+    assert list(papermill.inspect_notebook(str(path))) == assigned

@@ -1,0 +1,363 @@
+"""What the notebooks will ask the kit to build, what that costs, and building it with several workers.
+
+Used by ``python -m mdrl_lib plan`` and ``run`` (the pipeline builds every artifact the selected
+notebooks need before they run, so that independent stages train at once) and by the test
+configuration (nbval then finds them built). Each notebook's needs come from a planner below, which
+builds the same specs from the same parameter values as the notebook; an artifact a planner misses is
+still built by the notebook itself, only not in parallel.
+
+A worker is one process with one torch thread that calls :meth:`Kit.get`; the store's per-key lock
+makes two workers (or a worker and a notebook) that want one artifact build it once.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from mdrl_lib.config import ConfigError, RunConfig, parameter_names, parse_order
+from mdrl_lib.domains.base import DOMAIN_NAMES
+
+# Seconds per unit of work at toy scale, measured on a 2-core machine with one torch thread per process
+# (benchmarks/toy_costs.py): a warm-up step of 64 examples, a GRPO step of 8 prompts x 8 completions, a
+# plain gradient step, and one scoring or objective batch. Estimates for the plan's printout only.
+TOY_SECONDS = {"warmup_step": 0.055, "grpo_step": 0.19, "gd_step": 0.05, "scores": 2.0, "objective": 2.0}
+WORKER_MEMORY_GB = {"toy": 1.0, "full": 24.0}  # what one worker may hold: a toy stage peaks near 0.5 GB
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One artifact a notebook needs: its spec and the run parameters of the kit that builds it."""
+
+    spec: Any
+    run_params: tuple[tuple[str, Any], ...]
+    notebooks: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.run_params)
+
+
+@dataclass
+class Node:
+    """An artifact of the plan with what it waits for; ``cost`` in estimated seconds (toy) or steps (full)."""
+
+    key: str
+    label: str
+    kind: str
+    planned: Planned
+    needs: set[str] = field(default_factory=set)
+    stored: bool = False
+    cost: float = 0.0
+    priority: float = 0.0
+
+
+# ------------------------------------------------------------------------------ notebook parameters
+
+
+def notebook_defaults(path: Path) -> dict[str, Any]:
+    """A notebook's parameters cell as values: name -> default (papermill's reading, evaluated)."""
+    import papermill
+
+    out = {}
+    for name, info in papermill.inspect_notebook(str(path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"{path.name}: the default of {name!r} ({info['default']}) is not a literal") from None
+    return out
+
+
+def _run_params(values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    names = set(parameter_names())
+    return tuple(sorted((k, v) for k, v in values.items() if k in names))
+
+
+# ------------------------------------------------------------------------------ planners per notebook
+
+
+def _plan_00(kit, values: Mapping[str, Any]) -> list:
+    from mdrl_lib.kit import Base, Scores
+
+    return [Scores(Base())]
+
+
+def _plan_01(kit, values: Mapping[str, Any]) -> list:
+    from mdrl_lib.kit import Base, Scores, Stage
+
+    specs: list = []
+    for name in DOMAIN_NAMES:
+        specs += [Stage(Base(), name), Scores(Stage(Base(), name))]
+    second = str(values.get("second_seed_domains", "math")).strip()
+    seconds = DOMAIN_NAMES if second == "all" else (parse_order(second) if second else ())
+    for name in seconds:
+        specs += [Stage(Base(), name, rl_seed=1), Scores(Stage(Base(), name, rl_seed=1))]
+    grid = [((("rl_precision", "bf16"),),
+             Stage(Base(), values.get("grid_domain", "math"), steps=int(values.get("grid_steps", 60)), lr=float(r)))
+            for r in str(values.get("rate_grid", "")).split(",") if r.strip()]
+    return specs + [(extra, spec) for extra, spec in grid] + [(extra, Scores(spec)) for extra, spec in grid]
+
+
+def _plan_02(kit, values: Mapping[str, Any]) -> list:
+    from mdrl_lib.kit import Base, Stage
+    from mdrl_lib.objectives import ObjectiveBatch
+
+    specs: list = [ObjectiveBatch(Base(), n, prompts=int(values.get("objective_prompts", 96)),
+                                  samples=int(values.get("objective_samples", 16)), seed=r)
+                   for n in DOMAIN_NAMES for r in (0, 1)]
+    if values.get("compare_experts") == "yes":
+        specs += [Stage(Base(), n) for n in DOMAIN_NAMES]
+    return specs
+
+
+def _plan_03(kit, values: Mapping[str, Any]) -> list:
+    from mdrl_lib.kit import Base, Refresh, Stage
+    from mdrl_lib.objectives import ObjectiveBatch
+
+    domain_a, domain_b = str(values.get("perturbation_pair", "math,qa")).split(",")
+    every = int(values.get("checkpoint_every", 20))
+    expert = Stage(Base(), domain_a.strip())
+    b_stage = Stage(expert, domain_b.strip(), save_every=every)
+    return [expert, b_stage,
+            Stage(expert, domain_b.strip(), lr=float(values.get("local_lr", 1e-5)),
+                  steps=int(values.get("local_steps", 60)), save_every=every),
+            ObjectiveBatch(expert, domain_a.strip(), prompts=int(values.get("objective_prompts", 64)),
+                           samples=int(values.get("objective_samples", 4))),
+            Refresh(b_stage, domain_a.strip(), steps=int(values.get("real_refresh_steps", 50)))]
+
+
+def _plan_from(module: str) -> Callable:
+    def planner(kit, values: Mapping[str, Any]) -> list:
+        import importlib
+
+        return list(importlib.import_module(module).planned_specs(kit, values))
+    return planner
+
+
+PLANNERS: dict[str, Callable] = {"00": _plan_00, "01": _plan_01, "02": _plan_02, "03": _plan_03}
+
+
+def register_planner(prefix: str, planner: Callable) -> None:
+    """Add the planner of notebook ``prefix`` (``planner(kit, values) -> specs``)."""
+    PLANNERS[prefix] = planner
+
+
+def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None, *, values: Mapping[str, Any] | None = None
+                  ) -> list[Planned]:
+    """The artifacts notebook ``path`` will ask for, with the notebook's defaults under ``overrides``.
+
+    Only the overrides the notebook declares apply (as in ``python -m mdrl_lib run``). A notebook
+    without a planner needs nothing built in advance.
+    """
+    from mdrl_lib.kit import open_kit
+
+    prefix = path.name[:2]
+    if prefix not in PLANNERS:
+        return []
+    defaults = notebook_defaults(path) if values is None else dict(values)
+    merged = {**defaults, **{k: v for k, v in (overrides or {}).items() if k in defaults}}
+    params = _run_params(merged)
+    kit = open_kit(RunConfig.from_params(**dict(params)))
+    planned = []
+    for entry in PLANNERS[prefix](kit, merged):
+        extra, spec = entry if isinstance(entry, tuple) else ((), entry)
+        planned.append(Planned(spec, tuple(sorted({**dict(params), **dict(extra)}.items())), (path.stem,)))
+    return planned
+
+
+# ------------------------------------------------------------------------------ the graph and its cost
+
+
+def estimate(kind: str, spec: Any, config: RunConfig) -> float:
+    """Estimated cost of building ``spec``: seconds at toy scale, optimizer steps at full scale."""
+    toy = config.scale == "toy"
+    if kind == "base":
+        return TOY_SECONDS["warmup_step"] * config.warmup.steps if toy else 0.0
+    if kind in ("stage", "refresh"):
+        steps = spec.steps if spec.steps is not None else (
+            config.rl.refresh_steps if kind == "refresh" else config.rl.steps)
+        return TOY_SECONDS["grpo_step"] * steps if toy else float(steps)
+    if kind == "gd":
+        return TOY_SECONDS["gd_step"] * spec.steps if toy else float(spec.steps)
+    return TOY_SECONDS.get(kind, 1.0) if toy else 0.0
+
+
+def build_graph(planned: Iterable[Planned]) -> dict[str, Node]:
+    """Every planned artifact and its inputs (recursively) as nodes keyed by cache key, each with the
+    keys it waits for, whether it is stored, its cost and its priority (the cost of the longest chain of
+    builds that starts at it: the critical path is scheduled first)."""
+    from mdrl_lib.kit import as_spec, open_kit
+
+    kits: dict[tuple, Any] = {}
+    nodes: dict[str, Node] = {}
+
+    def visit(spec: Any, item: Planned) -> str:
+        kit = kits.get(item.run_params)
+        if kit is None:
+            kit = kits[item.run_params] = open_kit(RunConfig.from_params(**item.params))
+        spec = as_spec(spec)
+        key = kit.key(spec)
+        if key in nodes:
+            nodes[key].planned = Planned(nodes[key].planned.spec, nodes[key].planned.run_params,
+                                         tuple(dict.fromkeys(nodes[key].planned.notebooks + item.notebooks)))
+            return key
+        node = Node(key, spec.label(), spec.kind, Planned(spec, item.run_params, item.notebooks))
+        node.stored = kit.store.get(key) is not None
+        nodes[key] = node
+        if not node.stored:
+            node.cost = estimate(spec.kind, spec, kit.config)
+            node.needs = {visit(needed, item) for needed in spec.inputs()}
+            node.needs = {k for k in node.needs if not nodes[k].stored}
+        return key
+
+    for item in planned:
+        visit(item.spec, item)
+    children: dict[str, list[str]] = {k: [] for k in nodes}
+    for key, node in nodes.items():
+        for needed in node.needs:
+            children[needed].append(key)
+
+    def priority(key: str) -> float:
+        node = nodes[key]
+        if not node.priority:
+            node.priority = node.cost + max((priority(c) for c in children[key]), default=0.0)
+        return node.priority
+
+    for key in nodes:
+        priority(key)
+    return nodes
+
+
+def critical_path(nodes: Mapping[str, Node]) -> float:
+    """The cost of the longest chain of builds (no number of workers finishes sooner)."""
+    return max((n.priority for n in nodes.values() if not n.stored), default=0.0)
+
+
+def wall_estimate(nodes: Mapping[str, Node], workers: int) -> float:
+    """A list-scheduling estimate of the wall time with ``workers`` workers: the simulated schedule the
+    builder follows (highest priority first among the ready nodes)."""
+    pending = {k: set(n.needs) for k, n in nodes.items() if not n.stored}
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while pending or running:
+        ready = sorted((k for k, needs in pending.items() if not needs), key=lambda k: -nodes[k].priority)
+        while ready and len(running) < workers:
+            key = ready.pop(0)
+            del pending[key]
+            running.append((now + nodes[key].cost, key))
+        running.sort()
+        now, done = running.pop(0)
+        for needs in pending.values():
+            needs.discard(done)
+    return now
+
+
+def default_workers(scale: str) -> int:
+    """Workers that fit this machine: one per CPU core at toy scale (one torch thread each), capped by
+    the memory available (:data:`WORKER_MEMORY_GB` each); one at full scale (a GPU holds one model)."""
+    if scale == "full":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, int(available_memory_gb() // WORKER_MEMORY_GB["toy"])))
+
+
+def available_memory_gb() -> float:
+    """Memory available to new processes (``MemAvailable`` of /proc/meminfo; 4 GB where it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 4.0
+
+
+# ------------------------------------------------------------------------------ building
+
+
+_KITS: dict[tuple, Any] = {}
+
+
+def _build_one(run_params: tuple[tuple[str, Any], ...], spec: Any) -> tuple[str, float]:
+    """In a worker: build ``spec`` with the kit of ``run_params`` (one torch thread at toy scale)."""
+    import torch
+
+    from mdrl_lib.kit import open_kit
+
+    kit = _KITS.get(run_params)
+    if kit is None:
+        kit = _KITS[run_params] = open_kit(RunConfig.from_params(**dict(run_params)))
+        if kit.config.scale == "toy":
+            torch.set_num_threads(1)
+    start = time.perf_counter()
+    artifact = kit.get(spec, progress=False)
+    return artifact.key, time.perf_counter() - start
+
+
+def build(nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Build every node that is not stored, ``workers`` at a time, each after what it needs, highest
+    priority first. Returns key -> seconds. A failed build stops the plan (the store keeps nothing
+    half-written) and raises with the artifact's label."""
+    import multiprocessing
+
+    if workers < 1:
+        raise ConfigError(f"workers: must be at least 1, got {workers}")
+    pending = {k: set(n.needs) for k, n in nodes.items() if not n.stored}
+    seconds: dict[str, float] = {}
+    if not pending:
+        return seconds
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads inherited by fork
+    running: dict[Future, str] = {}
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        while pending or running:
+            ready = sorted((k for k, needs in pending.items() if not needs), key=lambda k: -nodes[k].priority)
+            for key in ready[:max(0, workers - len(running))]:
+                del pending[key]
+                node = nodes[key]
+                running[pool.submit(_build_one, node.planned.run_params, node.planned.spec)] = key
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                key = running.pop(future)
+                try:
+                    _, took = future.result()
+                except Exception as error:
+                    for other in running:
+                        other.cancel()
+                    raise RuntimeError(f"building {nodes[key].label} ({key}) failed: "
+                                       f"{type(error).__name__}: {error}") from error
+                seconds[key] = took
+                log(f"  built {nodes[key].label} in {took:.0f} s ({time.perf_counter() - start:.0f} s elapsed)")
+                for needs in pending.values():
+                    needs.discard(key)
+    return seconds
+
+
+def format_plan(nodes: Mapping[str, Node], scale: str, workers: int) -> str:
+    """The plan as text: one line per artifact (status, estimate, label, notebooks), then the totals."""
+    unit = "s" if scale == "toy" else "steps"
+    todo = [n for n in nodes.values() if not n.stored]
+    lines = [f"{len(nodes)} artifacts, {len(todo)} to build, {len(nodes) - len(todo)} stored"]
+    for node in sorted(nodes.values(), key=lambda n: (n.stored, -n.priority, n.label)):
+        status = "stored" if node.stored else f"~{node.cost:.0f} {unit}" if node.cost else "build"
+        lines.append(f"  {status:>10}  {node.label}  [{', '.join(node.planned.notebooks)}]")
+    total = sum(n.cost for n in todo)
+    if scale == "toy":
+        lines.append(f"estimated: {total:.0f} s of work; about {wall_estimate(nodes, workers):.0f} s with {workers} "
+                     f"worker(s) (the longest chain alone: {critical_path(nodes):.0f} s)")
+    else:
+        lines.append(f"estimated: {total:.0f} optimizer steps to train; the time depends on the GPUs "
+                     f"(see the README's full-scale section)")
+    return "\n".join(lines)
+
+
+def plan_notebooks(paths: Sequence[Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Node]:
+    """The graph of every artifact the notebooks ``paths`` need under ``overrides``."""
+    planned: list[Planned] = []
+    for path in paths:
+        planned += notebook_plan(path, overrides)
+    return build_graph(planned)

@@ -1,0 +1,144 @@
+"""The plan: what the notebooks need, the build graph and its schedule, building with workers."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from mdrl_lib import plan
+from mdrl_lib.config import ConfigError, RunConfig
+from mdrl_lib.kit import Base, Scores, Spec, Stage, open_kit
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@dataclass(frozen=True)
+class Fake(Spec):
+    """A cheap artifact: writes its name after ``seconds`` of sleep; ``fail`` raises instead."""
+
+    name: str
+    parents: tuple = ()
+    seconds: float = 0.0
+    fail: bool = False
+    kind: ClassVar[str] = "fake"
+
+    def inputs(self):
+        return self.parents
+
+    def key_fields(self, kit):
+        return {"name": self.name, "parents": [kit.key(p) for p in self.parents]}
+
+    def build(self, kit, directory, progress):
+        if self.fail:
+            raise ValueError(f"{self.name} cannot be built")
+        for parent in self.parents:  # what it needs is stored before it starts
+            assert kit.store.get(kit.key(parent)) is not None
+        time.sleep(self.seconds)
+        (directory / "name.txt").write_text(self.name)
+        return {"start": time.time() - self.seconds}
+
+    def label(self):
+        return self.name
+
+
+def planned(run_dir, *specs):
+    params = (("run_dir", str(run_dir)),)
+    return [plan.Planned(spec, params, ("test",)) for spec in specs]
+
+
+def test_graph_shares_inputs_and_ranks_the_longest_chain_first(tmp_path):
+    a = Fake("a")
+    b = Fake("b", (a,))
+    c = Fake("c", (b,))
+    d = Fake("d")
+    nodes = plan.build_graph(planned(tmp_path, c, b, d))
+    by_name = {n.label: n for n in nodes.values()}
+    assert sorted(by_name) == ["a", "b", "c", "d"]  # b is listed twice and needed by c: one node
+    assert by_name["c"].needs == {by_name["b"].key} and by_name["b"].needs == {by_name["a"].key}
+    cost = plan.TOY_SECONDS.get("fake", 1.0)
+    assert by_name["a"].priority == pytest.approx(3 * cost)  # a -> b -> c
+    assert by_name["d"].priority == pytest.approx(cost)
+    assert plan.critical_path(nodes) == pytest.approx(3 * cost)
+    # two workers: a, d at once, then b, then c: three units; one worker: all four in a row
+    assert plan.wall_estimate(nodes, 2) == pytest.approx(3 * cost)
+    assert plan.wall_estimate(nodes, 1) == pytest.approx(4 * cost)
+
+
+def test_stored_artifacts_are_not_rebuilt_and_free_what_waits_for_them(tmp_path):
+    kit = open_kit(RunConfig.from_params(run_dir=str(tmp_path)))
+    a = Fake("a")
+    kit.get(a, progress=False)
+    nodes = plan.build_graph(planned(tmp_path, Fake("b", (a,))))
+    by_name = {n.label: n for n in nodes.values()}
+    assert by_name["a"].stored and by_name["a"].cost == 0
+    assert by_name["b"].needs == set()
+    assert plan.build(plan.build_graph(planned(tmp_path, a)), workers=2) == {}
+
+
+def test_build_runs_independent_artifacts_at_once_and_each_after_its_inputs(tmp_path):
+    a, b = Fake("a", seconds=1.5), Fake("b", seconds=1.5)
+    c = Fake("c", (a, b))
+    nodes = plan.build_graph(planned(tmp_path, c))
+    lines = []
+    built = plan.build(nodes, workers=2, log=lines.append)
+    assert set(built) == set(nodes) and len(lines) == 3
+    kit = open_kit(RunConfig.from_params(run_dir=str(tmp_path)))
+    starts = {s.name: kit.store.get(kit.key(s)).metrics["start"] for s in (a, b, c)}
+    assert abs(starts["a"] - starts["b"]) < 1.0  # the two workers slept side by side
+    assert starts["c"] >= max(starts["a"], starts["b"]) + 1.4
+    assert (kit.store.get(kit.key(c)).path / "name.txt").read_text() == "c"
+
+
+def test_a_failed_build_names_the_artifact_and_leaves_nothing_half_written(tmp_path):
+    nodes = plan.build_graph(planned(tmp_path, Fake("broken", fail=True)))
+    with pytest.raises(RuntimeError, match="building broken .* ValueError: broken cannot be built"):
+        plan.build(nodes, workers=1)
+    assert open_kit(RunConfig.from_params(run_dir=str(tmp_path))).store.keys() == []
+    with pytest.raises(ConfigError, match="workers"):
+        plan.build(nodes, workers=0)
+
+
+def test_estimates_count_steps(tmp_path):
+    config = RunConfig.from_params(run_dir=str(tmp_path))
+    assert plan.estimate("base", Base(), config) == pytest.approx(plan.TOY_SECONDS["warmup_step"] * config.warmup.steps)
+    assert plan.estimate("stage", Stage(Base(), "qa", steps=10), config) == pytest.approx(10 * plan.TOY_SECONDS["grpo_step"])
+    assert plan.estimate("stage", Stage(Base(), "qa"), config) == pytest.approx(config.rl.steps * plan.TOY_SECONDS["grpo_step"])
+
+
+def test_notebook_defaults_are_read_as_values(tmp_path):
+    cell = {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": [], "execution_count": None,
+            "source": ['scale: str = "toy"  # the scale\n', "seed: int = 3\n", "model: str = None\n",
+                       "rate_grid: str = \"5e-4,1e-5\"  # rates\n"]}
+    path = tmp_path / "01_x.ipynb"
+    path.write_text(json.dumps({"cells": [{**cell, "id": "p"}], "metadata": {"kernelspec": {"name": "python3", "language": "python"}},
+                                "nbformat": 4, "nbformat_minor": 5}))
+    assert plan.notebook_defaults(path) == {"scale": "toy", "seed": 3, "model": None, "rate_grid": "5e-4,1e-5"}
+
+
+def test_the_plans_of_notebooks_00_and_01_hold_what_they_ask_for(tmp_path):
+    """Notebook 01 trains every expert, a second RL seed of Math and a bf16 grid (its own run config)."""
+    items = plan.notebook_plan(NOTEBOOKS / "01_sparse_edits.ipynb", {"run_dir": str(tmp_path), "grid_steps": 7})
+    kit = open_kit(RunConfig.from_params(run_dir=str(tmp_path)))
+    keys = {kit.key(i.spec) for i in items if "rl_precision" not in i.params}
+    for name in ("code", "math", "qa", "cw"):
+        assert kit.key(Stage(Base(), name)) in keys and kit.key(Scores(Stage(Base(), name))) in keys
+    assert kit.key(Stage(Base(), "math", rl_seed=1)) in keys
+    grid = [i for i in items if i.params.get("rl_precision") == "bf16"]
+    assert {i.spec.of.lr for i in grid if isinstance(i.spec, Scores)} == {5e-4, 1e-5, 1e-6}
+    assert {i.spec.steps for i in grid if isinstance(i.spec, Stage)} == {7}
+    nodes = plan.build_graph(items + plan.notebook_plan(NOTEBOOKS / "00_toy_world.ipynb", {"run_dir": str(tmp_path)}))
+    assert sum(n.kind == "base" for n in nodes.values()) == 1  # the bf16 grid's config shares the base
+    text = plan.format_plan(nodes, "toy", 2)
+    assert "to build" in text and "with 2 worker(s)" in text
+
+
+def test_default_workers_fit_memory(monkeypatch):
+    monkeypatch.setattr(plan, "available_memory_gb", lambda: 1.5)
+    assert plan.default_workers("toy") == 1
+    monkeypatch.setattr(plan, "available_memory_gb", lambda: 64.0)
+    assert plan.default_workers("toy") >= 1
+    assert plan.default_workers("full") == 1
