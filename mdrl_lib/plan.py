@@ -138,12 +138,9 @@ def _plan_from(module: str) -> Callable:
     return planner
 
 
-PLANNERS: dict[str, Callable] = {"00": _plan_00, "01": _plan_01, "02": _plan_02, "03": _plan_03}
-
-
-def register_planner(prefix: str, planner: Callable) -> None:
-    """Add the planner of notebook ``prefix`` (``planner(kit, values) -> specs``)."""
-    PLANNERS[prefix] = planner
+# Keyed by the notebook's file name without suffix: another notebook that shares a number plans nothing.
+PLANNERS: dict[str, Callable] = {"00_toy_world": _plan_00, "01_sparse_edits": _plan_01, "02_shared_routes": _plan_02,
+                                 "03_perturbation_theory": _plan_03}
 
 
 def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None, *, values: Mapping[str, Any] | None = None
@@ -155,15 +152,14 @@ def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None, *, val
     """
     from mdrl_lib.kit import open_kit
 
-    prefix = path.name[:2]
-    if prefix not in PLANNERS:
+    if path.stem not in PLANNERS:
         return []
     defaults = notebook_defaults(path) if values is None else dict(values)
     merged = {**defaults, **{k: v for k, v in (overrides or {}).items() if k in defaults}}
     params = _run_params(merged)
     kit = open_kit(RunConfig.from_params(**dict(params)))
     planned = []
-    for entry in PLANNERS[prefix](kit, merged):
+    for entry in PLANNERS[path.stem](kit, merged):
         extra, spec = entry if isinstance(entry, tuple) else ((), entry)
         planned.append(Planned(spec, tuple(sorted({**dict(params), **dict(extra)}.items())), (path.stem,)))
     return planned

@@ -109,3 +109,26 @@ def test_a_run_dir_that_is_a_file_is_refused_before_running(notebooks, tmp_path,
     afile.write_text("x")
     assert main(["--notebooks-dir", str(notebooks), "run", "--run-dir", str(afile)]) == 2
     assert "run_dir" in capsys.readouterr().err and afile.read_text() == "x"
+
+
+def test_run_ends_with_the_claims_ledger_of_its_run_directory(tmp_path, capsys):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "00_claims.ipynb", 'run_dir: str = ""  # where to write',
+              "from mdrl_lib.checks import ClaimCheck, record_check\n"
+              "record_check(run_dir, ClaimCheck('C1', 'sparse-demo', 'edits are sparse', '36-92%', "
+              "'50% unchanged', 'random 10%', True, 'above the random line'))")
+    assert main(["--notebooks-dir", str(folder), "run", "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "all 1 notebook(s) done" in out
+    ledger = out[out.index("Claims ledger"):]
+    assert "C1 sparse-demo: SUPPORTED" in ledger and "random 10%" in ledger
+
+
+def test_plan_lists_what_the_notebooks_need_without_building(tmp_path, capsys):
+    assert main(["plan", "--run-dir", str(tmp_path / "run"), "--only", "00", "01"]) == 0
+    out = capsys.readouterr().out
+    assert "to build" in out and "base > math (rl_seed=1)" in out and "worker(s)" in out
+    assert not (tmp_path / "run" / "store").exists() or not any((tmp_path / "run" / "store").glob("*/manifest.json"))
+    assert main(["plan", "--run-dir", str(tmp_path / "run"), "--workers", "-2"]) == 2
+    assert "--workers" in capsys.readouterr().err
