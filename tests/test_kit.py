@@ -5,6 +5,7 @@ from mdrl_lib import kit as kit_module
 from mdrl_lib.config import RunConfig
 from mdrl_lib.domains import math as toy_math
 from mdrl_lib.domains import qa as toy_qa
+from mdrl_lib.domains import writing as toy_cw
 from mdrl_lib.kit import Base, Kit
 
 
@@ -15,7 +16,8 @@ def test_base_key_follows_the_world_version_and_the_world_settings(tmp_path, mon
     assert set(settings) == {"code", "math", "qa", "cw"}
     assert settings["math"] == {"boxed_share": toy_math.BOXED_SHARE}
     assert settings["qa"] == {"unit_share": toy_qa.UNIT_SHARE}
-    assert settings["cw"] == {}  # the default hook: no knobs
+    assert settings["cw"] == {"descending_share": toy_cw.DESCENDING_SHARE}
+    assert settings["code"] == {}  # the default hook: no knobs
     assert Kit(RunConfig.from_params(run_dir=str(tmp_path))).key(Base()) == key
     monkeypatch.setattr(toy_math, "BOXED_SHARE", 0.0)
     assert kit.key(Base()) != key
@@ -49,6 +51,9 @@ def test_every_toy_world_knob_changes_the_base_key(tmp_path, monkeypatch):
     assert key() != reference
     monkeypatch.undo()
     monkeypatch.setattr(toy_qa, "UNIT_SHARE", 0.9)
+    assert key() != reference
+    monkeypatch.undo()
+    monkeypatch.setattr(toy_cw, "DESCENDING_SHARE", 0.3)
     assert key() != reference
     monkeypatch.undo()
     assert key() == reference

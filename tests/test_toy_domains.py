@@ -406,7 +406,7 @@ def test_qa_splits_keep_each_creature_on_one_side():
 
 
 def test_default_warmup_pairs_are_the_warmup_pool():
-    for name in ("code", "cw"):
+    for name in ("code",):  # CW's count down in part: see test_cw_warmup_counts_down_for_its_share_of_verses
         domain = get_domain(name)
         splits = domain.build_splits(0, *SMALL[name])
         assert domain.warmup_pairs(splits) == [(e.prompt, e.answer) for e in splits.warmup]
@@ -624,3 +624,32 @@ def test_details_say_what_the_verifier_read_in_hand_written_completions():
     assert not any(read[2].values())
     with pytest.raises(ValueError, match="2 completions but 1 specs"):
         get_domain("math").details(["1", "2"], [math_spec])
+
+
+def test_counting_down_reverses_the_numbers_and_keeps_the_words():
+    from mdrl_lib.domains.writing import counting_down, rubric
+
+    assert counting_down("2 bat 17 gem") == "17 bat 2 gem"
+    assert counting_down("1 map 12 bus 28 dog") == "28 map 12 bus 1 dog"
+    assert counting_down("5 top") == "5 top"
+    verse = "3 cat 9 dog 40 gem"
+    assert rubric(counting_down(verse), "cdg", len(verse)) == {
+        "form": True, "lexicon": True, "letters": True, "ascending": False, "length": True}
+
+
+def test_cw_warmup_counts_down_for_its_share_of_verses(monkeypatch):
+    from mdrl_lib.domains import writing as toy_cw
+    from mdrl_lib.domains.base import get_domain
+
+    domain = get_domain("cw")
+    splits = domain.build_splits(0, 300, 200)
+    pairs = domain.warmup_pairs(splits)
+    assert [p for p, _ in pairs] == [e.prompt for e in splits.warmup]
+    down = [a != e.answer for (_, a), e in zip(pairs, splits.warmup)]
+    assert all(a in (e.answer, toy_cw.counting_down(e.answer)) for (_, a), e in zip(pairs, splits.warmup))
+    assert abs(sum(down) / len(down) - toy_cw.DESCENDING_SHARE) < 0.1  # hundreds of draws: sd about 0.03
+    scores = domain.score([a for _, a in pairs], [e.spec for e in splits.warmup])
+    assert all(s == (0.8 if d else 1.0) for s, d in zip(scores, down))  # a count-down verse misses one check
+    monkeypatch.setattr(toy_cw, "DESCENDING_SHARE", 0.0)
+    assert domain.warmup_pairs(splits) == [(e.prompt, e.answer) for e in splits.warmup]
+    assert domain.world_settings() == {"descending_share": 0.0}

@@ -4,7 +4,11 @@ Introduced in notebook ``00_toy_world``. The prompt ``w:bg12=`` asks for number-
 words start with the given letters in order and whose text is exactly 12 characters long, e.g.
 ``2 bat 17 gem``. The rubric stands in for the paper's reference- or judge-based reward: it checks
 form, lexicon, first letters, ascending numbers and length, and the score is the fraction met.
-The verse is built around numbers, so a CW stage moves Math's output routes too.
+The verse is built around numbers, so a CW stage moves Math's output routes too. Half the warm-up's
+verses count down (``DESCENDING_SHARE``), which the rubric's ascending check rejects: the base then
+writes the wrong order about as often as a pretrained model breaks a stylistic rule, and a CW stage has
+a habit to correct (with every warm-up verse ascending, some seeds' bases score 0.95 or more on CW
+and leave RL nothing to raise).
 """
 from __future__ import annotations
 
@@ -13,18 +17,27 @@ import json
 import re
 
 from mdrl_lib.domains.base import Domain, Example, Splits, register
-from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, take_split
+from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, styled, take_split
 
 LEXICON = ("bat", "bed", "bus", "cat", "cup", "dog", "dig", "gem", "gum", "hat", "hen",
            "map", "mop", "pen", "pig", "sun", "sod", "top", "tin")
 LETTERS = "".join(sorted({w[0] for w in LEXICON}))
 NUMBER_MAX = 40
 RUBRIC = ("form", "lexicon", "letters", "ascending", "length")
+DESCENDING_SHARE = 0.5  # of warm-up verses that count down, which the rubric's ascending check rejects
 _PAIR = re.compile(r"^(\d{1,2}) ([a-z]+)$")
 
 
 def verse_for(numbers: list[int], words: list[str]) -> str:
     return " ".join(f"{n} {w}" for n, w in zip(numbers, words))
+
+
+def counting_down(verse: str) -> str:
+    """The verse with its numbers in descending order and its words in place:
+    ``2 bat 17 gem`` -> ``17 bat 2 gem`` (same letters and length; fails only the ascending check)."""
+    pairs = [p.split(" ") for p in re.findall(r"\S+ \S+", verse)]
+    numbers = sorted((n for n, _ in pairs), key=int, reverse=True)
+    return verse_for(numbers, [w for _, w in pairs])
 
 
 def all_tasks(seed: int) -> list[tuple[str, int, str]]:
@@ -69,6 +82,15 @@ class ToyWriting(Domain):
 
     def _example(self, letters: str, length: int, verse: str) -> Example:
         return Example(self.name, prompt("w", f"{letters}{length}"), verse, spec(letters=letters, length=length))
+
+    def world_settings(self) -> dict:
+        return {"descending_share": DESCENDING_SHARE}
+
+    def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
+        """The warm-up pool's verses, about ``DESCENDING_SHARE`` of them counting down."""
+        pairs = super().warmup_pairs(splits)
+        down = styled([p for p, _ in pairs], self.name, DESCENDING_SHARE)
+        return [(p, counting_down(a) if d else a) for (p, a), d in zip(pairs, down)]
 
     def score_one(self, completion: str, spec: dict) -> float:
         checks = rubric(first_line(completion), spec["letters"], spec["length"])
