@@ -25,9 +25,9 @@ CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
 ZERO3 = ROOT / "configs" / "accelerate" / "multi_gpu_zero3.yaml"
 GRPO_FULL = ROOT / "configs" / "grpo_full.yaml"
 LAUNCH_TIMEOUT_S = 90
-TINY_FLAGS = ["--warmup-steps", "80", "--rl-steps", "2", "--rl-prompts-per-step", "2", "--rl-num-generations", "4",
+TINY_FLAGS = ["--warmup-steps", "80", "--warmup-lr", "3e-3", "--rl-steps", "2", "--rl-prompts-per-step", "2", "--rl-num-generations", "4",
               "--data-train-size", "50", "--data-eval-size", "20", "--no-progress"]
-TINY_PARAMS = dict(warmup_steps=80, rl_steps=2, rl_prompts_per_step=2, rl_num_generations=4, data_train_size=50,
+TINY_PARAMS = dict(warmup_steps=80, warmup_lr=3e-3, rl_steps=2, rl_prompts_per_step=2, rl_num_generations=4, data_train_size=50,
                    data_eval_size=20)
 
 

@@ -314,3 +314,26 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_the_results_do_not_change
 
     with pytest.raises(RuntimeError, match="something else"):
         generate(Broken(model, 1), tokenizer, prompts, max_new_tokens=NEW)
+
+
+def test_convention_shares_count_answers_in_the_rejected_convention():
+    import pandas as pd
+
+    from mdrl_lib.domains.base import get_domain
+    from mdrl_lib.evaluation import convention_shares
+
+    def rows(name, completions, spec):
+        domain = get_domain(name)
+        details = domain.details(completions, [spec] * len(completions))
+        return [{"domain": name, "item": i, "score": 0.0, "details": d} for i, d in enumerate(details)]
+
+    import json
+    items = pd.DataFrame(
+        rows("math", ["(19)", "19", "18", "(7)", "x"], json.dumps({"answer": "19"}))
+        + rows("qa", ["17 years", "17", "3", "no"], json.dumps({"answer": "17 years", "number": "17"}))
+        + rows("cw", ["2 bat 17 gem", "17 bat 2 gem", "bat gem"], json.dumps({"letters": "bg", "length": 12})))
+    table = convention_shares(items)
+    assert table.loc["math", "answers"] == 4 and table.loc["math", "share in the other"] == 0.5  # 2 boxed of 4
+    assert table.loc["qa", "answers"] == 3 and abs(table.loc["qa", "share in the other"] - 2 / 3) < 1e-12
+    assert table.loc["cw", "answers"] == 2 and table.loc["cw", "share in the other"] == 0.5
+    assert list(table.index) == ["math", "qa", "cw"]
