@@ -158,44 +158,63 @@ def _selection(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any], An
     return notebooks, overrides, config, run_dir, declared
 
 
-def _prebuild(notebooks: list[Path], overrides: dict[str, Any], config: Any, run_dir: Path, workers: int | None,
-              build: bool) -> None:
-    """Print the plan of ``notebooks`` and, with ``build``, build what is not stored, ``workers`` at a time."""
+def _plan(notebooks: list[Path], overrides: dict[str, Any], config: Any, run_dir: Path, workers: int | None):
+    """The plan of ``notebooks`` (printed) and the number of workers to build it with."""
     from mdrl_lib import plan as planning
 
     workers = planning.default_workers(config.scale) if workers is None else workers
     nodes = planning.plan_notebooks(notebooks, {**overrides, "run_dir": str(run_dir)})
     print(planning.format_plan(nodes, config.scale, max(workers, 1)), flush=True)
-    if build and workers > 0 and any(not n.stored for n in nodes.values()):
-        start = time.perf_counter()
-        print(f"building with {workers} worker(s) ...", flush=True)
-        try:
-            planning.build(nodes, workers, log=lambda line: print(line, flush=True))
-        except RuntimeError as error:
-            raise CliError(str(error)) from None
-        print(f"built in {time.perf_counter() - start:.0f} s", flush=True)
+    return nodes, workers
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 def plan(args: argparse.Namespace) -> int:
+    from mdrl_lib import plan as planning
+
     notebooks, overrides, config, run_dir, _ = _selection(args)
     print(f"run directory: {run_dir}")
-    _prebuild(notebooks, overrides, config, run_dir, args.workers, args.build)
+    nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers)
+    if args.build and workers > 0 and any(not n.stored for n in nodes.values()):
+        start = time.perf_counter()
+        print(f"building with {workers} worker(s) ...", flush=True)
+        try:
+            planning.build(nodes, workers, log=_log)
+        except RuntimeError as error:
+            raise CliError(str(error)) from None
+        print(f"built in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    from mdrl_lib import plan as planning
+
     notebooks, overrides, config, run_dir, declared = _selection(args)
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}")
     start = time.perf_counter()
-    if args.workers != 0:
-        _prebuild(notebooks, overrides, config, run_dir, args.workers, build=True)
+    builder = None
+    if args.workers != 0:  # the workers build ahead; each notebook starts once its own artifacts are in
+        nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers)
+        if any(not n.stored for n in nodes.values()):
+            print(f"building with {workers} worker(s) while the notebooks run ...", flush=True)
+            builder = planning.BackgroundBuild(nodes, workers, log=_log)
     for path in notebooks:
+        if builder is not None:
+            try:
+                builder.wait_for(path.stem)
+            except RuntimeError as error:
+                raise CliError(str(error)) from None
         params = {k: v for k, v in overrides.items() if k in declared[path]}
         if "run_dir" in declared[path]:
             params["run_dir"] = str(run_dir)
         _execute(path, out_dir, params, run_dir, args.log_output)
+    if builder is not None:
+        builder.join()
     print(f"all {len(notebooks)} notebook(s) done in {time.perf_counter() - start:.0f} s")
     if (run_dir / "claims").is_dir():
         print()

@@ -294,10 +294,11 @@ def _build_one(run_params: tuple[tuple[str, Any], ...], spec: Any) -> tuple[str,
     return artifact.key, time.perf_counter() - start
 
 
-def build(nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = print) -> dict[str, float]:
+def build(nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = print,
+          on_built: Callable[[str], None] | None = None) -> dict[str, float]:
     """Build every node that is not stored, ``workers`` at a time, each after what it needs, highest
-    priority first. Returns key -> seconds. A failed build stops the plan (the store keeps nothing
-    half-written) and raises with the artifact's label."""
+    priority first; ``on_built(key)`` is called as each finishes. Returns key -> seconds. A failed
+    build stops the plan (the store keeps nothing half-written) and raises with the artifact's label."""
     import multiprocessing
 
     if workers < 1:
@@ -327,10 +328,59 @@ def build(nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = 
                     raise RuntimeError(f"building {nodes[key].label} ({key}) failed: "
                                        f"{type(error).__name__}: {error}") from error
                 seconds[key] = took
+                if on_built is not None:
+                    on_built(key)
                 log(f"  built {nodes[key].label} in {took:.0f} s ({time.perf_counter() - start:.0f} s elapsed)")
                 for needs in pending.values():
                     needs.discard(key)
     return seconds
+
+
+class BackgroundBuild:
+    """:func:`build` in a background thread, so that a notebook can start as soon as its own artifacts
+    are built while the workers go on with the next notebooks' (``python -m mdrl_lib run``)."""
+
+    def __init__(self, nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = print) -> None:
+        import threading
+
+        self._nodes = nodes
+        self._done = {k for k, n in nodes.items() if n.stored}
+        self._error: BaseException | None = None
+        self._finished = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(workers, log), daemon=True)
+        self._thread.start()
+
+    def _run(self, workers: int, log: Callable[[str], None]) -> None:
+        try:
+            build(self._nodes, workers, log, on_built=self._built)
+        except BaseException as error:  # handed to whoever waits
+            with self._condition:
+                self._error = error
+        finally:
+            with self._condition:
+                self._finished = True
+                self._condition.notify_all()
+
+    def _built(self, key: str) -> None:
+        with self._condition:
+            self._done.add(key)
+            self._condition.notify_all()
+
+    def wait_for(self, notebook: str) -> None:
+        """Block until every artifact planned for ``notebook`` (a file stem) is built; raise the build's
+        error if it failed."""
+        wanted = {k for k, n in self._nodes.items() if notebook in n.planned.notebooks}
+        with self._condition:
+            self._condition.wait_for(lambda: self._error is not None or self._finished or wanted <= self._done)
+            if self._error is not None:
+                raise self._error
+
+    def join(self) -> None:
+        """Block until the whole build is done; raise its error if it failed."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def format_plan(nodes: Mapping[str, Node], scale: str, workers: int) -> str:

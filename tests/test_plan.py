@@ -142,3 +142,21 @@ def test_default_workers_fit_memory(monkeypatch):
     monkeypatch.setattr(plan, "available_memory_gb", lambda: 64.0)
     assert plan.default_workers("toy") >= 1
     assert plan.default_workers("full") == 1
+
+
+def test_a_background_build_lets_a_notebook_start_once_its_own_artifacts_are_in(tmp_path):
+    quick, slow = Fake("quick"), Fake("slow", seconds=3.0)
+    params = (("run_dir", str(tmp_path)),)
+    nodes = plan.build_graph([plan.Planned(quick, params, ("00_a",)), plan.Planned(slow, params, ("01_b",))])
+    builder = plan.BackgroundBuild(nodes, workers=2, log=lambda line: None)
+    start = time.perf_counter()
+    builder.wait_for("00_a")
+    kit = open_kit(RunConfig.from_params(run_dir=str(tmp_path)))
+    assert kit.store.get(kit.key(quick)) is not None and kit.store.get(kit.key(slow)) is None
+    builder.wait_for("01_b")
+    assert kit.store.get(kit.key(slow)) is not None and time.perf_counter() - start >= 2.9
+    builder.join()
+    failing = plan.BackgroundBuild(plan.build_graph([plan.Planned(Fake("bad", fail=True), params, ("02_c",))]),
+                                   workers=1, log=lambda line: None)
+    with pytest.raises(RuntimeError, match="bad cannot be built"):
+        failing.wait_for("02_c")
