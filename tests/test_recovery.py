@@ -170,3 +170,20 @@ def test_the_results_table_and_the_best_fraction():
     sweep = pd.DataFrame({"fraction": [0.1, 0.1, 0.01, 0.01, 0.5, 0.5], "domain": ["math"] * 6,
                           "score": [1, 0, 1, 0, 0, 0]})
     assert best_fraction(sweep, "math") == 0.01  # a tie at 0.5 goes to the smaller budget
+
+
+def test_subspace_distances_split_a_difference_into_all_routes_and_s():
+    import numpy as np
+
+    from mdrl_lib.perturbation import ParameterSpace
+    from mdrl_lib.recovery import ConflictSubspace
+
+    model = Quadratic()  # w (3,) then v (1, 2): a flat vector of 5
+    space = ParameterSpace.from_model(model)
+    basis = torch.tensor([[0.6], [0.0], [0.8]], dtype=torch.float64)  # on coordinates 0, 2, 3 (w0, w2, v00)
+    subspace = ConflictSubspace(space=space, index=torch.tensor([0, 2, 3]), basis=basis, eigenvalues=np.ones(1),
+                                channels=frozenset())
+    difference = {"w": torch.tensor([3.0, 4.0, 1.0]), "v": torch.tensor([[2.0, 0.0]])}
+    got = subspace.distances(difference)
+    assert got["overall"] == pytest.approx(30 ** 0.5) and got["routes"] == pytest.approx(14 ** 0.5)
+    assert got["subspace"] == pytest.approx(abs(0.6 * 3 + 0.8 * 2))
