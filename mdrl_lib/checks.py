@@ -706,6 +706,10 @@ C7_STATEMENT = ("Training-free rollback of a sparse set of proxy conflict coordi
 C7_PAPER = "Math-QA pair: partial restoration of Math; selection rule and numbers not published"
 
 
+def _share(share: float) -> str:
+    return f"{share:.0%}" if math.isfinite(share) else "n/a"
+
+
 def _interval(change: Mapping[str, float]) -> str:
     return f"{change['diff']:+.3f} [{change['ci_low']:+.3f}, {change['ci_high']:+.3f}]"
 
@@ -739,7 +743,7 @@ def check_c6_refresh(drop: Mapping[str, float], recovery: Mapping[str, float], o
     if control_gain is not None:
         figures["control_gain"] = control_gain["diff"]
     measured = (f"{domain}: chain end minus theta_A* {_interval(drop)}; a {steps}-step refresh {_interval(recovery)} "
-                f"({share:.0%} of the drop); others: " + ", ".join(f"{d} {v['diff']:+.3f}" for d, v in others.items())
+                f"({_share(share)} of the drop); others: " + ", ".join(f"{d} {v['diff']:+.3f}" for d, v in others.items())
                 + f"; excess over the same steps from theta_A* {_interval(excess)}")
     baseline = (f"the same {steps} {domain} steps from theta_A* (gain "
                 f"{'n/a' if control_gain is None else format(control_gain['diff'], '+.3f')}); the other domains' "
@@ -786,7 +790,7 @@ def check_c7(drop: Mapping[str, float], recovery: Mapping[str, float], over_cont
         figures[f"over_{control}"] = gap["diff"]
         figures[f"over_{control}_ci_low"] = gap["ci_low"]
     measured = (f"{a}: chain end minus before {b}'s stage {_interval(drop)}; rolling back {count} coordinates "
-                f"({fraction:g} of all) by {rule}: {_interval(recovery)} ({share:.0%} of the drop); over "
+                f"({fraction:g} of all) by {rule}: {_interval(recovery)} ({_share(share)} of the drop); over "
                 + ", ".join(f"{c} {_interval(g)}" for c, g in over_controls.items()))
     if others:
         measured += "; others: " + ", ".join(f"{d} {v['diff']:+.3f}" for d, v in others.items())
