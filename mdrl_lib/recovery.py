@@ -305,6 +305,10 @@ class RollbackScores(Spec):
     A's :class:`~mdrl_lib.objectives.ObjectiveBatch` (gradient rules only). ``routes_at`` with
     ``route_fraction``/``route_prompts``: where and how A's and B's shared routes are measured
     (``first_order_routes``). ``other``: (after, before) of another stage, for ``other_delta``.
+
+    Memory: the build holds a few copies of the model's weights in memory (current, reference, delta,
+    gradient, scores, the rolled-back copy), fine for the toy and small models; at several billion
+    parameters it needs a machine with that many times the model's fp32 size.
     """
 
     current: Spec
@@ -533,7 +537,8 @@ class RecoveryPlan:
     def specs(self) -> list[Spec]:
         """Every spec, each once, in the order a pipeline may build them (inputs first)."""
         models = [Base(), *self.chain, *self.refreshes.values(), *self.controls.values(), self.equal_cost]
-        out = [*models, *(Scores(m) for m in models), self.objective, *self.rollbacks.values()]
+        objectives = [s.objective for s in self.rollbacks.values() if s.objective is not None]
+        out = [*models, *(Scores(m) for m in models), self.objective, *objectives, *self.rollbacks.values()]
         return list(dict.fromkeys(out))
 
 

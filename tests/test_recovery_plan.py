@@ -120,3 +120,11 @@ def test_a_rollback_sweep_scores_models_in_memory_and_leaves_the_stored_weights_
                                    gradient_at=moved), progress=False).metrics["budgets"][0]
     assert step["norm"] == pytest.approx(budgets[0.01]["norm"], rel=1e-4)  # an equal-norm step
     assert {spec: _digest(path) for spec, path in files.items()} == before
+
+
+def test_a_second_pair_with_another_a_brings_its_own_objective(kit):
+    p = plan(kit, {"second_rollback_pair": "code,qa"})
+    keys = [kit.key(s) for s in p.specs()]
+    objective = p.rollbacks[("code,qa", "first_order")].objective
+    assert objective.domain == "code" and kit.key(objective.source) == kit.key(kit.chain_specs()[0])
+    assert keys.index(kit.key(objective)) < keys.index(kit.key(p.rollbacks[("code,qa", "first_order")]))
