@@ -388,6 +388,27 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
                            "(notebook 03)", above=0.0, maximum=2.0),
     "real_refresh_steps": Param(int, "GRPO steps of the kit's real refresh from the B stage (notebook 03)",
                                 minimum=1, maximum=10**6),
+    "refresh_domain": Param(str, "the damaged domain refreshed from the chain's end (notebook 05)",
+                            choices=DOMAIN_NAMES),
+    "refresh_budgets": Param(str, "GRPO steps of the shorter refreshes, comma-separated whole numbers; the run's "
+                             "rl_refresh_steps is always added (notebook 05)", minimum=1, maximum=10**6,
+                             number_list=True),
+    "constant_refresh": Param(bool, "also refresh at a constant rate at every budget (notebook 05)"),
+    "rollback_pair": Param(str, "A,B: in the chain-end model, coordinates go back to their value before B's stage, "
+                           "to restore A (notebook 05)",
+                           choices=tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
+    "second_rollback_pair": Param(str, "a second A,B pair, with fewer rules ('' = none) (notebook 05)",
+                                  choices=("",) + tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES
+                                                        if a != b)),
+    "rollback_fractions": Param(str, "rollback budgets k as fractions of all parameters (notebook 05)", above=0.0,
+                                maximum=1.0, number_list=True),
+    "rollback_gradient_at": Param(str, "where g_A (and its curvature) is evaluated for the rollback scores: the "
+                                  "chain's end, or A's own trained weights (notebook 05)",
+                                  choices=("chain_end", "own")),
+    "hessian_probes": Param(int, "Rademacher probes of the Hessian diagonal for the second-order rule "
+                            "(notebook 05)", minimum=1, maximum=10**4),
+    "c7_fraction": Param(float, "the rollback budget at which C7 is judged; one of rollback_fractions "
+                         "(notebook 05)", above=0.0, maximum=1.0),
 }
 
 

@@ -243,3 +243,28 @@ def plot_contraction(curves: pd.DataFrame, title: str, ax: plt.Axes | None = Non
     ax.set(xlabel="refresh step t", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_budget_curves(frame: pd.DataFrame, title: str, *, x: str, y: str = "diff", curve: str = "curve",
+                       band: tuple[str, str] | None = ("ci_low", "ci_high"), ax: plt.Axes | None = None,
+                       xlabel: str | None = None, ylabel: str = "change on the same items", logx: bool = False,
+                       zero_line: bool = True, colors: Mapping[str, object] | None = None) -> plt.Axes:
+    """One line per ``curve`` of ``y`` against a budget ``x`` (refresh steps, rollback fraction), with its
+    interval as a band (columns ``band``; None: no band) and a line at 0. Tidy ``frame``.
+    Introduced in ``05_refresh_vs_rollback``."""
+    use_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.6, 3.6))
+    for name, group in frame.groupby(curve, sort=False):
+        group = group.sort_values(x)
+        color = (colors or {}).get(name)
+        line, = ax.plot(group[x], group[y], marker="o", markersize=4, label=str(name), color=color)
+        if band is not None and group[list(band)].notna().all().all():
+            ax.fill_between(group[x], group[band[0]], group[band[1]], color=line.get_color(), alpha=0.15)
+    if zero_line:
+        ax.axhline(0, color="black", lw=0.8)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel or x, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return ax

@@ -1,8 +1,10 @@
-"""Training-free rollback: put a sparse set of coordinates back to their value before a later stage.
+"""Refresh budgets and training-free rollback: put a sparse set of coordinates back to their value
+before a later stage.
 
-Introduced in notebook ``05_refresh_vs_rollback`` (claim C7). Given the chain-end weights theta (after
-B's stage), the weights theta_B0 before B's stage and delta_B = theta - theta_B0, a *rule* scores each
-coordinate, the top-k coordinates are reset to theta_B0 and every other coordinate keeps its value.
+Introduced in notebook ``05_refresh_vs_rollback`` (claims C6 and C7). Given the chain-end weights theta,
+the weights theta_B0 before B's stage and delta_B = theta - theta_B0 (the displacement a rollback undoes:
+B's stage and any stage after it; for the last stage, B's own step), a *rule* scores each coordinate,
+the top-k coordinates are reset to theta_B0 and every other coordinate keeps its value.
 
 The rules (the paper does not publish its own):
 
@@ -15,13 +17,22 @@ The rules (the paper does not publish its own):
 
 And the controls: ``random`` coordinates of the same count (seeded), the largest ``magnitude`` |delta_B|,
 the first-order score built from *another* stage's delta (``other_delta``), and reverting all of B's
-stage (a fraction of 1).
+stage (a fraction of 1). :func:`plan` names every artifact notebook 05 asks for (refreshes, their
+controls, rollback sweeps as cached :class:`RollbackScores`), so a pipeline can build them ahead.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
+
+from mdrl_lib.kit import Base, Kit, Refresh, Scores, Spec, Stage, as_spec, check_domain
 
 RULES: tuple[str, ...] = ("first_order", "first_order_routes", "second_order", "random", "magnitude", "other_delta")
 
@@ -43,11 +54,17 @@ def deltas(after: Tensors, before: Tensors) -> dict[str, torch.Tensor]:
 
 def coordinate_scores(rule: str, delta: Tensors, *, gradient: Tensors | None = None,
                       hessian_diagonal: Tensors | None = None, mask: Tensors | None = None,
-                      other_delta: Tensors | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+                      other_delta: Tensors | None = None, seed: int = 0, at: str = "current") -> dict[str, torch.Tensor]:
     """Each coordinate's score under ``rule`` (higher is reset first), same shapes as ``delta``.
 
-    Coordinates outside ``mask`` (``first_order_routes``) score -inf so they are never chosen.
+    Coordinates outside ``mask`` (``first_order_routes``) score -inf so they are never chosen. ``at``
+    says where ``gradient`` and ``hessian_diagonal`` were taken, which fixes the sign of the curvature
+    term of ``second_order``: ``"current"`` (at the weights being rolled back: the loss decrease a reset
+    promises, g delta - 1/2 h delta^2) or ``"start"`` (before the displacement, e.g. at A's own trained
+    weights: the loss increase the displacement caused, g delta + 1/2 h delta^2).
     """
+    if at not in ("current", "start"):
+        raise ValueError(f"unknown evaluation point {at!r}; valid: current, start")
     if rule not in RULES:
         raise ValueError(f"unknown rollback rule {rule!r}; valid rules: {', '.join(RULES)}")
     needs = {"first_order": ("gradient",), "first_order_routes": ("gradient", "mask"),
@@ -69,7 +86,8 @@ def coordinate_scores(rule: str, delta: Tensors, *, gradient: Tensors | None = N
         else:
             score = gradient[name].float() * d
             if rule == "second_order":
-                score = score - 0.5 * hessian_diagonal[name].float() * d * d
+                sign = -1.0 if at == "current" else 1.0
+                score = score + sign * 0.5 * hessian_diagonal[name].float() * d * d
             if rule == "first_order_routes":
                 score = torch.where(mask[name].bool(), score, torch.full_like(score, float("-inf")))
             out[name] = score
@@ -137,3 +155,548 @@ def change_norm(before: Tensors, after: Tensors, names: Iterable[str] | None = N
     """The L2 norm of after - before over ``names`` (default: all shared tensors)."""
     names = sorted(set(before) & set(after)) if names is None else list(names)
     return float(torch.sqrt(sum(((after[n].float() - before[n].float()) ** 2).sum() for n in names)))
+
+
+# ------------------------------------------------------------------------------- curvature and routes
+
+
+def hessian_diagonal(loss_fn, model: torch.nn.Module, probes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Hutchinson's estimate of the Hessian's diagonal, ``mean_z z * (H z)`` over ``probes`` seeded
+    Rademacher vectors ``z``, by parameter name (each of its parameter's shape, on the CPU). Exact for a
+    diagonal Hessian whatever the number of probes; otherwise unbiased, with a variance set by the
+    off-diagonal entries. Costs one gradient graph and ``probes`` Hessian-vector products (each about two
+    gradients' time). The model needs eager attention (``Kit.load(..., placement="analysis")``).
+    Introduced in ``05_refresh_vs_rollback`` (the second-order rollback rule)."""
+    from mdrl_lib.perturbation import ParameterSpace, hessian_operator
+
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
+        raise ValueError(f"probes must be a positive integer, got {probes!r}")
+    space = ParameterSpace.from_model(model)
+    operator = hessian_operator(loss_fn, model, space)
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros(space.dim, dtype=torch.float64)
+    for _ in range(probes):
+        z = (torch.randint(0, 2, (space.dim,), generator=generator) * 2 - 1).to(operator.dtype)
+        total += (z.to(operator.device) * operator(z.to(operator.device))).double().cpu()
+    operator.release()
+    return {name: piece.float().clone() for name, piece in zip(space.names, space.unflatten(total / probes))}
+
+
+def shared_route_masks(model: torch.nn.Module, tokenizer, examples_a: Sequence, examples_b: Sequence,
+                       fraction: float) -> tuple[set, dict[str, torch.Tensor]]:
+    """The MLP channels both domains use (each domain's top ``fraction`` of channels by mean |activation| at
+    answer positions, notebook ``02_shared_routes``'s active routes) and the boolean masks of their weight
+    coordinates (:func:`mdrl_lib.routes.route_coordinate_mask`). ``examples_*``: examples with ``prompt`` and
+    ``answer``. Introduced in ``03_perturbation_theory`` (the conflict subspace's search space); used by
+    notebook 05's ``first_order_routes`` rule and subspace distances."""
+    from mdrl_lib import routes
+
+    route_sets = []
+    for examples in (examples_a, examples_b):
+        activity = routes.route_activity(model, tokenizer, [e.prompt for e in examples],
+                                         [e.answer for e in examples], positions="answer")
+        route_sets.append(routes.active_routes(activity.channels, fraction))
+    shared = route_sets[0] & route_sets[1]
+    if not shared:
+        raise ValueError(f"the two domains share no channel in their top {fraction:.0%}; raise route_fraction")
+    return shared, routes.route_coordinate_mask(model, shared)
+
+
+@dataclass(frozen=True, eq=False)
+class ConflictSubspace:
+    """Notebook 03's conflict subspace S of A and B: the span of the top Hessian eigenvectors of L_A on
+    the coordinates of the routes A and B share. ``space``: the model's full parameter space; ``index``:
+    positions of the shared-route coordinates in its vector, shape ``(m,)``; ``basis``: orthonormal
+    eigenvectors on those coordinates, shape ``(m, R)``; ``eigenvalues``: shape ``(R,)``.
+    Introduced in ``05_refresh_vs_rollback``."""
+
+    space: Any
+    index: torch.Tensor
+    basis: torch.Tensor
+    eigenvalues: np.ndarray
+    channels: frozenset
+
+    def distances(self, difference: Tensors) -> dict[str, float]:
+        """``overall`` ||d||, ``routes`` ||d on the shared-route coordinates|| and ``subspace`` ||P_S d|| of a
+        weight difference ``d`` (name -> tensor, e.g. theta - theta_A*)."""
+        vector = self.space.flatten([difference[n].float() for n in self.space.names]).double()
+        on_routes = vector[self.index]
+        return {"overall": float(vector.norm()), "routes": float(on_routes.norm()),
+                "subspace": float((self.basis.T @ on_routes).norm())}
+
+
+def conflict_subspace(model: torch.nn.Module, tokenizer, loss_fn, examples_a: Sequence, examples_b: Sequence, *,
+                      route_fraction: float, rank: int, seed: int = 0) -> ConflictSubspace:
+    """The conflict subspace as notebook ``03_perturbation_theory`` builds it, at the model's weights (A's
+    trained weights): shared routes (:func:`shared_route_masks`), then the top-``rank`` eigenpairs of H_A
+    restricted to their coordinates by Lanczos on Hessian-vector products. The model needs eager attention."""
+    from mdrl_lib import perturbation as pt
+
+    channels, masks = shared_route_masks(model, tokenizer, examples_a, examples_b, route_fraction)
+    space = pt.ParameterSpace.from_model(model)
+    restricted = space.restrict(masks)
+    operator = pt.hessian_operator(loss_fn, model, restricted)
+    values, vectors = pt.top_eigenpairs(operator.numpy_matvec, restricted.dim, rank, tol=1e-4, seed=seed)
+    operator.release()
+    basis, _ = torch.linalg.qr(torch.as_tensor(vectors, dtype=torch.float64))
+    return ConflictSubspace(space=space, index=restricted.index, basis=basis, eigenvalues=np.asarray(values),
+                            channels=frozenset(channels))
+
+
+# ------------------------------------------------------------------------------------------- costs
+
+SAMPLE_PASSES = 1  # generating a sequence with a key-value cache costs about one forward pass over it
+GRADIENT_PASSES = 3  # a forward and a backward pass: about three forward passes
+HVP_PASSES = 9  # a Hessian-vector product by double backward: about three gradients
+
+
+def refresh_step_cost(rl) -> int:
+    """The cost of one GRPO refresh step in sequence passes (forward-pass equivalents over one sequence):
+    ``prompts_per_step x num_generations`` sequences sampled (1 each) and then trained on (3 each). No
+    reference model (``kl_beta`` 0) and one update per batch, so nothing else. ``rl``: a :class:`RLConfig`.
+    Introduced in ``05_refresh_vs_rollback``."""
+    return rl.prompts_per_step * rl.num_generations * (SAMPLE_PASSES + GRADIENT_PASSES)
+
+
+def rollback_cost(rule: str, *, objective_sequences: int, probes: int = 0, route_sequences: int = 0) -> int:
+    """The cost of choosing a rollback's coordinates, in the same sequence passes as
+    :func:`refresh_step_cost`: sampling A's objective batch (``objective_sequences`` sampled, 1 each) and
+    its gradient (3 each, counting every sampled sequence: an upper bound, only verified-correct ones
+    enter), the ``second_order`` rule's ``probes`` Hessian-vector products (9 each per sequence), the routes
+    rule's ``route_sequences`` teacher-forced passes (1 each). ``random``, ``magnitude`` and
+    ``revert_stage`` read weights only: 0. Evaluations are not counted, for either method. Introduced in
+    ``05_refresh_vs_rollback``."""
+    if rule not in SWEEP_RULES:
+        raise ValueError(f"unknown rollback rule {rule!r}; valid rules: {', '.join(SWEEP_RULES)}")
+    if rule not in GRADIENT_RULES:
+        return 0
+    cost = objective_sequences * (SAMPLE_PASSES + GRADIENT_PASSES)
+    if rule == "second_order":
+        cost += probes * objective_sequences * HVP_PASSES
+    if rule == "first_order_routes":
+        cost += route_sequences * SAMPLE_PASSES
+    return cost
+
+
+def equal_cost_steps(cost: float, rl) -> int:
+    """The refresh budget (GRPO steps, at least 1) that costs as much as ``cost`` sequence passes."""
+    return max(1, math.ceil(cost / refresh_step_cost(rl)))
+
+
+# ---------------------------------------------------------------------------- the rollback sweep artifact
+
+GRADIENT_RULES: tuple[str, ...] = ("first_order", "first_order_routes", "second_order", "other_delta", "gradient_step")
+SWEEP_RULES: tuple[str, ...] = RULES + ("gradient_step", "revert_stage")
+ROLLBACK_ITEMS = "rollback_items.jsonl"
+
+
+@dataclass(frozen=True)
+class RollbackScores(Spec):
+    """Per-item held-out scores of the chain-end model ``current`` after rolling back, under ``rule``, the
+    top ``fraction`` of coordinates to their values in ``reference`` (the weights before B's stage), for
+    each of ``fractions``. A derived artifact (introduced in ``05_refresh_vs_rollback``): the rolled-back
+    models live in memory only, the stored weights are never touched, and only their scores are kept.
+
+    ``rule``: one of :data:`SWEEP_RULES`: the scores of :func:`coordinate_scores`, plus the controls
+    ``gradient_step`` (an equal-norm sparse gradient step on A over the ``first_order`` rule's coordinates,
+    :func:`sparse_gradient_step`) and ``revert_stage`` (the chain end minus B's whole stage displacement,
+    ``stage_after - reference``; ``fractions`` ignored, one row at fraction 1). ``gradient_at``: where g_A
+    (and the Hessian diagonal) is evaluated, ``current`` or A's own trained weights ``own``. ``objective``:
+    A's :class:`~mdrl_lib.objectives.ObjectiveBatch` (gradient rules only). ``routes_at`` with
+    ``route_fraction``/``route_prompts``: where and how A's and B's shared routes are measured
+    (``first_order_routes``). ``other``: (after, before) of another stage, for ``other_delta``.
+
+    Memory: the build holds a few copies of the model's weights in memory (current, reference, delta,
+    gradient, scores, the rolled-back copy), fine for the toy and small models; at several billion
+    parameters it needs a machine with that many times the model's fp32 size.
+    """
+
+    current: Spec
+    reference: Spec
+    domain_a: str
+    domain_b: str
+    rule: str
+    fractions: tuple[float, ...]
+    objective: Spec | None = None
+    gradient_at: Spec | None = None
+    routes_at: Spec | None = None
+    route_fraction: float = 0.2
+    route_prompts: int = 100
+    other: tuple[Spec, Spec] | None = None
+    stage_after: Spec | None = None
+    probes: int = 8
+    seed: int = 0
+    kind: ClassVar[str] = "rollback"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import ConfigError
+
+        object.__setattr__(self, "domain_a", check_domain(self.domain_a))
+        object.__setattr__(self, "domain_b", check_domain(self.domain_b))
+        if self.rule not in SWEEP_RULES:
+            raise ConfigError(f"rollback rule: unknown value {self.rule!r}; valid choices: {', '.join(SWEEP_RULES)}")
+        fractions = tuple(float(f) for f in self.fractions)
+        if not fractions or any(not 0 < f <= 1 for f in fractions):
+            raise ConfigError(f"rollback fractions: expected fractions in (0, 1], got {self.fractions!r}")
+        object.__setattr__(self, "fractions", tuple(sorted(set(fractions))))
+        needs = {"objective": self.rule in GRADIENT_RULES, "gradient_at": self.rule in GRADIENT_RULES,
+                 "routes_at": self.rule == "first_order_routes", "other": self.rule == "other_delta",
+                 "stage_after": self.rule == "revert_stage"}
+        missing = [name for name, needed in needs.items() if needed and getattr(self, name) is None]
+        if missing:
+            raise ConfigError(f"rollback rule {self.rule!r} needs {', '.join(missing)}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        extra = [s for s in (self.objective, self.gradient_at, self.routes_at, self.stage_after) if s is not None]
+        return (self.current, self.reference, *extra, *(self.other or ()))
+
+    def key_fields(self, kit: Kit) -> dict:
+        key = lambda spec: None if spec is None else kit.key(spec)  # noqa: E731
+        fields = {"current": key(self.current), "reference": key(self.reference), "domain_a": self.domain_a,
+                  "domain_b": self.domain_b, "rule": self.rule, "fractions": list(self.fractions),
+                  "max_new_tokens": kit.config.rl.max_completion_length,
+                  "dtype": str(kit.compute_dtype).removeprefix("torch.")}
+        if self.rule in GRADIENT_RULES:
+            fields.update(objective=key(self.objective), gradient_at=key(self.gradient_at))
+        if self.rule == "first_order_routes":
+            fields.update(routes_at=key(self.routes_at), route_fraction=self.route_fraction,
+                          route_prompts=self.route_prompts)
+        if self.rule == "other_delta":
+            fields["other"] = [key(s) for s in self.other]
+        if self.rule == "second_order":
+            fields["probes"] = self.probes
+        if self.rule in ("random", "second_order"):
+            fields["seed"] = self.seed
+        if self.rule == "revert_stage":
+            fields["stage_after"] = key(self.stage_after)
+        return fields
+
+    def at_current(self, kit: Kit) -> bool:
+        return kit.key(self.gradient_at) == kit.key(self.current)
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib.evaluation import score_items
+
+        start = time.perf_counter()
+        current = dict(kit.weights(self.current))
+        reference = dict(kit.weights(self.reference))
+        delta = deltas(current, reference)
+        gradient = hessian = None
+        if self.rule in GRADIENT_RULES:
+            model, _ = kit.load(self.gradient_at, placement="analysis")
+            objective = kit.objective(self.objective)
+            gradient = _complete({n: g.detach().float().cpu() for n, g in objective.gradient(model).items()}, delta)
+            if self.rule == "second_order":
+                hessian = _complete(hessian_diagonal(objective.loss, model, self.probes, self.seed), delta)
+            del model
+        scorer, tokenizer = kit.load(self.current)
+        analysis_seconds = time.perf_counter() - start
+
+        def evaluate(tensors: Tensors) -> pd.DataFrame:
+            _load_weights(scorer, tensors)
+            return score_items(scorer, tokenizer, kit.evals, max_new_tokens=kit.config.rl.max_completion_length,
+                               batch_size=kit.config.compute.eval_batch_size or None)[["domain", "item", "score"]]
+
+        rows, frames = [], []
+        if self.rule == "revert_stage":
+            stage = deltas(dict(kit.weights(self.stage_after)), reference)
+            moved = {n: (t - stage[n].to(t.dtype)) if n in stage else t.clone() for n, t in current.items()}
+            rows.append({"fraction": 1.0, "count": sum(t.numel() for t in stage.values()), "chosen": None,
+                         "norm": change_norm(current, moved), "predicted_change": None})
+            frames.append(evaluate(moved).assign(fraction=1.0))
+        else:
+            scores = self._scores(kit, delta, gradient, hessian)
+            first = coordinate_scores("first_order", delta, gradient=gradient) if self.rule == "gradient_step" else None
+            for fraction in self.fractions:
+                count = budget_count(fraction, delta)
+                masks = top_coordinates(first if first is not None else scores, count)
+                rolled = roll_back(current, reference, masks)
+                norm = change_norm(current, rolled)
+                if self.rule == "gradient_step":
+                    rolled = sparse_gradient_step(current, gradient, masks, norm) if norm > 0 else rolled
+                moved = {n: rolled[n].float() - current[n].float() for n in delta}
+                predicted = (float(sum((gradient[n].double() * moved[n].double()).sum() for n in delta))
+                             if gradient is not None else None)
+                rows.append({"fraction": fraction, "count": count, "chosen": int(sum(int(m.sum()) for m in masks.values())),
+                             "norm": change_norm(current, rolled), "predicted_change": predicted})
+                frames.append(evaluate(rolled).assign(fraction=fraction))
+        items = pd.concat(frames, ignore_index=True)
+        items.to_json(directory / ROLLBACK_ITEMS, orient="records", lines=True)
+        means = items.groupby(["fraction", "domain"])["score"].mean()
+        return {"rule": self.rule, "pair": [self.domain_a, self.domain_b], "budgets": rows,
+                "gradient_at": "current" if self.gradient_at is None or self.at_current(kit) else "own",
+                "scores": {f"{f:g}": {d: round(float(means[(f, d)]), 6) for d in means.loc[f].index}
+                           for f in sorted({r["fraction"] for r in rows})},
+                "analysis_seconds": round(analysis_seconds, 2), "seconds": round(time.perf_counter() - start, 2)}
+
+    def _scores(self, kit: Kit, delta: Tensors, gradient, hessian) -> dict[str, torch.Tensor]:
+        if self.rule in ("random", "magnitude"):
+            return coordinate_scores(self.rule, delta, seed=self.seed)
+        if self.rule in ("first_order", "gradient_step"):
+            return coordinate_scores("first_order", delta, gradient=gradient)
+        if self.rule == "second_order":
+            return coordinate_scores("second_order", delta, gradient=gradient, hessian_diagonal=hessian,
+                                     at="current" if self.at_current(kit) else "start")
+        if self.rule == "other_delta":
+            after, before = (dict(kit.weights(s)) for s in self.other)
+            return coordinate_scores("other_delta", delta, gradient=gradient, other_delta=deltas(after, before))
+        model, tokenizer = kit.load(self.routes_at)
+        examples = [kit.splits(d).train[:self.route_prompts] for d in (self.domain_a, self.domain_b)]
+        _, masks = shared_route_masks(model, tokenizer, *examples, self.route_fraction)
+        masks = {n: masks.get(n, torch.zeros(t.shape, dtype=torch.bool)) for n, t in delta.items()}
+        return coordinate_scores("first_order_routes", delta, gradient=gradient, mask=masks)
+
+    def label(self) -> str:
+        return f"rollback {self.domain_a},{self.domain_b} by {self.rule} in {self.current.label()}"
+
+
+def _complete(tensors: Mapping[str, torch.Tensor], like: Tensors) -> dict[str, torch.Tensor]:
+    """``tensors`` for every name of ``like``; names it lacks (weights a model ties to another) get zeros."""
+    return {n: (tensors[n].float() if n in tensors else torch.zeros(t.shape)) for n, t in like.items()}
+
+
+@torch.no_grad()
+def _load_weights(model: torch.nn.Module, tensors: Tensors) -> None:
+    """Copy ``tensors`` into ``model``'s parameters and buffers by name (the model's dtype and device kept);
+    a name the model does not hold is an error."""
+    state = model.state_dict()
+    unknown = sorted(set(tensors) - set(state))
+    if unknown:
+        raise KeyError(f"the model holds no tensor named {unknown[:3]}")
+    for name, tensor in tensors.items():
+        state[name].copy_(tensor.to(dtype=state[name].dtype, device=state[name].device))
+
+
+def rollback_items(kit: Kit, spec: RollbackScores) -> pd.DataFrame:
+    """The per-item scores of a :class:`RollbackScores` (built once): columns ``rule``, ``fraction``,
+    ``domain``, ``item``, ``score``."""
+    path = kit.get(spec).path / ROLLBACK_ITEMS
+    return pd.read_json(path, orient="records", lines=True).assign(rule=spec.rule)
+
+
+# ---------------------------------------------------------------------------------- notebook 05's plan
+
+NOTEBOOK_DEFAULTS: dict[str, Any] = {
+    "refresh_domain": "math",
+    "refresh_budgets": "10,20,50",
+    "constant_refresh": True,
+    "rollback_pair": "math,qa",
+    "second_rollback_pair": "math,cw",
+    "rollback_fractions": "0.001,0.003,0.01,0.03,0.1",
+    "rollback_gradient_at": "chain_end",
+    "hessian_probes": 8,
+    "c7_fraction": 0.01,
+    "objective_prompts": 64,
+    "objective_samples": 4,
+    "route_fraction": 0.2,
+    "route_prompts": 100,
+    "subspace_rank": 8,
+}
+MAIN_RULES: tuple[str, ...] = ("first_order", "first_order_routes", "second_order", "random", "magnitude",
+                               "other_delta", "gradient_step", "revert_stage")
+SECOND_PAIR_RULES: tuple[str, ...] = ("first_order", "random", "magnitude", "revert_stage")
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    """Every artifact notebook ``05_refresh_vs_rollback`` asks for, by role (built by :func:`plan`).
+
+    ``chain``: the chain's stages (rl seed 0); ``post_a``: theta_A*, the chain's stage after the refreshed
+    domain A; ``refreshes``: ``{(schedule, steps): Refresh}`` from the chain's end; ``controls``:
+    ``{steps: Refresh}`` of the same budgets of A's steps from ``post_a``; ``equal_cost``: the refresh that
+    costs as much as the ``first_order`` rollback; ``objective``: A's objective batch (samples of
+    ``post_a``); ``rollbacks``: ``{(pair, rule): RollbackScores}``; ``options``: the parameters used.
+    """
+
+    options: dict
+    chain: tuple[Stage, ...]
+    domain: str
+    post_a: Stage
+    budgets: tuple[int, ...]
+    refreshes: dict
+    controls: dict
+    equal_cost_steps: int
+    equal_cost: Refresh
+    objective: Spec
+    pairs: tuple[tuple[str, str], ...]
+    rollbacks: dict
+    fractions: tuple[float, ...]
+
+    @property
+    def chain_end(self) -> Stage:
+        return self.chain[-1]
+
+    def stage_of(self, domain: str) -> Stage:
+        """The chain's stage that trains ``domain``."""
+        return next(s for s in self.chain if s.domain == domain)
+
+    def before(self, domain: str) -> Spec:
+        """The weights before ``domain``'s stage (its parent)."""
+        return self.stage_of(domain).parent
+
+    def specs(self) -> list[Spec]:
+        """Every spec, each once, in the order a pipeline may build them (inputs first)."""
+        models = [Base(), *self.chain, *self.refreshes.values(), *self.controls.values(), self.equal_cost]
+        objectives = [s.objective for s in self.rollbacks.values() if s.objective is not None]
+        out = [*models, *(Scores(m) for m in models), self.objective, *objectives, *self.rollbacks.values()]
+        return list(dict.fromkeys(out))
+
+
+def _options(params: Mapping[str, Any]) -> dict[str, Any]:
+    from mdrl_lib.config import ConfigError, check_notebook_params, parameter_names
+
+    run_names = set(parameter_names())
+    notebook = {k: v for k, v in params.items() if k not in run_names}
+    unknown = sorted(set(notebook) - set(NOTEBOOK_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown notebook 05 parameter(s) {unknown}; valid: {', '.join(NOTEBOOK_DEFAULTS)}")
+    return check_notebook_params(**{**NOTEBOOK_DEFAULTS, **{k: v for k, v in notebook.items() if v is not None}})
+
+
+def parse_budgets(text: str) -> tuple[int, ...]:
+    """Whole-number refresh budgets from ``"10,20,50"`` (sorted, each once)."""
+    from mdrl_lib.config import ConfigError
+
+    values = [float(p) for p in str(text).split(",") if p.strip()]
+    if not values or any(v < 1 or not v.is_integer() for v in values):
+        raise ConfigError(f"refresh_budgets: expected whole numbers >= 1, e.g. '10,20,50', got {text!r}")
+    return tuple(sorted({int(v) for v in values}))
+
+
+def plan(kit: Kit, params: Mapping[str, Any] | None = None) -> RecoveryPlan:
+    """Notebook 05's artifacts for the notebook parameters ``params`` (missing ones take the notebook's
+    defaults, :data:`NOTEBOOK_DEFAULTS`; run parameters are the kit's and are ignored here). Specs only:
+    nothing is built. Introduced in ``05_refresh_vs_rollback``."""
+    from mdrl_lib.config import ConfigError
+    from mdrl_lib.objectives import ObjectiveBatch
+
+    options = _options(params or {})
+    order = kit.config.order
+    chain = tuple(kit.chain_specs(order, rl_seed=0))
+    domain = options["refresh_domain"]
+    if domain not in order or order.index(domain) == len(order) - 1:
+        raise ConfigError(f"refresh_domain: {domain!r} must be trained before the last stage of the order "
+                          f"{','.join(order)} (a later stage must be able to damage it); valid: "
+                          f"{', '.join(order[:-1])}")
+    post_a = chain[order.index(domain)]
+    end = chain[-1]
+    budgets = tuple(sorted(set(parse_budgets(options["refresh_budgets"])) | {kit.config.rl.refresh_steps}))
+    schedules = ("linear", "constant") if options["constant_refresh"] else ("linear",)
+    refreshes = {(schedule, steps): Refresh(end, domain, steps=steps, lr_schedule=schedule)
+                 for schedule in schedules for steps in budgets}
+    controls = {steps: Refresh(post_a, domain, steps=steps, lr_schedule="linear") for steps in budgets}
+    objective = ObjectiveBatch(post_a, domain, prompts=options["objective_prompts"],
+                               samples=options["objective_samples"])
+    cost = rollback_cost("first_order", objective_sequences=options["objective_prompts"] * options["objective_samples"])
+    steps = equal_cost_steps(cost, kit.config.rl)
+    equal = Refresh(end, domain, steps=steps, lr_schedule="linear")
+    fractions = tuple(sorted({float(f) for f in options["rollback_fractions"].split(",")}))
+    if not any(math.isclose(options["c7_fraction"], f) for f in fractions):
+        raise ConfigError(f"c7_fraction: {options['c7_fraction']} is not one of rollback_fractions "
+                          f"({options['rollback_fractions']}); choose one of them")
+    pairs = [tuple(options["rollback_pair"].split(","))]
+    if options["second_rollback_pair"] and options["second_rollback_pair"] != options["rollback_pair"]:
+        pairs.append(tuple(options["second_rollback_pair"].split(",")))
+    rollbacks = {}
+    for number, (a, b) in enumerate(pairs):
+        for name, value in (("A", a), ("B", b)):
+            if value not in order:
+                raise ConfigError(f"rollback pair {a},{b}: {name} = {value!r} is not in the order {','.join(order)}")
+        if order.index(a) >= order.index(b):
+            raise ConfigError(f"rollback pair {a},{b}: A must be trained before B in the order {','.join(order)}")
+        stage_b = chain[order.index(b)]
+        own = chain[order.index(a)]
+        pair_objective = objective if a == domain else ObjectiveBatch(own, a, prompts=options["objective_prompts"],
+                                                                      samples=options["objective_samples"])
+        others = [s for s in chain if s.domain not in (a, b)]
+        other = (others[0], others[0].parent) if others else None
+        at = end if options["rollback_gradient_at"] == "chain_end" else own
+        for rule in (MAIN_RULES if number == 0 else SECOND_PAIR_RULES):
+            if rule == "other_delta" and other is None:
+                continue
+            rollbacks[(f"{a},{b}", rule)] = RollbackScores(
+                end, stage_b.parent, a, b, rule, fractions,
+                objective=pair_objective if rule in GRADIENT_RULES else None,
+                gradient_at=at if rule in GRADIENT_RULES else None,
+                routes_at=own if rule == "first_order_routes" else None,
+                route_fraction=options["route_fraction"], route_prompts=options["route_prompts"],
+                other=other if rule == "other_delta" else None,
+                stage_after=stage_b if rule == "revert_stage" else None,
+                probes=options["hessian_probes"], seed=kit.config.seed)
+    return RecoveryPlan(options=options, chain=chain, domain=domain, post_a=post_a, budgets=budgets,
+                        refreshes=refreshes, controls=controls, equal_cost_steps=steps, equal_cost=equal,
+                        objective=objective, pairs=tuple(pairs), rollbacks=rollbacks, fractions=fractions)
+
+
+def planned_specs(kit: Kit, params: Mapping[str, Any]) -> list[Spec]:
+    """Every artifact spec notebook ``05_refresh_vs_rollback`` will ``kit.get`` for the notebook parameters
+    ``params`` (missing keys: the notebook's defaults): the chain's stages, each refresh budget and schedule,
+    the controls from theta_A*, the equal-cost refresh, their :class:`~mdrl_lib.kit.Scores`, A's objective
+    batch and the rollback sweeps. The notebook takes its artifacts from the same :func:`plan`."""
+    return plan(kit, params).specs()
+
+
+# ---------------------------------------------------------------------------------- paired comparisons
+
+
+def paired_changes(before: pd.DataFrame, after: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per domain, ``after`` minus ``before`` on the same items with a 95% interval and p-value
+    (:func:`mdrl_lib.stats.paired_difference`: McNemar for 0/1 domains, bootstrap and signed rank for Code
+    and CW). ``before``, ``after``: per-item tables with columns ``domain``, ``item``, ``score``. Columns:
+    ``domain``, ``before``, ``after``, ``diff``, ``ci_low``, ``ci_high``, ``p_value``."""
+    from mdrl_lib.checks import FRACTIONAL_DOMAINS
+    from mdrl_lib.stats import paired_difference
+
+    rows = []
+    for domain in dict.fromkeys(before["domain"]):
+        b = before[before["domain"] == domain].set_index("item")["score"].sort_index()
+        a = after[after["domain"] == domain].set_index("item")["score"].reindex(b.index)
+        if a.isna().any():
+            raise ValueError(f"domain {domain!r}: {int(a.isna().sum())} items are scored only before")
+        result = paired_difference(b.to_numpy(), a.to_numpy(), FRACTIONAL_DOMAINS.get(domain, "auto"), n_boot=n_boot,
+                                   seed=seed)
+        rows.append({"domain": domain, "before": result.mean_before, "after": result.mean_after, "diff": result.diff,
+                     "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value})
+    return pd.DataFrame(rows, columns=["domain", "before", "after", "diff", "ci_low", "ci_high", "p_value"])
+
+
+def difference_in_changes(first: tuple[pd.DataFrame, pd.DataFrame], second: tuple[pd.DataFrame, pd.DataFrame],
+                          domain: str, *, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """How much more ``first``'s change (after minus before) raised ``domain`` than ``second``'s, per item, on
+    the same items: mean of ``(a1 - b1) - (a2 - b2)`` with a paired bootstrap 95% interval. Each pair is
+    (before, after) per-item tables (columns ``domain``, ``item``, ``score``). Used for C6's control: the
+    refresh's gain from the chain's end against the same steps' gain from theta_A*."""
+    from mdrl_lib.stats import paired_bootstrap
+
+    def change(pair):
+        b, a = (t[t["domain"] == domain].set_index("item")["score"].sort_index() for t in pair)
+        return (a - b.reindex(a.index)).sort_index()
+
+    one, two = change(first), change(second)
+    if not one.index.equals(two.index):
+        raise ValueError(f"domain {domain!r}: the two changes are not on the same items")
+    result = paired_bootstrap(two.to_numpy(), one.to_numpy(), n_boot=n_boot, seed=seed)
+    return {"diff": result.diff, "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value}
+
+
+def results_table(items: Mapping[str, pd.DataFrame], domains: Sequence[str]) -> pd.DataFrame:
+    """The paper's table: one row per method (the keys of ``items``, in order), one column per domain
+    (mean held-out score) and ``average`` (the mean of the domain columns)."""
+    rows = {}
+    for name, table in items.items():
+        means = table.groupby("domain")["score"].mean()
+        rows[name] = {d: float(means[d]) for d in domains}
+    out = pd.DataFrame(rows).T[list(domains)]
+    out["average"] = out.mean(axis=1)
+    out.index.name = "model"
+    return out
+
+
+def best_fraction(items: pd.DataFrame, domain: str) -> float:
+    """The rollback fraction with the highest mean score on ``domain`` (ties: the smallest). ``items``: the
+    per-item table of one rule (columns ``fraction``, ``domain``, ``score``). Chosen on the evaluation items
+    themselves, so the best score is optimistic."""
+    means = items[items["domain"] == domain].groupby("fraction")["score"].mean().sort_index()
+    if means.empty:
+        raise ValueError(f"no scores of domain {domain!r}")
+    return float(means.index[int(np.argmax(means.to_numpy()))])
