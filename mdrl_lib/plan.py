@@ -24,8 +24,10 @@ from mdrl_lib.domains.base import DOMAIN_NAMES
 
 # Seconds per unit of work at toy scale, measured on a 2-core machine with one torch thread per process
 # (benchmarks/toy_costs.py): a warm-up step of 64 examples, a GRPO step of 8 prompts x 8 completions, a
-# plain gradient step, and one scoring or objective batch. Estimates for the plan's printout only.
-TOY_SECONDS = {"warmup_step": 0.055, "grpo_step": 0.19, "gd_step": 0.05, "scores": 2.0, "objective": 2.0}
+# plain gradient step, one scoring or objective batch, one rollback sweep over its budgets. Estimates for
+# the plan's printout only.
+TOY_SECONDS = {"warmup_step": 0.055, "grpo_step": 0.19, "gd_step": 0.05, "scores": 2.0, "objective": 2.0,
+               "rollback": 8.0}
 WORKER_MEMORY_GB = {"toy": 1.0, "full": 24.0}  # what one worker may hold: a toy stage peaks near 0.5 GB
 
 
@@ -140,7 +142,8 @@ def _plan_from(module: str) -> Callable:
 
 # Keyed by the notebook's file name without suffix: another notebook that shares a number plans nothing.
 PLANNERS: dict[str, Callable] = {"00_toy_world": _plan_00, "01_sparse_edits": _plan_01, "02_shared_routes": _plan_02,
-                                 "03_perturbation_theory": _plan_03}
+                                 "03_perturbation_theory": _plan_03,
+                                 "05_refresh_vs_rollback": _plan_from("mdrl_lib.recovery")}
 
 
 def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None, *, values: Mapping[str, Any] | None = None
