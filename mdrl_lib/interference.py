@@ -193,6 +193,39 @@ def stage_changes(items_by_stage: Mapping[str, pd.DataFrame], *, level: float = 
     return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
 
 
+def chain_items(kit, chain: list[Spec]) -> dict[str, pd.DataFrame]:
+    """Per-item results of the base and of every stage of ``chain`` (stage specs in order), keyed
+    ``base`` and then by each stage's domain: what :func:`stage_changes` and :func:`forgetting` take.
+    Scores what is not stored yet; trains nothing that :func:`planned_specs` does not list.
+    Introduced in ``04_sequential_rl``."""
+    from mdrl_lib.kit import Base
+
+    out = {"base": kit.item_results(Base())}
+    for spec in chain:
+        out[spec.domain] = kit.item_results(spec)
+    return out
+
+
+def forgetting(items_by_stage: Mapping[str, pd.DataFrame], *, level: float = 0.95, n_boot: int = 10_000,
+               seed: int = 0) -> pd.DataFrame:
+    """Each trained domain's change from right after its own stage to the chain's end, paired over its
+    held-out items (``items_by_stage`` as :func:`chain_items` gives it: ``base``, then one entry per
+    stage, named by the stage's domain, in chain order). One row per domain trained before the last
+    stage, columns as :func:`stage_changes` with ``stage`` naming the domain's own stage: the paper's
+    "fallen from the value it reached in its own stage". Introduced in ``04_sequential_rl``."""
+    stages = [s for s in items_by_stage if s != "base"]
+    if len(stages) < 2:
+        raise ValueError("a chain of at least two stages is needed for a later stage to change an earlier one")
+    end = items_by_stage[stages[-1]]
+    rows = []
+    for stage in stages[:-1]:
+        r = paired_change(items_by_stage[stage], end, stage, level=level, n_boot=n_boot, seed=seed)
+        rows.append({"stage": stage, "domain": stage, "before": r.mean_before, "after": r.mean_after,
+                     "change": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
+                     "test": r.test})
+    return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
+
+
 def stage_breakdown(items_by_stage: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """:func:`breakdown` of every checkpoint, stacked: columns ``stage``, ``domain`` and the
     :data:`CATEGORIES` shares (each row sums to 1). Introduced in ``04_sequential_rl``."""

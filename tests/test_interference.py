@@ -223,3 +223,21 @@ def test_planned_specs_reject_bad_parameters_by_name(tmp_path, params, fragment)
     kit = Kit(RunConfig.from_params(run_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match=fragment):
         planned_specs(kit, params)
+
+
+def test_forgetting_measures_each_domain_from_its_own_stage_to_the_end():
+    from mdrl_lib.interference import forgetting
+
+    def checkpoint(math, code):
+        return pd.concat([scored("math", math), scored("code", code)])
+
+    stages = {"base": checkpoint([0, 0, 0, 0], [0, 0, 0, 0]),
+              "code": checkpoint([0, 0, 1, 1], [1, 1, 1, 0.5]),
+              "math": checkpoint([1, 1, 1, 1], [0.5, 1, 1, 0.5]),
+              "qa": checkpoint([1, 0, 0, 1], [0.5, 0.5, 1, 0.5])}
+    table = forgetting(stages, n_boot=200).set_index("domain")
+    assert list(table.index) == ["code", "math"]
+    assert table.loc["math", "before"] == 1 and table.loc["math", "change"] == pytest.approx(-0.5)
+    assert table.loc["code", "change"] == pytest.approx((2.5 - 3.5) / 4) and table.loc["code", "test"] == "wilcoxon_signed_rank"
+    with pytest.raises(ValueError, match="at least two stages"):
+        forgetting({"base": stages["base"], "code": stages["code"]})
