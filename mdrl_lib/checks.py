@@ -5,7 +5,9 @@ the paper's figure, this run's figure, the baseline or control it was held again
 (``True``, ``False``, or ``None`` when this run cannot test it) and why. :func:`record_check` writes
 it to ``<run_dir>/claims/<claim>-<name>.json`` so that a ledger can gather every notebook's checks.
 
-The verdict functions (:func:`check_c3`, :func:`check_c4`) take measured numbers, not models, and
+C0 is the task-level observation the claims explain (a later domain's RL lowers an earlier domain;
+notebook ``04_sequential_rl``, :func:`check_c0`). The verdict functions (:func:`check_c3`, :func:`check_c4`,
+...) take measured numbers, not models, and
 state their rule in their docstrings: the rule is fixed before the run, and the notebook prints the
 numbers it was applied to.
 """

@@ -6,6 +6,12 @@ kinds of answer, :func:`breakdown` counts them, and :func:`drop_breakdown` says,
 lost between two checkpoints, what they became: answers in the wrong convention or wrong content.
 :func:`control_specs` builds the artifacts that separate the cheap explanations of a drop from the
 paper's (more RL of any kind, more of the same domain, RL on the later domains with shuffled rewards).
+
+Paired over the same held-out items: :func:`paired_change` (one domain, two checkpoints),
+:func:`stage_changes` (every domain over every stage: forgetting and transfer), :func:`forgetting` (each
+domain from its own stage to the chain's end) and :func:`control_table` (the damaged domain under each
+control, and the real chain's end against each control's end). :func:`plan` and :func:`planned_specs`
+list every artifact notebook 04 asks the kit for, so that a pipeline can build them beforehand.
 """
 from __future__ import annotations
 
