@@ -292,7 +292,7 @@ def plot_chain_curves(curves: pd.DataFrame, title: str, domain: str,
         right.set(xlabel="checkpoint (paper)", ylabel=paper_label, title="the paper's reported figures")
         right.tick_params(axis="x", labelrotation=20)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
 
 
