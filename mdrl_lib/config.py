@@ -51,6 +51,9 @@ class Param:
     def describe(self) -> str:
         """What values are allowed, in words (used in every error message)."""
         if self.number_list:
+            if self.type is int:
+                return "comma-separated integers, e.g. '0,1,2', each " + Param(int, "", self.minimum,
+                                                                               self.maximum).describe()
             return "comma-separated numbers, e.g. '5e-4,1e-5', each " + Param(float, "", self.minimum, self.maximum,
                                                                                 self.above).describe()
         if self.choices is not None:
@@ -77,6 +80,19 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise bad()
             parts = [p.strip() for p in str(value).split(",") if p.strip()] if isinstance(value, str) else [value]
+            if self.type is int:  # integers (seeds): '' is the empty list, repeats are an error
+                try:
+                    numbers = [int(p) if isinstance(p, int) else int(str(p), 10) for p in parts]
+                except ValueError:
+                    raise bad() from None
+                item = Param(int, "", self.minimum, self.maximum)
+                try:
+                    checked = [item.check(name, n) for n in numbers]
+                except ConfigError:
+                    raise bad() from None
+                if len(set(checked)) != len(checked):
+                    raise ConfigError(f"{name}: {given!r} names a value more than once; give each once")
+                return ",".join(str(n) for n in checked)
             if not parts:
                 raise bad()
             item = Param(float, "", self.minimum, self.maximum, self.above)
@@ -154,6 +170,9 @@ class DataConfig:
     qa_source: str = _field("", "full scale: QA data ('' = SuperGPQA)")
     cw_source: str = _field("", "full scale: CW data, one source or several joined by ',' "
                             "('' = the Creative-Writing series)")
+    digit_free: bool = _field(False, "toy scale: QA and CW write their numbers with letters a-j for the digits "
+                              "0-9 ('17 years' -> 'bh years'), so no later domain shares Math's digit outputs "
+                              "(a control world of notebook 04; it has its own base)")
 
 
 @dataclass(frozen=True)
@@ -266,6 +285,9 @@ class RunConfig:
         if self.scale == "full" and self.warmup.steps:
             raise ConfigError(f"warmup_steps: the full scale starts from a pretrained model and has no warm-up; "
                               f"got {self.warmup.steps}, leave it at 0 (or None)")
+        if self.scale == "full" and self.data.digit_free:
+            raise ConfigError("data_digit_free: the digit-free world is a toy-scale control; at scale 'full' "
+                              "the domains are the paper's datasets, leave it False")
         if self.scale == "toy":
             if self.model.hidden_size % self.model.num_heads:
                 raise ConfigError(f"model_num_heads: {self.model.num_heads} must divide model_hidden_size "
@@ -409,6 +431,14 @@ NOTEBOOK_PARAMETERS: dict[str, Param] = {
                             "(notebook 05)", minimum=1, maximum=10**4),
     "c7_fraction": Param(float, "the rollback budget at which C7 is judged; one of rollback_fractions "
                          "(notebook 05)", above=0.0, maximum=1.0),
+    "rl_seeds": Param(int, "RL seeds of the chain, all on the run's one base; at least one (notebook 04)",
+                      minimum=0, maximum=MAX_SEED, number_list=True),
+    "damaged_domain": Param(str, "the earlier domain whose drop along the chain is measured and controlled "
+                            "(notebook 04)", choices=DOMAIN_NAMES),
+    "world_seeds": Param(int, "other run seeds, each its own world and base, whose chains give the spread over "
+                         "worlds ('' = none) (notebook 04)", minimum=0, maximum=MAX_SEED, number_list=True),
+    "digit_free_control": Param(bool, "also build the digit-free world (data_digit_free, its own base and "
+                                "chain) as a control (notebook 04)"),
 }
 
 

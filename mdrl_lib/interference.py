@@ -6,14 +6,24 @@ kinds of answer, :func:`breakdown` counts them, and :func:`drop_breakdown` says,
 lost between two checkpoints, what they became: answers in the wrong convention or wrong content.
 :func:`control_specs` builds the artifacts that separate the cheap explanations of a drop from the
 paper's (more RL of any kind, more of the same domain, RL on the later domains with shuffled rewards).
+
+Paired over the same held-out items: :func:`paired_change` (one domain, two checkpoints),
+:func:`stage_changes` (every domain over every stage: forgetting and transfer), :func:`forgetting` (each
+domain from its own stage to the chain's end) and :func:`control_table` (the damaged domain under each
+control, and the real chain's end against each control's end). :func:`plan` and :func:`planned_specs`
+list every artifact notebook 04 asks the kit for, so that a pipeline can build them beforehand.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import pandas as pd
 
+from mdrl_lib.config import RunConfig
 from mdrl_lib.domains.base import DOMAIN_NAMES
+
+Spec = Any  # a mdrl_lib.kit spec (kept loose here: this module imports no torch)
 
 CATEGORIES: tuple[str, ...] = ("right", "right content, wrong convention", "wrong content", "no answer")
 
@@ -123,3 +133,273 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0) -> di
     steps = sum(spec.resolved_steps(kit) for spec in chain[at + 1:])
     return {"after": after, "real chain": chain[-1], "shuffled rewards": shuffled,
             "more of the same": Stage(after, domain, rl_seed=rl_seed, steps=steps)}
+
+
+# ---- paired changes along a chain ------------------------------------------------------------------
+
+FRACTIONAL_DOMAINS: dict[str, str] = {"code": "fractional", "cw": "fractional"}  # fractional per-item scores
+
+
+def paired_test_kind(domain: str) -> str:
+    """The paired test a domain's per-item scores take: ``binary`` (0/1: Math, QA; McNemar's exact test
+    and Newcombe's interval) or ``fractional`` (Code, CW; paired bootstrap interval, signed-rank p)."""
+    if domain not in DOMAIN_NAMES:
+        raise ValueError(f"unknown domain {domain!r}; valid domains: {', '.join(DOMAIN_NAMES)}")
+    return FRACTIONAL_DOMAINS.get(domain, "binary")
+
+
+def item_scores(items: pd.DataFrame, domain: str) -> pd.Series:
+    """``domain``'s per-item scores of a :meth:`Kit.item_results` table, indexed by item, in item order."""
+    part = items[items["domain"] == domain]
+    if part.empty:
+        raise ValueError(f"no items of domain {domain!r}; the table holds {sorted(set(items['domain']))}")
+    if part["item"].duplicated().any():
+        raise ValueError(f"domain {domain!r}: an item appears more than once")
+    return part.set_index("item")["score"].astype(float).sort_index()
+
+
+def paired_change(before: pd.DataFrame, after: pd.DataFrame, domain: str, *, level: float = 0.95,
+                  n_boot: int = 10_000, seed: int = 0):
+    """``domain``'s score change from checkpoint ``before`` to ``after`` (two :meth:`Kit.item_results`
+    tables), paired item by item: a :class:`mdrl_lib.stats.PairedDifference` (``diff`` = after - before,
+    its interval at ``level`` and p-value; the test by :func:`paired_test_kind`). Both must hold the same items.
+    Introduced in ``04_sequential_rl``."""
+    from mdrl_lib.stats import paired_difference
+
+    a, b = item_scores(before, domain), item_scores(after, domain)
+    if not a.index.equals(b.index):
+        raise ValueError(f"domain {domain!r}: the two checkpoints were scored on different items ({len(a)} and "
+                         f"{len(b)}); pair checkpoints scored on the same held-out items")
+    return paired_difference(a.to_numpy(), b.to_numpy(), paired_test_kind(domain), level=level, n_boot=n_boot, seed=seed)
+
+
+CHANGE_COLUMNS = ("stage", "domain", "before", "after", "change", "ci_low", "ci_high", "p_value", "test")
+
+
+def stage_changes(items_by_stage: Mapping[str, pd.DataFrame], *, level: float = 0.95, n_boot: int = 10_000,
+                  seed: int = 0) -> pd.DataFrame:
+    """Each domain's change over each stage of a chain, paired over the held-out items.
+
+    ``items_by_stage``: checkpoint name -> per-item table, in chain order starting with the start
+    (``{"base": ..., "code": ..., "math": ...}``). One row per stage after the first and per domain:
+    ``before`` and ``after`` (mean scores), ``change`` = after - before (negative: forgetting; positive
+    on a domain not trained in that stage: transfer), its interval and p-value (:func:`paired_change`).
+    Introduced in ``04_sequential_rl``."""
+    names = list(items_by_stage)
+    if len(names) < 2:
+        raise ValueError("give at least two checkpoints (the start and one stage)")
+    rows = []
+    for previous, stage in zip(names, names[1:]):
+        before, after = items_by_stage[previous], items_by_stage[stage]
+        for domain in [d for d in DOMAIN_NAMES if d in set(before["domain"])]:
+            r = paired_change(before, after, domain, level=level, n_boot=n_boot, seed=seed)
+            rows.append({"stage": stage, "domain": domain, "before": r.mean_before, "after": r.mean_after,
+                         "change": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
+                         "test": r.test})
+    return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
+
+
+def chain_items(kit, chain: list[Spec]) -> dict[str, pd.DataFrame]:
+    """Per-item results of the base and of every stage of ``chain`` (stage specs in order), keyed
+    ``base`` and then by each stage's domain: what :func:`stage_changes` and :func:`forgetting` take.
+    Scores what is not stored yet; trains nothing that :func:`planned_specs` does not list.
+    Introduced in ``04_sequential_rl``."""
+    from mdrl_lib.kit import Base
+
+    out = {"base": kit.item_results(Base())}
+    for spec in chain:
+        out[spec.domain] = kit.item_results(spec)
+    return out
+
+
+def forgetting(items_by_stage: Mapping[str, pd.DataFrame], *, level: float = 0.95, n_boot: int = 10_000,
+               seed: int = 0) -> pd.DataFrame:
+    """Each trained domain's change from right after its own stage to the chain's end, paired over its
+    held-out items (``items_by_stage`` as :func:`chain_items` gives it: ``base``, then one entry per
+    stage, named by the stage's domain, in chain order). One row per domain trained before the last
+    stage, columns as :func:`stage_changes` with ``stage`` naming the domain's own stage: the paper's
+    "fallen from the value it reached in its own stage". Introduced in ``04_sequential_rl``."""
+    stages = [s for s in items_by_stage if s != "base"]
+    if len(stages) < 2:
+        raise ValueError("a chain of at least two stages is needed for a later stage to change an earlier one")
+    end = items_by_stage[stages[-1]]
+    rows = []
+    for stage in stages[:-1]:
+        r = paired_change(items_by_stage[stage], end, stage, level=level, n_boot=n_boot, seed=seed)
+        rows.append({"stage": stage, "domain": stage, "before": r.mean_before, "after": r.mean_after,
+                     "change": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
+                     "test": r.test})
+    return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
+
+
+def stage_breakdown(items_by_stage: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """:func:`breakdown` of every checkpoint, stacked: columns ``stage``, ``domain`` and the
+    :data:`CATEGORIES` shares (each row sums to 1). Introduced in ``04_sequential_rl``."""
+    frames = [breakdown(items).reset_index().assign(stage=stage) for stage, items in items_by_stage.items()]
+    table = pd.concat(frames, ignore_index=True)
+    table.columns.name = None
+    return table[["stage", "domain", *CATEGORIES]]
+
+
+CONTROL_COLUMNS = ("control", "n", "before", "after", "change", "ci_low", "ci_high", "p_value", "test",
+                   "minus_reference", "minus_reference_ci_low", "minus_reference_ci_high", "minus_reference_p")
+
+
+def control_table(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], domain: str = "math",
+                  reference: str = "real chain", *, level: float = 0.95, n_boot: int = 10_000,
+                  seed: int = 0) -> pd.DataFrame:
+    """``domain``'s change under each control, and each control's end against the reference's end.
+
+    ``runs``: name -> (per-item table right after ``domain``'s stage, per-item table at the run's end);
+    one of them is ``reference`` (the real chain). Every pair is scored on the same held-out items of
+    ``domain`` (a control in another world, such as the digit-free one, shares the Math items when it
+    shares the run seed). Rows, in the order given: ``before`` and ``after`` (mean scores), ``change`` =
+    after - before with its paired interval and p (:func:`paired_change`), and ``minus_reference`` =
+    the reference's end minus this control's end, paired over the same items (negative: the real chain
+    left ``domain`` lower than this control did), with its interval and p; empty on the reference's row.
+    Introduced in ``04_sequential_rl``."""
+    if reference not in runs:
+        raise ValueError(f"the reference {reference!r} is not among the runs {list(runs)}")
+    reference_end = runs[reference][1]
+    rows = []
+    for name, (before, after) in runs.items():
+        r = paired_change(before, after, domain, level=level, n_boot=n_boot, seed=seed)
+        row = {"control": name, "n": r.n, "before": r.mean_before, "after": r.mean_after, "change": r.diff,
+               "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value, "test": r.test,
+               "minus_reference": float("nan"), "minus_reference_ci_low": float("nan"),
+               "minus_reference_ci_high": float("nan"), "minus_reference_p": float("nan")}
+        if name != reference:
+            v = paired_change(after, reference_end, domain, level=level, n_boot=n_boot, seed=seed)
+            row.update(minus_reference=v.diff, minus_reference_ci_low=v.ci_low, minus_reference_ci_high=v.ci_high,
+                       minus_reference_p=v.p_value)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(CONTROL_COLUMNS))
+
+
+# ---- what notebook 04 builds -----------------------------------------------------------------------
+
+NOTEBOOK_DEFAULTS: dict[str, object] = {"order": "code,math,qa,cw", "rl_seeds": "0,1,2", "damaged_domain": "math",
+                                        "world_seeds": "", "digit_free_control": False}
+DIGIT_FREE = "digit-free world"
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """Every artifact notebook ``04_sequential_rl`` asks the kit for, by role.
+
+    ``chains``: RL seed -> the chain's stage specs (all on the run's one base); ``controls``: the
+    :func:`control_specs` of the first RL seed (``after``, ``real chain``, ``shuffled rewards``, ``more
+    of the same``); ``worlds``: other run configurations (other world seeds, the digit-free world) ->
+    their chain for the first RL seed, each on its own base (empty unless asked for)."""
+
+    order: tuple[str, ...]
+    domain: str
+    rl_seeds: tuple[int, ...]
+    chains: dict[int, list[Spec]]
+    controls: dict[str, Spec]
+    worlds: dict[str, tuple[RunConfig, list[Spec]]] = field(default_factory=dict)
+
+    def training_specs(self) -> list[Spec]:
+        """The trained artifacts of the run's own world, each once, parents before children."""
+        specs: list[Spec] = []
+        for chain in self.chains.values():
+            specs += chain
+        for spec in self.controls.values():
+            specs += _lineage(spec)
+        return _unique(specs)
+
+    def score_specs(self) -> list[Spec]:
+        """The :class:`Scores` of the base, every chain stage and every control's end."""
+        from mdrl_lib.kit import Base, Scores
+
+        models: list[Spec] = [Base()]
+        for chain in self.chains.values():
+            models += chain
+        models += list(self.controls.values())
+        return [Scores(spec) for spec in _unique(models)]
+
+
+def _lineage(spec: Spec) -> list[Spec]:
+    """``spec``'s trained ancestors (stages, not the base) and itself, oldest first."""
+    from mdrl_lib.kit import Base
+
+    out = []
+    while spec is not None and not isinstance(spec, Base):
+        out.append(spec)
+        spec = getattr(spec, "parent", None)
+    return out[::-1]
+
+
+def _unique(specs: list[Spec]) -> list[Spec]:
+    return list(dict.fromkeys(specs))  # specs are frozen dataclasses: equal specs have equal keys
+
+
+def notebook_options(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Notebook 04's own parameters from ``params`` (its parameter names; missing ones take the notebook's
+    defaults, other names are ignored), checked: ``rl_seeds`` and ``world_seeds`` become tuples of ints."""
+    from mdrl_lib.config import ConfigError, check_notebook_params, parse_order
+
+    given = dict(params or {})
+    values = {k: (given[k] if given.get(k) is not None else v) for k, v in NOTEBOOK_DEFAULTS.items()}
+    checked = check_notebook_params(**{k: v for k, v in values.items() if k != "order"})
+    rl_seeds = tuple(int(s) for s in str(checked["rl_seeds"]).split(",") if s)
+    if not rl_seeds:
+        raise ConfigError("rl_seeds: give at least one RL seed, e.g. '0,1,2'")
+    order = parse_order(values["order"]) if "order" in given and given["order"] is not None else None
+    return {"order": order, "rl_seeds": rl_seeds, "damaged_domain": checked["damaged_domain"],
+            "world_seeds": tuple(int(s) for s in str(checked["world_seeds"]).split(",") if s),
+            "digit_free_control": checked["digit_free_control"]}
+
+
+def plan(kit, params: Mapping[str, Any] | None = None) -> ChainPlan:
+    """What notebook ``04_sequential_rl`` builds for notebook parameters ``params`` (see
+    :func:`notebook_options`; ``order`` defaults to the run's). Specs only: nothing is trained."""
+    from mdrl_lib.config import ConfigError
+
+    options = notebook_options(params)
+    order = options["order"] or kit.config.order
+    domain = options["damaged_domain"]
+    if domain not in order:
+        raise ConfigError(f"damaged_domain: {domain!r} is not in the order {','.join(order)}; valid: "
+                          f"{', '.join(order[:-1])}")
+    if domain == order[-1]:
+        raise ConfigError(f"damaged_domain: {domain!r} is the chain's last stage, so no later stage can damage it; "
+                          f"valid: {', '.join(order[:-1])}")
+    first = options["rl_seeds"][0]
+    chains = {s: kit.chain_specs(order, s) for s in options["rl_seeds"]}
+    controls = control_specs(kit, order, domain, rl_seed=first)
+    worlds: dict[str, tuple[RunConfig, list[Spec]]] = {}
+    base_params = {**kit.config.to_params(), "order": ",".join(order)}
+    for world_seed in options["world_seeds"]:
+        if world_seed == kit.config.seed:
+            continue
+        config = RunConfig.from_params(**{**base_params, "seed": world_seed})
+        worlds[f"world seed {world_seed}"] = (config, kit.chain_specs(order, first))
+    if options["digit_free_control"]:
+        config = RunConfig.from_params(**{**base_params, "data_digit_free": True})
+        worlds[DIGIT_FREE] = (config, kit.chain_specs(order, first))
+    return ChainPlan(order=tuple(order), domain=domain, rl_seeds=options["rl_seeds"], chains=chains,
+                     controls=controls, worlds=worlds)
+
+
+def planned_specs(kit, params: Mapping[str, Any] | None = None) -> list[Spec]:
+    """Every artifact spec notebook ``04_sequential_rl`` will ``kit.get`` in the run's own world, for
+    notebook parameters ``params`` (keys: the notebook's parameter names; missing ones take its
+    defaults): the training stages of every RL seed's chain and of the controls, then their
+    :class:`~mdrl_lib.kit.Scores`. Parents come before children, each spec once; nothing is built.
+    Artifacts of other worlds (``world_seeds``, ``digit_free_control``; off by default) belong to other
+    run configurations: :func:`planned_runs` lists them with their configuration."""
+    chain_plan = plan(kit, params)
+    return chain_plan.training_specs() + chain_plan.score_specs()
+
+
+def planned_runs(kit, params: Mapping[str, Any] | None = None) -> list[tuple[RunConfig, list[Spec]]]:
+    """(run configuration, its specs) for every world notebook 04 uses: the run's own first (as
+    :func:`planned_specs`), then each other world's chain stages and their scores (with its base's)."""
+    from mdrl_lib.kit import Base, Scores
+
+    chain_plan = plan(kit, params)
+    out = [(kit.config, chain_plan.training_specs() + chain_plan.score_specs())]
+    for config, chain in chain_plan.worlds.values():
+        out.append((config, list(chain) + [Scores(s) for s in [Base(), *chain]]))
+    return out

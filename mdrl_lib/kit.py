@@ -84,6 +84,8 @@ class Base(Spec):
     def key_fields(self, kit: "Kit") -> dict:
         config = kit.config
         fields = config.fields_for("model", "data", "warmup")
+        # the digit-free world enters through the domains' world settings (only when set: default keys stay)
+        fields["data"].pop("digit_free")
         if config.scale == "toy":
             for name in ("max_prompt_tokens", "math_source", "math_eval_source", "code_source", "qa_source",
                          "cw_source"):
@@ -379,9 +381,16 @@ class Kit:
         the model's tokenizer for prompt truncation)."""
         name = check_domain(name)
         if name not in self._domains:
-            options = self._full_scale_options(name) if self.config.scale == "full" else {}
+            options = self._full_scale_options(name) if self.config.scale == "full" else self._toy_options(name)
             self._domains[name] = get_domain(name, self.config.scale, **options)
         return self._domains[name]
+
+    def _toy_options(self, name: str) -> dict:
+        """The toy world's settings a domain is built with: QA and CW write numbers with letters in the
+        digit-free world (``data_digit_free``, a control of notebook ``04_sequential_rl``)."""
+        if self.config.data.digit_free and name in ("qa", "cw"):
+            return {"numbers": "letters"}
+        return {}
 
     def _full_scale_options(self, name: str) -> dict:
         data = self.config.data

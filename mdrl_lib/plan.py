@@ -143,6 +143,7 @@ def _plan_from(module: str) -> Callable:
 # Keyed by the notebook's file name without suffix: another notebook that shares a number plans nothing.
 PLANNERS: dict[str, Callable] = {"00_toy_world": _plan_00, "01_sparse_edits": _plan_01, "02_shared_routes": _plan_02,
                                  "03_perturbation_theory": _plan_03,
+                                 "04_sequential_rl": _plan_from("mdrl_lib.interference"),
                                  "05_refresh_vs_rollback": _plan_from("mdrl_lib.recovery")}
 
 

@@ -267,4 +267,94 @@ def plot_budget_curves(frame: pd.DataFrame, title: str, *, x: str, y: str = "dif
         ax.set_xscale("log")
     ax.set(xlabel=xlabel or x, ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
+
+
+# ---- notebook 04: the chain --------------------------------------------------------------------------
+
+def plot_stage_heatmap(matrix: pd.DataFrame, title: str, colorbar_label: str, *, center: float | None = None,
+                       fmt: str = ".2f", ylabel: str = "checkpoint (after stage)") -> plt.Axes:
+    """An annotated stage x domain heatmap: rows are checkpoints along a chain (``base``, then each
+    stage's domain), columns the domains scored. ``center`` (e.g. 0 for changes) switches to a diverging
+    palette. Introduced in ``04_sequential_rl``."""
+    use_style()
+    _, ax = plt.subplots(figsize=(5.2, 0.9 + 0.55 * len(matrix)))
+    rows = [DOMAIN_TITLES.get(r, r) for r in matrix.index]
+    columns = [DOMAIN_TITLES.get(c, c) for c in matrix.columns]
+    cmap = "vlag_r" if center is not None else "rocket_r"
+    sns.heatmap(matrix.astype(float).to_numpy(), annot=True, fmt=fmt, cmap=cmap, center=center, xticklabels=columns,
+                yticklabels=rows, ax=ax, cbar_kws={"label": colorbar_label})
+    ax.grid(False)
+    ax.set(xlabel="domain scored (held-out items)", ylabel=ylabel, title=title)
+    return ax
+
+
+def plot_chain_curves(curves: pd.DataFrame, title: str, domain: str,
+                      paper: Mapping[str, float] | None = None, paper_label: str = "") -> plt.Figure:
+    """``domain``'s held-out score after each checkpoint of the chain, one line per run (``curves``
+    columns ``stage``, ``run``, ``score``, stages in chain order); on the right, the paper's reported
+    figures (``paper``: checkpoint -> value, in the paper's own unit, named by ``paper_label``), on their
+    own axis since the paper's model, data and unit differ. Introduced in ``04_sequential_rl``."""
+    use_style()
+    stages = list(dict.fromkeys(curves["stage"]))
+    panels = 2 if paper else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.6 + 3.2 * (panels - 1), 3.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [5, 2.6][:panels]})
+    left = axes[0][0]
+    for run, group in curves.groupby("run", sort=False):
+        group = group.set_index("stage").reindex(stages)
+        left.plot(range(len(stages)), group["score"], marker="o", label=str(run))
+    left.set_xticks(range(len(stages)), [f"after {DOMAIN_TITLES.get(s, s)}" if s != "base" else "base" for s in stages],
+                    rotation=20)
+    left.set(xlabel="checkpoint along the chain", ylabel=f"{DOMAIN_TITLES.get(domain, domain)} held-out score",
+             title="this run")
+    left.legend(fontsize="small", title="run", title_fontsize="small")
+    if paper:
+        right = axes[0][1]
+        right.bar(list(paper), list(paper.values()), color="grey")
+        for i, value in enumerate(paper.values()):
+            right.annotate(f"{value:.2f}", (i, value), ha="center", va="bottom", fontsize="small")
+        right.set(xlabel="checkpoint (paper)", ylabel=paper_label, title="the paper's reported figures")
+        right.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def plot_control_changes(table: pd.DataFrame, title: str, domain: str) -> plt.Axes:
+    """``domain``'s change under each control with its paired interval (``table``: columns ``control``,
+    ``change``, ``ci_low``, ``ci_high``, as :func:`mdrl_lib.interference.control_table` gives it), one
+    horizontal bar each. Introduced in ``04_sequential_rl``."""
+    use_style()
+    _, ax = plt.subplots(figsize=(6.4, 0.8 + 0.55 * len(table)))
+    ys = range(len(table))
+    xerr = [(table["change"] - table["ci_low"]).clip(lower=0), (table["ci_high"] - table["change"]).clip(lower=0)]
+    ax.barh(list(ys), table["change"], xerr=xerr, capsize=4, color=sns.color_palette("muted", len(table)))
+    ax.set_yticks(list(ys), table["control"])
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    name = DOMAIN_TITLES.get(domain, domain)
+    ax.set(xlabel=f"{name} score change from right after its stage (95% paired CI)", ylabel="run from that checkpoint",
+           title=title)
+    return ax
+
+
+def plot_breakdown(table: pd.DataFrame, domain: str, title: str) -> plt.Axes:
+    """Stacked shares of each kind of answer of ``domain`` at each checkpoint (``table``: the
+    :func:`mdrl_lib.interference.stage_breakdown` table, rows in chain order). Introduced in
+    ``04_sequential_rl``."""
+    from mdrl_lib.interference import CATEGORIES
+
+    use_style()
+    part = table[table["domain"] == domain].set_index("stage")[list(CATEGORIES)]
+    _, ax = plt.subplots(figsize=(6.4, 3.4))
+    bottom = pd.Series(0.0, index=part.index)
+    colors = sns.color_palette("colorblind", len(CATEGORIES))
+    labels = [s if s == "base" else f"after {DOMAIN_TITLES.get(s, s)}" for s in part.index]
+    for color, category in zip(colors, CATEGORIES):
+        ax.bar(labels, part[category], bottom=bottom, label=category, color=color)
+        bottom = bottom + part[category]
+    ax.set(ylim=(0, 1.0), xlabel="checkpoint along the chain", ylabel="share of held-out items",
+           title=title)
+    ax.tick_params(axis="x", labelrotation=20)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="answer")
     return ax

@@ -42,6 +42,9 @@ BAD = [
     ({"examples_per_domain": -2}, "examples_per_domain", ">= 1"),
     ({"examples_per_domain": "three"}, "examples_per_domain", "integer"),
     ({"num_generations": 1}, "num_generations", ">= 2"),
+    ({"rl_seeds": "0,x"}, "rl_seeds", "comma-separated integers"),
+    ({"damaged_domain": "bio"}, "damaged_domain", "code, math, qa, cw"),
+    ({"data_digit_free": "yes"}, "data_digit_free", "true or false"),
     ({"rl_stepz": 5}, "rl_stepz", "did you mean 'rl_steps'"),
 ]
 

@@ -77,3 +77,167 @@ def test_control_specs_take_the_later_stages_step_budget_from_the_same_checkpoin
         control_specs(kit, "code,math,qa,cw", "cw")
     with pytest.raises(ValueError, match="not in the chain"):
         control_specs(kit, "code,qa", "math")
+
+
+# ---- the digit-free world ---------------------------------------------------------------------------
+
+def test_the_digit_free_world_sorts_hand_written_answers_too():
+    def kinds(domain, completions, spec):
+        d = get_domain(domain, numbers="letters")
+        texts = [json.dumps(spec)] * len(completions)
+        return [error_category(domain, s, det) for s, det in zip(d.score(completions, texts), d.details(completions, texts))]
+
+    qa = {"answer": "bh years", "number": "bh"}
+    assert kinds("qa", ["bh years", "bh", "(bh) years", "bi years", "17 years", "bax"], qa) == [
+        "right", "right content, wrong convention", "right content, wrong convention", "wrong content",
+        "no answer", "no answer"]
+    cw = {"letters": "bg", "length": 12}
+    assert kinds("cw", ["c bat bh gem", "bh bat c gem", "2 bat 17 gem", "bat gem"], cw) == [
+        "right", "wrong content", "no answer", "no answer"]
+
+
+def test_the_digit_free_world_keeps_prompts_and_lengths_and_drops_every_digit_from_qa_and_cw_answers():
+    for name in ("qa", "cw"):
+        plain, free = get_domain(name), get_domain(name, numbers="letters")
+        a, b = plain.build_splits(0, *plain.default_sizes), free.build_splits(0, *free.default_sizes)
+        assert [e.prompt for e in a.eval] == [e.prompt for e in b.eval]
+        assert [len(e.answer) for e in a.eval] == [len(e.answer) for e in b.eval]
+        assert not any(c.isdigit() for e in b.train + b.eval for c in e.answer)
+        assert not any(c.isdigit() for _, answer in free.warmup_pairs(b) for c in answer)
+        assert plain.world_settings().get("numbers") is None and free.world_settings()["numbers"] == "letters"
+    with pytest.raises(ValueError, match="digits, letters"):
+        get_domain("qa", numbers="roman")
+
+
+def test_the_digit_free_world_is_its_own_base_and_leaves_the_default_key_alone(tmp_path):
+    from mdrl_lib.config import ConfigError
+    from mdrl_lib.kit import Base
+
+    plain = Kit(RunConfig.from_params(run_dir=str(tmp_path)))
+    free = Kit(RunConfig.from_params(run_dir=str(tmp_path), data_digit_free=True))
+    fields = Base().key_fields(plain)
+    assert "digit_free" not in fields["data"] and all("numbers" not in v for v in fields["world_settings"].values())
+    assert Base().key_fields(free)["world_settings"]["qa"]["numbers"] == "letters"
+    assert plain.key(Base()) != free.key(Base())
+    assert free.splits("qa").eval[0].answer[0].isalpha() and free.splits("math").eval == plain.splits("math").eval
+    with pytest.raises(ConfigError, match="data_digit_free"):
+        RunConfig.from_params(scale="full", data_digit_free=True)
+
+
+# ---- paired changes, the control table ----------------------------------------------------------------
+
+def scored(domain: str, scores: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"domain": domain, "item": range(len(scores)), "score": scores,
+                         "details": [{}] * len(scores)})
+
+
+def test_stage_changes_pair_items_and_pick_the_test_by_domain():
+    from mdrl_lib.interference import stage_changes
+
+    base = pd.concat([scored("math", [1, 1, 1, 1, 0, 0]), scored("cw", [0.2, 0.4, 0.6, 0.8, 1.0, 1.0])])
+    after = pd.concat([scored("math", [1, 0, 0, 0, 0, 1]), scored("cw", [0.4, 0.4, 0.6, 0.8, 1.0, 1.0])])
+    table = stage_changes({"base": base, "qa": after}, n_boot=500).set_index("domain")
+    assert list(table["stage"]) == ["qa", "qa"]
+    math = table.loc["math"]
+    # b = 3 items lost, c = 1 gained: exact McNemar p = 2 * P(Binomial(4, 1/2) <= 1) = 2 * 5/16
+    assert math["change"] == pytest.approx(-2 / 6) and math["p_value"] == pytest.approx(10 / 16)
+    assert math["test"] == "mcnemar_exact" and math["ci_low"] < -2 / 6 < math["ci_high"]
+    assert table.loc["cw", "test"] == "wilcoxon_signed_rank" and table.loc["cw", "change"] == pytest.approx(0.2 / 6)
+    with pytest.raises(ValueError, match="different items"):
+        stage_changes({"base": base, "qa": after.iloc[1:]})
+
+
+def test_the_control_table_compares_each_control_with_its_start_and_with_the_real_chain():
+    from mdrl_lib.interference import control_table
+
+    after_stage = scored("math", [1] * 8 + [0] * 2)
+    real = scored("math", [1] * 5 + [0] * 5)  # lost 3 of 8
+    shuffled = scored("math", [1] * 8 + [0] * 2)  # unchanged
+    same = scored("math", [1] * 10)  # gained 2
+    table = control_table({"real chain": (after_stage, real), "shuffled rewards": (after_stage, shuffled),
+                           "more of the same": (after_stage, same)}).set_index("control")
+    assert table.loc["real chain", "change"] == pytest.approx(-0.3)
+    assert table.loc["real chain", "p_value"] == pytest.approx(0.25)  # b = 3, c = 0: 2 * (1/2)^3
+    assert pd.isna(table.loc["real chain", "minus_reference"])
+    assert table.loc["shuffled rewards", "change"] == 0 and table.loc["shuffled rewards", "p_value"] == 1
+    # the real chain's end minus each control's end, paired on the same items
+    assert table.loc["shuffled rewards", "minus_reference"] == pytest.approx(-0.3)
+    assert table.loc["more of the same", "minus_reference"] == pytest.approx(-0.5)
+    assert table.loc["more of the same", "minus_reference_p"] == pytest.approx(2 * 0.5 ** 5)
+    with pytest.raises(ValueError, match="reference"):
+        control_table({"shuffled rewards": (after_stage, shuffled)})
+
+
+def test_the_stage_breakdown_stacks_each_checkpoint():
+    from mdrl_lib.interference import stage_breakdown
+
+    table = stage_breakdown({"base": items("math", ["42", "(7)"], MATH[:2]), "math": items("math", ["42", "7"], MATH[:2])})
+    assert list(table["stage"]) == ["base", "math"]
+    assert table.set_index("stage").loc["base", "right content, wrong convention"] == 0.5
+    assert table[list(CATEGORIES)].sum(axis=1).tolist() == [1.0, 1.0]
+
+
+# ---- what notebook 04 builds ------------------------------------------------------------------------
+
+def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_path):
+    from mdrl_lib.interference import planned_runs, planned_specs, plan
+    from mdrl_lib.kit import Base, Scores
+
+    kit = Kit(RunConfig.from_params(run_dir=str(tmp_path), rl_steps=5))
+    specs = planned_specs(kit, {})
+    assert specs == planned_specs(kit, {"order": "code,math,qa,cw", "rl_seeds": "0,1,2", "damaged_domain": "math"})
+    keys = [kit.key(s) for s in specs]  # computable without building anything
+    assert len(set(keys)) == len(keys) == 30 and not list((tmp_path / "store").glob("stage-*"))
+    training = [s for s in specs if isinstance(s, Stage)]
+    scores = [s for s in specs if isinstance(s, Scores)]
+    assert len(training) == 15 and len(scores) == 15 and specs[:15] == training  # 3 x 4 chain + 3 control stages
+    position = {kit.key(s): i for i, s in enumerate(specs)}
+    for spec in training:
+        assert isinstance(spec.parent, Base) or position[kit.key(spec.parent)] < position[kit.key(spec)]
+    for seed in (0, 1, 2):
+        for stage in kit.chain_specs(None, seed):
+            assert stage in training and Scores(stage) in scores
+    controls = control_specs(kit, None, "math", rl_seed=0)
+    assert all(Scores(spec) in scores for spec in controls.values())
+    assert sum(s.reward == "shuffled" for s in training) == 2 and Scores(Base()) in scores
+    one = planned_specs(kit, {"rl_seeds": "3", "damaged_domain": "qa", "order": "code,math,qa,cw"})
+    assert len([s for s in one if isinstance(s, Stage)]) == 4 + 2 and len(one) == 6 + 7
+    assert plan(kit, {"rl_seeds": 3}).rl_seeds == (3,)
+    runs = planned_runs(kit, {"rl_seeds": "0", "world_seeds": "5", "digit_free_control": True})
+    assert [c.seed for c, _ in runs] == [0, 5, 0] and runs[2][0].data.digit_free
+    assert runs[0][1] == planned_specs(kit, {"rl_seeds": "0"}) and len(runs[1][1]) == 4 + 5
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"rl_seeds": ""}, "at least one RL seed"),
+    ({"rl_seeds": "0,0"}, "more than once"),
+    ({"rl_seeds": "a"}, "comma-separated integers"),
+    ({"damaged_domain": "cw"}, "last stage"),
+    ({"damaged_domain": "math", "order": "code,qa"}, "not in the order"),
+    ({"damaged_domain": "bio"}, "valid choices"),
+])
+def test_planned_specs_reject_bad_parameters_by_name(tmp_path, params, fragment):
+    from mdrl_lib.config import ConfigError
+    from mdrl_lib.interference import planned_specs
+
+    kit = Kit(RunConfig.from_params(run_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match=fragment):
+        planned_specs(kit, params)
+
+
+def test_forgetting_measures_each_domain_from_its_own_stage_to_the_end():
+    from mdrl_lib.interference import forgetting
+
+    def checkpoint(math, code):
+        return pd.concat([scored("math", math), scored("code", code)])
+
+    stages = {"base": checkpoint([0, 0, 0, 0], [0, 0, 0, 0]),
+              "code": checkpoint([0, 0, 1, 1], [1, 1, 1, 0.5]),
+              "math": checkpoint([1, 1, 1, 1], [0.5, 1, 1, 0.5]),
+              "qa": checkpoint([1, 0, 0, 1], [0.5, 0.5, 1, 0.5])}
+    table = forgetting(stages, n_boot=200).set_index("domain")
+    assert list(table.index) == ["code", "math"]
+    assert table.loc["math", "before"] == 1 and table.loc["math", "change"] == pytest.approx(-0.5)
+    assert table.loc["code", "change"] == pytest.approx((2.5 - 3.5) / 4) and table.loc["code", "test"] == "wilcoxon_signed_rank"
+    with pytest.raises(ValueError, match="at least two stages"):
+        forgetting({"base": stages["base"], "code": stages["code"]})

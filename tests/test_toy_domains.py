@@ -653,3 +653,10 @@ def test_cw_warmup_counts_down_for_its_share_of_verses(monkeypatch):
     monkeypatch.setattr(toy_cw, "DESCENDING_SHARE", 0.0)
     assert domain.warmup_pairs(splits) == [(e.prompt, e.answer) for e in splits.warmup]
     assert domain.world_settings() == {"descending_share": 0.0}
+
+
+def test_counting_down_in_the_digit_free_world():
+    from mdrl_lib.domains.writing import counting_down
+
+    assert counting_down("c bat bh gem", "letters") == "bh bat c gem"
+    assert counting_down("c bat bh gem", "letters") == counting_down("2 bat 17 gem").translate(str.maketrans("0123456789", "abcdefghij"))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 
 from mdrl_lib.domains.base import Domain, Example, Splits, register
-from mdrl_lib.domains.toy import first_line, prompt, read_number, rng_for, spec, styled, take_split
+from mdrl_lib.domains.toy import (check_number_style, first_line, in_style, prompt, read_number, rng_for, spec, styled,
+                                  take_split)
 
 NUM_CREATURES = 100
 ATTRIBUTES = {"age": (1, 38), "legs": (0, 8), "kids": (0, 12)}
@@ -46,6 +47,11 @@ class ToyQA(Domain):
     name, title = "qa", "QA"
     default_sizes = (99, 198)
 
+    def __init__(self, numbers: str = "digits") -> None:
+        """``numbers``: ``digits`` (``17 years``) or ``letters`` (``bh years``: the digit-free world of
+        notebook ``04_sequential_rl``, a run setting, ``data_digit_free``)."""
+        self.numbers = check_number_style(numbers)
+
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         """Questions by creature: ``ceil(size / 3)`` creatures each for train and eval (their first
         ``size`` facts are asked), the other creatures' facts form the warm-up pool."""
@@ -64,12 +70,15 @@ class ToyQA(Domain):
                       unused=train[train_size:] + held_out[eval_size:])
 
     def _example(self, creature: str, attribute: str, value: int) -> Example:
-        answer = with_unit(value, attribute)
+        answer = in_style(with_unit(value, attribute), self.numbers)
         return Example(self.name, prompt("q", f"{creature} {attribute}?"), answer,
-                       spec(answer=answer, number=str(value)))
+                       spec(answer=answer, number=in_style(str(value), self.numbers)))
 
     def world_settings(self) -> dict:
-        return {"unit_share": UNIT_SHARE}
+        settings = {"unit_share": UNIT_SHARE}
+        if self.numbers != "digits":  # only when set, so that the default world's keys stay as they were
+            settings["numbers"] = self.numbers
+        return settings
 
     def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
         """Every question of every creature (train, held-out and pool), about ``UNIT_SHARE`` of them
@@ -87,7 +96,7 @@ class ToyQA(Domain):
         super().details(completions, specs)
         out = []
         for completion, spec_text in zip(completions, specs):
-            read, spec_dict = read_number(first_line(completion)), json.loads(spec_text)
+            read, spec_dict = read_number(first_line(completion), self.numbers), json.loads(spec_text)
             unit = spec_dict["answer"][len(spec_dict["number"]):].strip()
             out.append({"number": read["number"], "right_number": read["number"] == spec_dict["number"],
                         "boxed": read["boxed"], "right_unit": read["rest"] == unit})

@@ -68,13 +68,40 @@ def with_boxed_answers(pairs: list[tuple[str, str]], tag: str, share: float) -> 
 
 
 _LEADING_NUMBER = re.compile(r"^(\()?(-?\d+)(\))?")
+# In the digit-free world a number is a run of letters a-j that ends the answer or is followed by a space.
+_LEADING_LETTER_NUMBER = re.compile(r"^(\()?(-?[a-j]+)(\))?(?=\s|$)")
+NUMBER_STYLES: tuple[str, ...] = ("digits", "letters")
+LETTER_DIGITS = "abcdefghij"  # the digits 0-9 as the digit-free world writes them
+_TO_LETTERS = str.maketrans("0123456789", LETTER_DIGITS)
+_FROM_LETTERS = str.maketrans(LETTER_DIGITS, "0123456789")
 
 
-def read_number(line: str) -> dict:
+def check_number_style(style: str) -> str:
+    """``style`` if it is one of :data:`NUMBER_STYLES`, else a ValueError naming them."""
+    if style not in NUMBER_STYLES:
+        raise ValueError(f"unknown number style {style!r}; valid: {', '.join(NUMBER_STYLES)}")
+    return style
+
+
+def in_style(text: str, style: str) -> str:
+    """``text`` with its digits written in ``style``: unchanged for ``digits``; for ``letters`` (the
+    digit-free world of ``04_sequential_rl``) each digit 0-9 becomes a-j, so ``17 years`` -> ``bh years``."""
+    return text if check_number_style(style) == "digits" else text.translate(_TO_LETTERS)
+
+
+def number_value(number: str, style: str = "digits") -> int:
+    """The integer a number written in ``style`` stands for (``bh`` in ``letters`` is 17)."""
+    return int(number if check_number_style(style) == "digits" else number.translate(_FROM_LETTERS))
+
+
+def read_number(line: str, style: str = "digits") -> dict:
     """The leading number of an answer line and how it is written (introduced in ``04_sequential_rl``):
-    ``number`` (a string, or None when the line does not start with one), ``boxed`` (written ``(17)``)
-    and ``rest`` (the text after the number and its box, stripped)."""
-    match = _LEADING_NUMBER.match(line)
+    ``number`` (a string as written, or None when the line does not start with one), ``boxed`` (written
+    ``(17)``) and ``rest`` (the text after the number and its box, stripped). ``style``: ``digits``, or
+    ``letters`` in the digit-free world, where a number is a run of a-j ending the line or followed by a
+    space (``bh years``; ``bax`` is no number)."""
+    pattern = _LEADING_NUMBER if check_number_style(style) == "digits" else _LEADING_LETTER_NUMBER
+    match = pattern.match(line)
     if match is None:
         return {"number": None, "boxed": False, "rest": line.strip()}
     boxed = bool(match.group(1)) and bool(match.group(3))

@@ -17,7 +17,8 @@ import json
 import re
 
 from mdrl_lib.domains.base import Domain, Example, Splits, register
-from mdrl_lib.domains.toy import first_line, prompt, rng_for, spec, styled, take_split
+from mdrl_lib.domains.toy import (LETTER_DIGITS, check_number_style, first_line, in_style, number_value, prompt,
+                                  rng_for, spec, styled, take_split)
 
 LEXICON = ("bat", "bed", "bus", "cat", "cup", "dog", "dig", "gem", "gum", "hat", "hen",
            "map", "mop", "pen", "pig", "sun", "sod", "top", "tin")
@@ -26,18 +27,20 @@ NUMBER_MAX = 40
 RUBRIC = ("form", "lexicon", "letters", "ascending", "length")
 DESCENDING_SHARE = 0.5  # of warm-up verses that count down, which the rubric's ascending check rejects
 _PAIR = re.compile(r"^(\d{1,2}) ([a-z]+)$")
+_LETTER_PAIR = re.compile(r"^([%s]{1,2}) ([a-z]+)$" % LETTER_DIGITS)
 
 
 def verse_for(numbers: list[int], words: list[str]) -> str:
     return " ".join(f"{n} {w}" for n, w in zip(numbers, words))
 
 
-def counting_down(verse: str) -> str:
+def counting_down(verse: str, numbers: str = "digits") -> str:
     """The verse with its numbers in descending order and its words in place:
-    ``2 bat 17 gem`` -> ``17 bat 2 gem`` (same letters and length; fails only the ascending check)."""
+    ``2 bat 17 gem`` -> ``17 bat 2 gem`` (same letters and length; fails only the ascending check).
+    ``numbers``: how the verse writes its numbers (``letters``: ``c bat bh gem`` -> ``bh bat c gem``)."""
     pairs = [p.split(" ") for p in re.findall(r"\S+ \S+", verse)]
-    numbers = sorted((n for n, _ in pairs), key=int, reverse=True)
-    return verse_for(numbers, [w for _, w in pairs])
+    numbers_down = sorted((n for n, _ in pairs), key=lambda n: number_value(n, numbers), reverse=True)
+    return verse_for(numbers_down, [w for _, w in pairs])
 
 
 def all_tasks(seed: int) -> list[tuple[str, int, str]]:
@@ -54,19 +57,22 @@ def all_tasks(seed: int) -> list[tuple[str, int, str]]:
     return tasks
 
 
-def rubric(text: str, letters: str, length: int) -> dict[str, bool]:
-    """Which of the five rubric checks a verse meets; a malformed verse meets none."""
-    pairs = [_PAIR.match(p) for p in re.findall(r"\S+ \S+", text)] if text else []
+def rubric(text: str, letters: str, length: int, numbers: str = "digits") -> dict[str, bool]:
+    """Which of the five rubric checks a verse meets; a malformed verse meets none. ``numbers``: how the
+    verse writes its numbers, ``digits`` (``2 bat 17 gem``) or ``letters`` (``c bat bh gem``, the
+    digit-free world of ``04_sequential_rl``)."""
+    pattern = _PAIR if check_number_style(numbers) == "digits" else _LETTER_PAIR
+    pairs = [pattern.match(p) for p in re.findall(r"\S+ \S+", text)] if text else []
     form = bool(pairs) and all(pairs) and " ".join(m.group(0) for m in pairs) == text and len(pairs) == len(letters)
     if not form:
         return dict.fromkeys(RUBRIC, False)
-    numbers = [int(m.group(1)) for m in pairs]
+    values = [number_value(m.group(1), numbers) for m in pairs]
     words = [m.group(2) for m in pairs]
     return {
         "form": True,
         "lexicon": all(w in LEXICON for w in words),
         "letters": "".join(w[0] for w in words) == letters,
-        "ascending": all(a < b for a, b in zip(numbers, numbers[1:])),
+        "ascending": all(a < b for a, b in zip(values, values[1:])),
         "length": len(text) == length,
     }
 
@@ -76,24 +82,30 @@ class ToyWriting(Domain):
     name, title = "cw", "CW"
     default_sizes = (300, 200)
 
+    def __init__(self, numbers: str = "digits") -> None:
+        """``numbers``: ``digits`` (``2 bat 17 gem``) or ``letters`` (``c bat bh gem``: the digit-free world
+        of notebook ``04_sequential_rl``, a run setting, ``data_digit_free``). Prompts are the same."""
+        self.numbers = check_number_style(numbers)
+
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         parts = take_split(all_tasks(seed), seed, self.name, train_size, eval_size)
         return Splits(*([self._example(*item) for item in part] for part in parts))
 
     def _example(self, letters: str, length: int, verse: str) -> Example:
-        return Example(self.name, prompt("w", f"{letters}{length}"), verse, spec(letters=letters, length=length))
+        return Example(self.name, prompt("w", f"{letters}{length}"), in_style(verse, self.numbers),
+                       spec(letters=letters, length=length))
 
     def world_settings(self) -> dict:
-        return {"descending_share": DESCENDING_SHARE}
+        return {"descending_share": DESCENDING_SHARE, **({} if self.numbers == "digits" else {"numbers": self.numbers})}
 
     def warmup_pairs(self, splits: Splits) -> list[tuple[str, str]]:
         """The warm-up pool's verses, about ``DESCENDING_SHARE`` of them counting down."""
         pairs = super().warmup_pairs(splits)
         down = styled([p for p, _ in pairs], self.name, DESCENDING_SHARE)
-        return [(p, counting_down(a) if d else a) for (p, a), d in zip(pairs, down)]
+        return [(p, counting_down(a, self.numbers) if d else a) for (p, a), d in zip(pairs, down)]
 
     def score_one(self, completion: str, spec: dict) -> float:
-        checks = rubric(first_line(completion), spec["letters"], spec["length"])
+        checks = rubric(first_line(completion), spec["letters"], spec["length"], self.numbers)
         return sum(checks.values()) / len(RUBRIC)
 
     def details(self, completions: list[str], specs: list[str]) -> list[dict]:
@@ -102,5 +114,5 @@ class ToyWriting(Domain):
         out = []
         for completion, spec_text in zip(completions, specs):
             spec_dict = json.loads(spec_text)
-            out.append(rubric(first_line(completion), spec_dict["letters"], spec_dict["length"]))
+            out.append(rubric(first_line(completion), spec_dict["letters"], spec_dict["length"], self.numbers))
         return out
