@@ -193,7 +193,7 @@ class RLConfig:
 
     steps: int = _field(200, "GRPO steps per stage", minimum=1, maximum=10**6)
     refresh_steps: int = _field(150, "GRPO steps of a refresh", minimum=1, maximum=10**6)
-    lr: float = _field(5e-4, "GRPO learning rate (AdamW)", above=0.0, maximum=1.0)
+    lr: float = _field(2e-4, "GRPO learning rate (AdamW)", above=0.0, maximum=1.0)
     lr_schedule: str = _field("linear", "rate schedule within a stage (linear decays to 0 at its last step)",
                               choices=("linear", "constant", "cosine"))
     prompts_per_step: int = _field(8, "prompts per optimizer step", minimum=1, maximum=65536)

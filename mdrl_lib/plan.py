@@ -26,7 +26,7 @@ from mdrl_lib.domains.base import DOMAIN_NAMES
 # (benchmarks/toy_costs.py): a warm-up step of 64 examples, a GRPO step of 8 prompts x 8 completions, a
 # plain gradient step, one scoring or objective batch, one rollback sweep over its budgets. Estimates for
 # the plan's printout only.
-TOY_SECONDS = {"warmup_step": 0.055, "grpo_step": 0.19, "gd_step": 0.05, "scores": 2.0, "objective": 2.0,
+TOY_SECONDS = {"warmup_step": 0.05, "grpo_step": 0.12, "gd_step": 0.05, "scores": 2.0, "objective": 2.0,
                "rollback": 8.0}
 WORKER_MEMORY_GB = {"toy": 1.0, "full": 24.0}  # what one worker may hold: a toy stage peaks near 0.5 GB
 

@@ -128,7 +128,7 @@ def test_the_plans_of_notebooks_00_and_01_hold_what_they_ask_for(tmp_path):
         assert kit.key(Stage(Base(), name)) in keys and kit.key(Scores(Stage(Base(), name))) in keys
     assert kit.key(Stage(Base(), "math", rl_seed=1)) in keys
     grid = [i for i in items if i.params.get("rl_precision") == "bf16"]
-    assert {i.spec.of.lr for i in grid if isinstance(i.spec, Scores)} == {5e-4, 1e-5, 1e-6}
+    assert {i.spec.of.lr for i in grid if isinstance(i.spec, Scores)} == {2e-4, 1e-5, 1e-6}
     assert {i.spec.steps for i in grid if isinstance(i.spec, Stage)} == {7}
     nodes = plan.build_graph(items + plan.notebook_plan(NOTEBOOKS / "00_toy_world.ipynb", {"run_dir": str(tmp_path)}))
     assert sum(n.kind == "base" for n in nodes.values()) == 1  # the bf16 grid's config shares the base
