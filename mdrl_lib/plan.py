@@ -232,6 +232,17 @@ def build_graph(planned: Iterable[Planned]) -> dict[str, Node]:
     return nodes
 
 
+CHEAP_SECONDS = 10.0  # at toy scale, a build this short goes first: it delays the rest little and may free a notebook
+
+
+def schedule_order(node: Node) -> tuple:
+    """Sort key of a ready node: cheap builds first, earliest notebook first (a notebook starts once its own
+    artifacts are in), then the rest by priority (the longest chain of builds below it first)."""
+    cheap = node.cost <= CHEAP_SECONDS if node.cost else True
+    first_notebook = min(node.planned.notebooks, default="")
+    return (0, first_notebook, -node.priority) if cheap else (1, -node.priority, first_notebook)
+
+
 def critical_path(nodes: Mapping[str, Node]) -> float:
     """The cost of the longest chain of builds (no number of workers finishes sooner)."""
     return max((n.priority for n in nodes.values() if not n.stored), default=0.0)
@@ -239,12 +250,12 @@ def critical_path(nodes: Mapping[str, Node]) -> float:
 
 def wall_estimate(nodes: Mapping[str, Node], workers: int) -> float:
     """A list-scheduling estimate of the wall time with ``workers`` workers: the simulated schedule the
-    builder follows (highest priority first among the ready nodes)."""
+    builder follows (:func:`schedule_order` among the ready nodes)."""
     pending = {k: set(n.needs) for k, n in nodes.items() if not n.stored}
     running: list[tuple[float, str]] = []
     now = 0.0
     while pending or running:
-        ready = sorted((k for k, needs in pending.items() if not needs), key=lambda k: -nodes[k].priority)
+        ready = sorted((k for k, needs in pending.items() if not needs), key=lambda k: schedule_order(nodes[k]))
         while ready and len(running) < workers:
             key = ready.pop(0)
             del pending[key]
@@ -300,8 +311,8 @@ def _build_one(run_params: tuple[tuple[str, Any], ...], spec: Any) -> tuple[str,
 
 def build(nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = print,
           on_built: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Build every node that is not stored, ``workers`` at a time, each after what it needs, highest
-    priority first; ``on_built(key)`` is called as each finishes. Returns key -> seconds. A failed
+    """Build every node that is not stored, ``workers`` at a time, each after what it needs, in
+    :func:`schedule_order`; ``on_built(key)`` is called as each finishes. Returns key -> seconds. A failed
     build stops the plan (the store keeps nothing half-written) and raises with the artifact's label."""
     import multiprocessing
 
@@ -316,7 +327,7 @@ def build(nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = 
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         while pending or running:
-            ready = sorted((k for k, needs in pending.items() if not needs), key=lambda k: -nodes[k].priority)
+            ready = sorted((k for k, needs in pending.items() if not needs), key=lambda k: schedule_order(nodes[k]))
             for key in ready[:max(0, workers - len(running))]:
                 del pending[key]
                 node = nodes[key]

@@ -160,3 +160,14 @@ def test_a_background_build_lets_a_notebook_start_once_its_own_artifacts_are_in(
                                    workers=1, log=lambda line: None)
     with pytest.raises(RuntimeError, match="bad cannot be built"):
         failing.wait_for("02_c")
+
+
+def test_cheap_builds_go_first_then_the_longest_chain(tmp_path):
+    params = (("run_dir", str(tmp_path)),)
+    long_chain = Stage(Stage(Base(), "code", steps=200), "math", steps=200)
+    items = [plan.Planned(Scores(Base()), params, ("00_a",)), plan.Planned(long_chain, params, ("04_d",)),
+             plan.Planned(Stage(Base(), "qa", steps=10), params, ("01_b",))]
+    nodes = plan.build_graph(items)
+    ready = [n for n in nodes.values() if n.needs == {k for k, m in nodes.items() if m.kind == "base"}]
+    order = [n.label for n in sorted(ready, key=plan.schedule_order)]
+    assert order == ["scores of base", "base > qa (steps=10)", "base > code (steps=200)"]
