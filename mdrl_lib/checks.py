@@ -746,6 +746,7 @@ def check_c6_refresh(drop: Mapping[str, float], recovery: Mapping[str, float], o
                                "collateral": collateral}
     if control_gain is not None:
         figures["control_gain"] = control_gain["diff"]
+        figures["control_gain_ci_high"] = control_gain.get("ci_high")
     measured = (f"{domain}: chain end minus theta_A* {_interval(drop)}; a {steps}-step refresh {_interval(recovery)} "
                 f"({_share(share)} of the drop); others: " + ", ".join(f"{d} {v['diff']:+.3f}" for d, v in others.items())
                 + f"; excess over the same steps from theta_A* {_interval(excess)}")
@@ -850,7 +851,7 @@ def precondition_warning(table: pd.DataFrame) -> str:
 C0_STATEMENT = ("RL on later domains lowers an earlier domain: after Code -> Math -> QA -> CW, Math ends below "
                 "the score it reached in its own stage, and by more than RL without the later domains' "
                 "learning signal would move it.")
-C0_PAPER = ("Math 66.49 right after its own stage (digests of the full text) -> 57.66 at the end of "
+C0_PAPER = ("Math 66.49 right after its own stage (secondary summaries of the full text) -> 57.66 at the end of "
             "Code -> Math -> QA -> CW (abstract), AIME25 accuracy in %; one training run")
 C0_ALPHA = 0.05  # significance level of the paired comparison with the shuffled-reward control
 DROP_COLUMNS = ("rl_seed", "change", "ci_low", "ci_high", "p_value")
