@@ -66,3 +66,14 @@ def test_papermill_reads_every_parameter(path):
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     assigned = [node.target.id for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.AnnAssign)]
     assert list(papermill.inspect_notebook(str(path))) == assigned
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_notebook_takes_the_parameters_that_make_its_base(path):
+    """``run -p warmup_steps 600`` reaches every notebook: one that did not declare it would read another
+    base than notebook 00 built and showed."""
+    import papermill
+
+    assert {"scale", "seed", "model", "run_dir", "warmup_steps"} <= set(papermill.inspect_notebook(str(path)))
+    source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert "warmup_steps=warmup_steps" in source
