@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     plan_p.add_argument("--workers", type=int, default=None,
                         help="processes that build at once (default: one per core at toy scale, as memory allows)")
     plan_p.add_argument("--build", action="store_true", help="build what is not stored yet")
+    plan_p.add_argument("--quiet", action="store_true", help="print only what is built, not the plan")
     params_p = sub.add_parser("params", help="list a notebook's parameters with types and help")
     params_p.add_argument("notebook", help="a notebook name or two-digit prefix, e.g. 00")
     sub.add_parser("list", help="list the notebooks in order")
@@ -158,13 +159,15 @@ def _selection(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any], An
     return notebooks, overrides, config, run_dir, declared
 
 
-def _plan(notebooks: list[Path], overrides: dict[str, Any], config: Any, run_dir: Path, workers: int | None):
-    """The plan of ``notebooks`` (printed) and the number of workers to build it with."""
+def _plan(notebooks: list[Path], overrides: dict[str, Any], config: Any, run_dir: Path, workers: int | None,
+          quiet: bool = False):
+    """The plan of ``notebooks`` (printed unless ``quiet``) and the number of workers to build it with."""
     from mdrl_lib import plan as planning
 
     workers = planning.default_workers(config.scale) if workers is None else workers
     nodes = planning.plan_notebooks(notebooks, {**overrides, "run_dir": str(run_dir)})
-    print(planning.format_plan(nodes, config.scale, max(workers, 1)), flush=True)
+    if not quiet:
+        print(planning.format_plan(nodes, config.scale, max(workers, 1)), flush=True)
     return nodes, workers
 
 
@@ -176,11 +179,13 @@ def plan(args: argparse.Namespace) -> int:
     from mdrl_lib import plan as planning
 
     notebooks, overrides, config, run_dir, _ = _selection(args)
-    print(f"run directory: {run_dir}")
-    nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers)
+    if not args.quiet:
+        print(f"run directory: {run_dir}")
+    nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers, quiet=args.quiet)
     if args.build and workers > 0 and any(not n.stored for n in nodes.values()):
         start = time.perf_counter()
-        print(f"building with {workers} worker(s) ...", flush=True)
+        if not args.quiet:
+            print(f"building with {workers} worker(s) ...", flush=True)
         try:
             planning.build(nodes, workers, log=_log)
         except RuntimeError as error:
@@ -202,19 +207,28 @@ def run(args: argparse.Namespace) -> int:
         nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers)
         if any(not n.stored for n in nodes.values()):
             print(f"building with {workers} worker(s) while the notebooks run ...", flush=True)
-            builder = planning.BackgroundBuild(nodes, workers, log=_log)
-    for path in notebooks:
-        if builder is not None:
-            try:
+            command = [sys.executable, "-m", "mdrl_lib", "--notebooks-dir", str(args.notebooks_dir), "plan", "--build",
+                       "--quiet", "--run-dir", str(run_dir), "--workers", str(workers),
+                       "--only", *[p.stem for p in notebooks]]
+            for name, value in args.parameter:
+                command += ["-p", name, value]
+            builder = planning.BuildProcess(nodes, command, run_dir / "store")
+    try:
+        for path in notebooks:
+            if builder is not None:
                 builder.wait_for(path.stem)
-            except RuntimeError as error:
-                raise CliError(str(error)) from None
-        params = {k: v for k, v in overrides.items() if k in declared[path]}
-        if "run_dir" in declared[path]:
-            params["run_dir"] = str(run_dir)
-        _execute(path, out_dir, params, run_dir, args.log_output)
-    if builder is not None:
-        builder.join()
+            params = {k: v for k, v in overrides.items() if k in declared[path]}
+            if "run_dir" in declared[path]:
+                params["run_dir"] = str(run_dir)
+            _execute(path, out_dir, params, run_dir, args.log_output)
+        if builder is not None:
+            builder.join()
+    except RuntimeError as error:
+        raise CliError(str(error)) from None
+    finally:
+        if builder is not None and builder.process.poll() is None:  # a notebook failed: stop building for it
+            builder.process.terminate()
+            builder.process.wait()
     print(f"all {len(notebooks)} notebook(s) done in {time.perf_counter() - start:.0f} s")
     if (run_dir / "claims").is_dir():
         print()

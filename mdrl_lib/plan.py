@@ -351,51 +351,45 @@ def build(nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = 
     return seconds
 
 
-class BackgroundBuild:
-    """:func:`build` in a background thread, so that a notebook can start as soon as its own artifacts
-    are built while the workers go on with the next notebooks' (``python -m mdrl_lib run``)."""
+class BuildProcess:
+    """``python -m mdrl_lib plan --build`` in a child process, so that a notebook can start as soon as its
+    own artifacts are in the store while the workers go on with the next notebooks' (``python -m mdrl_lib
+    run``). A separate process keeps the workers' pool away from the notebook client's sockets: run from a
+    thread of the same process, a pool shutting down mid-notebook once left papermill waiting forever.
 
-    def __init__(self, nodes: Mapping[str, Node], workers: int, log: Callable[[str], None] = print) -> None:
-        import threading
+    ``nodes``: the plan (:func:`plan_notebooks`) the child builds; ``command``: its command line."""
+
+    def __init__(self, nodes: Mapping[str, Node], command: Sequence[str], store_root: Path,
+                 poll_seconds: float = 1.0) -> None:
+        import subprocess
 
         self._nodes = nodes
-        self._done = {k for k, n in nodes.items() if n.stored}
-        self._error: BaseException | None = None
-        self._finished = False
-        self._condition = threading.Condition()
-        self._thread = threading.Thread(target=self._run, args=(workers, log), daemon=True)
-        self._thread.start()
+        self._store_root = Path(store_root)
+        self._poll = poll_seconds
+        self.process = subprocess.Popen(list(command))
 
-    def _run(self, workers: int, log: Callable[[str], None]) -> None:
-        try:
-            build(self._nodes, workers, log, on_built=self._built)
-        except BaseException as error:  # handed to whoever waits
-            with self._condition:
-                self._error = error
-        finally:
-            with self._condition:
-                self._finished = True
-                self._condition.notify_all()
+    def _stored(self, key: str) -> bool:
+        return (self._store_root / key / "manifest.json").is_file()
 
-    def _built(self, key: str) -> None:
-        with self._condition:
-            self._done.add(key)
-            self._condition.notify_all()
+    def _check(self) -> None:
+        code = self.process.poll()
+        if code not in (None, 0):
+            raise RuntimeError(f"building the notebooks' artifacts failed (exit code {code}); see the lines above")
 
     def wait_for(self, notebook: str) -> None:
-        """Block until every artifact planned for ``notebook`` (a file stem) is built; raise the build's
-        error if it failed."""
-        wanted = {k for k, n in self._nodes.items() if notebook in n.planned.notebooks}
-        with self._condition:
-            self._condition.wait_for(lambda: self._error is not None or self._finished or wanted <= self._done)
-            if self._error is not None:
-                raise self._error
+        """Block until every artifact planned for ``notebook`` (a file stem) is stored, or the build has
+        ended; raise if it failed."""
+        wanted = [k for k, n in self._nodes.items() if notebook in n.planned.notebooks and not n.stored]
+        while True:
+            self._check()
+            if all(self._stored(k) for k in wanted) or self.process.poll() is not None:
+                return
+            time.sleep(self._poll)
 
     def join(self) -> None:
-        """Block until the whole build is done; raise its error if it failed."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        """Block until the build has ended; raise if it failed."""
+        self.process.wait()
+        self._check()
 
 
 def format_plan(nodes: Mapping[str, Node], scale: str, workers: int) -> str:

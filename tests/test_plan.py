@@ -144,22 +144,32 @@ def test_default_workers_fit_memory(monkeypatch):
     assert plan.default_workers("full") == 1
 
 
-def test_a_background_build_lets_a_notebook_start_once_its_own_artifacts_are_in(tmp_path):
-    quick, slow = Fake("quick"), Fake("slow", seconds=3.0)
+def test_a_build_process_lets_a_notebook_start_once_its_own_artifacts_are_in(tmp_path):
+    import sys
+
+    quick, slow = Fake("quick"), Fake("slow")
     params = (("run_dir", str(tmp_path)),)
     nodes = plan.build_graph([plan.Planned(quick, params, ("00_a",)), plan.Planned(slow, params, ("01_b",))])
-    builder = plan.BackgroundBuild(nodes, workers=2, log=lambda line: None)
-    start = time.perf_counter()
+    keys = {n.label: k for k, n in nodes.items()}
+    store = tmp_path / "store"
+    script = ("import pathlib, sys, time\n"
+              "store = pathlib.Path(sys.argv[1])\n"
+              "for key in sys.argv[2:]:\n"
+              "    time.sleep(1.5)\n"
+              "    (store / key).mkdir(parents=True)\n"
+              "    (store / key / 'manifest.json').write_text('{}')\n")
+    builder = plan.BuildProcess(nodes, [sys.executable, "-c", script, str(store), keys["quick"], keys["slow"]], store,
+                                poll_seconds=0.1)
     builder.wait_for("00_a")
-    kit = open_kit(RunConfig.from_params(run_dir=str(tmp_path)))
-    assert kit.store.get(kit.key(quick)) is not None and kit.store.get(kit.key(slow)) is None
+    assert (store / keys["quick"] / "manifest.json").is_file() and not (store / keys["slow"]).exists()
     builder.wait_for("01_b")
-    assert kit.store.get(kit.key(slow)) is not None and time.perf_counter() - start >= 2.9
+    assert (store / keys["slow"] / "manifest.json").is_file()
     builder.join()
-    failing = plan.BackgroundBuild(plan.build_graph([plan.Planned(Fake("bad", fail=True), params, ("02_c",))]),
-                                   workers=1, log=lambda line: None)
-    with pytest.raises(RuntimeError, match="bad cannot be built"):
-        failing.wait_for("02_c")
+    failing = plan.BuildProcess(nodes, [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "other",
+                                poll_seconds=0.1)
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        failing.wait_for("00_a")
+
 
 
 def test_cheap_builds_go_first_then_the_longest_chain(tmp_path):
