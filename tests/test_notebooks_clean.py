@@ -77,3 +77,15 @@ def test_every_notebook_takes_the_parameters_that_make_its_base(path):
     assert {"scale", "seed", "model", "run_dir", "warmup_steps"} <= set(papermill.inspect_notebook(str(path)))
     source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
     assert "warmup_steps=warmup_steps" in source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_widgets_draw_on_a_button(path):
+    """An ipywidgets ``interactive`` that draws at once can leave papermill's client waiting forever on a
+    busy machine (a race in nbclient); the notebooks' widgets draw when their button is pressed."""
+    import re
+
+    source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    for call in re.finditer(r"interactive\(\s*\w+\s*,([^\n]*)", source):
+        assert '"manual": True' in call.group(1), f"{path.name}: {call.group(0)[:80]}"
+    assert "interact(" not in source.replace("interactive(", "")
