@@ -836,13 +836,14 @@ def base_precondition_table(kit, spec=None, num_generations: int = 8) -> pd.Data
 
 
 def precondition_warning(table: pd.DataFrame) -> str:
-    """A plain warning naming every failed row of a :func:`base_preconditions` table; ``""`` when all hold."""
+    """A plain warning naming every failed row of a :func:`base_preconditions` table; ``""`` when all hold.
+    Printed by notebooks ``00_toy_world`` and ``04_sequential_rl``."""
     failed = table[~table["holds"].astype(bool)]
     if failed.empty:
         return ""
     return (f"THIS BASE MISSES {len(failed)} PRECONDITION(S): " + "; ".join(
         f"{row.check}: {row.value:.3f} (threshold {row.threshold})" for row in failed.itertuples())
-        + ". The claim checks below assume them: read them as not testable on this base, or rebuild it with "
+        + ". The notebooks' claim checks assume them: read them as not testable on this base, or rebuild it with "
           "another seed or more warm-up steps.")
 
 
