@@ -20,96 +20,22 @@ from a fixed checkpoint theta_src (by default A's own trained weights theta_A*),
 attention mask gave Hessian-vector products far from finite differences on CPU, while unpadded ones
 agreed. Double backward also needs the eager attention implementation (``Kit.load(...,
 placement="analysis")`` sets it).
+
+The batch's spec, :class:`~mdrl_lib.specs.ObjectiveBatch`, lives with the other specs in
+:mod:`mdrl_lib.specs` (re-exported here); ``kit.open(batch)`` gives its :class:`DomainObjective`.
 """
 from __future__ import annotations
 
 import json
-import random
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import torch
 
-from mdrl_lib.kit import Kit, Spec, as_spec, check_domain
+from mdrl_lib.specs import PAIRS_FILE, SPLITS, ObjectiveBatch
 from mdrl_lib.store import Artifact
 
-PAIRS_FILE = "pairs.jsonl"
-SPLITS = ("train", "eval")
-
-
-@dataclass(frozen=True)
-class ObjectiveBatch(Spec):
-    """The fixed sample behind a domain objective: ``prompts`` prompts of ``domain``'s ``split``
-    (chosen by ``seed``), ``samples`` completions each from ``source`` at ``temperature``, keeping those
-    the verifier scores at least ``min_score`` (1.0: verified-correct). Introduced in ``02_shared_routes``."""
-
-    source: Spec
-    domain: str
-    split: str = "train"
-    prompts: int = 64
-    samples: int = 4
-    seed: int = 0
-    temperature: float = 1.0
-    min_score: float = 1.0
-    kind: ClassVar[str] = "objective"
-
-    def __post_init__(self) -> None:
-        from mdrl_lib.config import ConfigError, Param
-
-        object.__setattr__(self, "source", as_spec(self.source))
-        object.__setattr__(self, "domain", check_domain(self.domain))
-        if self.split not in SPLITS:
-            raise ConfigError(f"objective split: unknown value {self.split!r}; valid choices: {', '.join(SPLITS)}")
-        Param(int, "", minimum=1, maximum=10**6).check("objective prompts", self.prompts)
-        Param(int, "", minimum=1, maximum=1024).check("objective samples", self.samples)
-        Param(int, "", minimum=0, maximum=2**31 - 1).check("objective seed", self.seed)
-        object.__setattr__(self, "temperature",
-                           Param(float, "", above=0.0, maximum=100.0).check("objective temperature", self.temperature))
-        object.__setattr__(self, "min_score",
-                           Param(float, "", minimum=0.0, maximum=1.0).check("objective min_score", self.min_score))
-
-    def inputs(self) -> tuple[Spec, ...]:
-        return (self.source,)
-
-    def key_fields(self, kit: Kit) -> dict:
-        return {"source": kit.key(self.source), "domain": self.domain, "split": self.split, "prompts": self.prompts,
-                "samples": self.samples, "seed": self.seed, "temperature": self.temperature,
-                "min_score": self.min_score, "max_new_tokens": kit.config.rl.max_completion_length,
-                "dtype": str(kit.compute_dtype).removeprefix("torch.")}
-
-    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
-        from mdrl_lib.evaluation import generate
-
-        examples = list(getattr(kit.splits(self.domain), self.split))
-        if self.prompts > len(examples):
-            from mdrl_lib.config import ConfigError
-
-            raise ConfigError(f"objective prompts: {self.prompts} asked, but {self.domain}'s {self.split} split has "
-                              f"{len(examples)}; ask for at most {len(examples)}")
-        chosen = random.Random(f"objective:{self.seed}:{self.domain}:{self.split}").sample(examples, self.prompts)
-        model, tokenizer = kit.load(self.source)
-        completions = generate(model, tokenizer, [e.prompt for e in chosen],
-                               max_new_tokens=kit.config.rl.max_completion_length, num_samples=self.samples,
-                               temperature=self.temperature, seed=self.seed,
-                               batch_size=kit.config.compute.eval_batch_size or None)
-        specs = [e.spec for e in chosen for _ in range(self.samples)]
-        prompts = [e.prompt for e in chosen for _ in range(self.samples)]
-        scores = kit.domain(self.domain).score(completions, specs)
-        kept = [{"prompt": p, "completion": c, "score": s}
-                for p, c, s in zip(prompts, completions, scores) if s >= self.min_score]
-        if not kept:
-            raise ValueError(f"no completion of {self.source.label()} on {self.domain} scored >= {self.min_score} "
-                             f"({len(completions)} sampled); the objective needs some: sample more (prompts, "
-                             f"samples) or lower min_score")
-        with open(directory / PAIRS_FILE, "w") as handle:
-            for row in kept:
-                handle.write(json.dumps(row, sort_keys=True) + "\n")
-        return {"sampled": len(completions), "kept": len(kept), "acceptance": round(len(kept) / len(completions), 4)}
-
-    def label(self) -> str:
-        return f"L_{self.domain} from samples of {self.source.label()}"
+__all__ = ["PAIRS_FILE", "SPLITS", "DomainObjective", "ObjectiveBatch"]
 
 
 class DomainObjective:

@@ -6,10 +6,11 @@ sequential chain (notebook ``04_sequential_rl``), resuming after its last stored
 --refresh D`` also the refresh on ``D`` from the chain's end (notebook ``05_refresh_vs_rollback``).
 ``--rl-seed``, ``--reward`` (a control: shuffled or random rewards) and ``--save-every`` (checkpoints
 along each stage, notebook ``03``) select the other artifacts the notebooks ask for. Every artifact is
-the kit's own spec (:class:`mdrl_lib.kit.Stage` / :class:`~mdrl_lib.kit.Refresh`), trained by its
-``train`` method and stored under the key ``kit.get`` computes: the notebooks find these checkpoints and
-do not train them again. The run parameters are the notebooks' own (``--rl-steps`` is ``rl_steps``): the
-flags are made from the kit's single parameter declaration (``mdrl_lib.config``), with its checks.
+the kit's own spec (:class:`mdrl_lib.specs.Stage` / :class:`~mdrl_lib.specs.Refresh`, from
+``kit.chain_specs``), built by ``kit.get`` and stored under its key: the notebooks find these
+checkpoints and do not train them again. The run parameters are the notebooks' own (``--rl-steps`` is
+``rl_steps``): the flags are made from the kit's single parameter declaration (``mdrl_lib.config``),
+with its checks.
 
     python scripts/grpo_stage.py --domain math --warmup-steps 300 --rl-steps 20
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml scripts/grpo_stage.py \\
@@ -27,8 +28,9 @@ find it.
 Several processes share one stage: ``--rl-prompts-per-step`` counts prompts per optimizer step over all
 processes, so each process samples ``prompts_per_step / num_processes`` prompts x ``num_generations``
 completions (trl's per-device batch counts completions) and the stage sees the same batch as on one
-process. Only the main process writes: it builds the base while the others wait, and it stores each
-stage. The run directory must be on a file system all processes see.
+process. Every process calls ``kit.get(stage, processes=...)`` with the launch (:class:`Launch`): every
+process trains, only the main process writes (it builds the base while the others wait, and it stores
+each stage). The run directory must be on a file system all processes see.
 """
 from __future__ import annotations
 
@@ -37,7 +39,6 @@ import dataclasses
 import difflib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mdrl_lib.config import (  # noqa: E402  (light: no torch)
-    NOTEBOOK_PARAMETERS, ConfigError, RunConfig, parameter_declarations, parse_order,
-)
+from mdrl_lib.config import ConfigError, RunConfig, parameter_declarations, parse_order  # noqa: E402  (light: no torch)
 from mdrl_lib.domains.base import DOMAIN_NAMES  # noqa: E402
 
-REWARDS = ("verifier", "shuffled", "random")
 # GRPOConfig fields the kit sets from the run config (or derives); an overrides file may not set them.
 KIT_OWNED_FIELDS: dict[str, str] = {
     "output_dir": "the kit trains in a temporary directory",
@@ -89,6 +87,8 @@ _TYPES = {int: int, float: float, str: str}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mdrl_lib.training import REWARD_MODES
+
     parser = argparse.ArgumentParser(
         prog="scripts/grpo_stage.py",
         description="Train the kit's GRPO artifacts (an expert of notebook 01, a chain of notebook 04, a refresh of "
@@ -101,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refresh", choices=DOMAIN_NAMES, default=None,
                         help="with --order: also the refresh on this domain from the chain's end (rl_refresh_steps)")
     parser.add_argument("--rl-seed", type=int, default=0, help="RL seed: several RL runs on one base (default: 0)")
-    parser.add_argument("--reward", choices=REWARDS, default="verifier",
+    parser.add_argument("--reward", choices=REWARD_MODES, default="verifier",
                         help="the verifier's reward, or a control: shuffled within each step, or random (default: "
                              "verifier)")
     parser.add_argument("--save-every", type=int, default=0,
                         help="also keep the weights every N steps of each stage (notebook 03; default: 0, none)")
     group = parser.add_argument_group("run parameters (the notebooks' own; see `python -m mdrl_lib params`)")
     for name, param in parameter_declarations().items():
-        if name in NOTEBOOK_PARAMETERS or name == "order":
+        if name == "order":
             continue
         group.add_argument(flag_of(name), dest=name, type=_TYPES.get(param.type, str), default=None,
                            metavar=param.type.__name__.upper(), help=param.help)
@@ -123,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The validated RunConfig of the flags (``None`` keeps the scale's preset)."""
-    params = {name: getattr(args, name) for name in parameter_declarations()
-              if hasattr(args, name) and name not in NOTEBOOK_PARAMETERS}
+    params = {name: getattr(args, name) for name in parameter_declarations() if hasattr(args, name)}
     return RunConfig.from_params(**params)
 
 
@@ -269,36 +268,62 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def stage_specs(args: argparse.Namespace, order: tuple[str, ...], grpo_options: tuple) -> list:
-    """The kit specs this invocation trains, in order (each the parent of the next)."""
-    from mdrl_lib.kit import Base, Refresh, Stage
+def stage_specs(kit, args: argparse.Namespace, order: tuple[str, ...], grpo_options: tuple) -> list:
+    """The kit specs this invocation trains, in order (each the parent of the next): the kit's chain of
+    ``order`` with the flags' stage fields, then the refresh."""
+    from mdrl_lib.specs import Refresh
 
-    specs, parent = [], Base()
-    for name in order:
-        parent = Stage(parent, name, rl_seed=args.rl_seed, reward=args.reward, save_every=args.save_every,
-                       grpo_options=grpo_options)
-        specs.append(parent)
+    fields = {"reward": args.reward, "save_every": args.save_every, "grpo_options": grpo_options}
+    specs = kit.chain_specs(order, args.rl_seed, **fields)
     if args.refresh:
-        specs.append(Refresh(parent, args.refresh, rl_seed=args.rl_seed, reward=args.reward,
-                             save_every=args.save_every, grpo_options=grpo_options))
+        specs.append(Refresh(specs[-1], args.refresh, rl_seed=args.rl_seed, **fields))
     return specs
 
 
+class Launch:
+    """The processes of one launch as ``Kit.get(spec, processes=...)`` takes them (:class:`mdrl_lib.specs.Processes`):
+    accelerate's ``state``, one process's share of the batch (``rl_config``), and the trained weights
+    gathered from DeepSpeed ZeRO-3 onto the main process."""
+
+    def __init__(self, state: Any, rl_config: Any) -> None:
+        self.state, self.rl_config = state, rl_config
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.state.is_main_process
+
+    @property
+    def num_processes(self) -> int:
+        return self.state.num_processes
+
+    def wait_for_everyone(self) -> None:
+        self.state.wait_for_everyone()
+
+    def gather(self, model):
+        sharded = zero3_state(model, self.is_main_process)  # None unless DeepSpeed ZeRO-3 holds the weights
+        return cpu_copy(model, sharded) if (sharded is not None and self.is_main_process) else model
+
+    def metrics(self) -> dict:
+        return {"distributed_type": str(self.state.distributed_type),
+                "prompts_per_process": self.rl_config.prompts_per_step}
+
+
 def run_stages(args: argparse.Namespace, config: RunConfig, order: tuple[str, ...], overrides: dict[str, Any]) -> int:
-    """Train (or find) each spec and store it; every process runs this, only the main one writes."""
+    """Train (or find) each spec through ``kit.get``; every process runs this, only the main one writes."""
     import torch
     from accelerate import PartialState
 
-    from mdrl_lib.kit import Scores, open_kit
+    from mdrl_lib.kit import open_kit
+    from mdrl_lib.specs import Scores
 
     if config.scale == "toy":
         torch.set_num_threads(1)  # the toy model is fastest on one thread, and processes share the cores
     state = PartialState(cpu=not torch.cuda.is_available())
     execution, grpo_options = split_overrides(overrides)
     local_rl, execution = per_process_batch(config, state.num_processes, execution)
+    launch = Launch(state, local_rl)
     progress = state.is_main_process and not args.no_progress
     score = config.scale == "toy" and not args.skip_scores  # at full scale the notebooks score on first use
-    specs = stage_specs(args, order, grpo_options)
     if args.save_every and str(state.distributed_type).endswith("DEEPSPEED"):
         raise UsageError("--save-every: checkpoints along a stage are not gathered under DeepSpeed; train without "
                          "DeepSpeed (one GPU, or DDP) for notebook 03's paths")
@@ -306,12 +331,11 @@ def run_stages(args: argparse.Namespace, config: RunConfig, order: tuple[str, ..
     with state.main_process_first():  # the main process builds the base; the others then read it
         kit = open_kit(config)
         kit.base(progress=progress)
+    specs = stage_specs(kit, args, order, grpo_options)
     stored = []
     for spec in specs:
-        artifact = kit.store.get(kit.key(spec))
-        if artifact is None:
-            artifact = train_stage(kit, state, spec, local_rl, execution, progress=progress)
-        elif state.is_main_process:
+        artifact = kit.get(spec, progress=progress, trainer_overrides=execution or None, processes=launch)
+        if state.is_main_process and artifact.manifest.get("built_by_pid") != os.getpid():
             print(f"already stored: {artifact.path}", file=sys.stderr)
         if score and state.is_main_process:
             kit.get(Scores(spec), progress=progress)
@@ -325,36 +349,6 @@ def run_stages(args: argparse.Namespace, config: RunConfig, order: tuple[str, ..
                   for spec, a in stored]
         print(json.dumps({"num_processes": state.num_processes, "stages": stages}))
     return 0
-
-
-def train_stage(kit, state, spec, local_rl, execution: dict[str, Any], *, progress: bool):
-    """Train ``spec`` on every process (each with its share of the batch) and store it on the main one, as
-    ``kit.get(spec)`` would; returns the stored artifact on every process."""
-    from mdrl_lib.scratch import ALONG_PREFIX, scratch_dir
-
-    scratch = scratch_dir(ALONG_PREFIX) if (spec.save_every and state.is_main_process) else None
-    try:
-        model, tokenizer, log = spec.train(kit, scratch, progress, trainer_overrides=execution or None,
-                                           rl_config=local_rl)
-        sharded = zero3_state(model, state.is_main_process)  # None unless DeepSpeed ZeRO-3 holds the weights
-        if sharded is not None and state.is_main_process:
-            model = cpu_copy(model, sharded)
-
-        def write(directory: Path) -> dict:
-            if scratch is not None and (scratch / "along").is_dir():
-                shutil.move(str(scratch / "along"), str(directory / "along"))
-            return {**spec.write(kit, model, tokenizer, log, directory),
-                    "distributed_type": str(state.distributed_type), "prompts_per_process": local_rl.prompts_per_step}
-
-        if state.is_main_process:
-            kit.store.get_or_create(kit.key(spec), write, seed=kit.config.seed,
-                                    config=kit.manifest_config(spec, trainer_overrides=execution,
-                                                               num_processes=state.num_processes))
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    state.wait_for_everyone()
-    return kit.store.get(kit.key(spec))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import torch
 from safetensors import safe_open
 
 from mdrl_lib.config import RunConfig
-from mdrl_lib.kit import Base, Kit, Stage
+from mdrl_lib.kit import Kit
+from mdrl_lib.specs import Base, Scores, Stage
 from script_runner import load_script, run_bounded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +47,6 @@ def test_a_stage_trains_with_two_cpu_processes_and_is_stored_once_where_the_kit_
     assert summary["num_processes"] == 2 and len(summary["stages"]) == 1
 
     kit = Kit(RunConfig.from_params(run_dir=str(run_dir), **TINY_PARAMS))
-    from mdrl_lib.kit import Scores
-
     stores = sorted(p.name for p in kit.store.root.iterdir() if not p.name.startswith("."))
     expert_spec = Stage(Base(), "cw")
     # the base, one stage written once, and its scores

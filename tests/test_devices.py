@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mdrl_lib.config import ConfigError, RunConfig
-from mdrl_lib.kit import Base, Kit
+from mdrl_lib.kit import Kit
+from mdrl_lib.specs import Base
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "full"
 
@@ -77,8 +78,8 @@ def test_full_scale_scores_per_item_through_the_same_code_path(tmp_path, local_m
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on a lent GPU machine)")
 def test_on_a_gpu_full_scale_scores_in_bf16_there_and_analyses_in_fp32(tmp_path, local_model):
-    from mdrl_lib.kit import Scores
     from mdrl_lib.objectives import DomainObjective
+    from mdrl_lib.specs import Scores
 
     kit = full_kit(tmp_path, local_model, device="auto")
     assert kit.device.type == "cuda" and kit.compute_dtype == torch.bfloat16

@@ -1,12 +1,13 @@
-"""Cache keys of the kit (mdrl_lib.kit): a changed toy world never reuses an old base."""
+"""Cache keys of the kit (mdrl_lib.kit, mdrl_lib.specs): a changed toy world never reuses an old base."""
 from __future__ import annotations
 
-from mdrl_lib import kit as kit_module
+from mdrl_lib import specs as specs_module
 from mdrl_lib.config import RunConfig
 from mdrl_lib.domains import math as toy_math
 from mdrl_lib.domains import qa as toy_qa
 from mdrl_lib.domains import writing as toy_cw
-from mdrl_lib.kit import Base, Kit
+from mdrl_lib.kit import Kit
+from mdrl_lib.specs import Base
 
 
 def test_base_key_follows_the_world_version_and_the_world_settings(tmp_path, monkeypatch):
@@ -22,7 +23,7 @@ def test_base_key_follows_the_world_version_and_the_world_settings(tmp_path, mon
     monkeypatch.setattr(toy_math, "BOXED_SHARE", 0.0)
     assert kit.key(Base()) != key
     monkeypatch.undo()
-    monkeypatch.setattr(kit_module, "WORLD_VERSION", kit_module.WORLD_VERSION + 1)
+    monkeypatch.setattr(specs_module, "WORLD_VERSION", specs_module.WORLD_VERSION + 1)
     assert kit.key(Base()) != key
     assert Kit(RunConfig.from_params(run_dir=str(tmp_path), seed=1)).key(Base()) != kit.key(Base())
 
@@ -47,7 +48,7 @@ def test_every_toy_world_knob_changes_the_base_key(tmp_path, monkeypatch):
         assert key(**params) != reference, params
     for params in ({"data_max_prompt_tokens": 99}, {"rl_lr": 1e-4}, {"compute_device": "cpu"}):
         assert key(**params) == reference, params
-    monkeypatch.setitem(kit_module.TOY_WARMUP_WEIGHTS, "qa", 2.0)
+    monkeypatch.setitem(specs_module.TOY_WARMUP_WEIGHTS, "qa", 2.0)
     assert key() != reference
     monkeypatch.undo()
     monkeypatch.setattr(toy_qa, "UNIT_SHARE", 0.9)

@@ -9,8 +9,9 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from mdrl_lib.config import ConfigError, RunConfig
-from mdrl_lib.kit import Base, Kit
-from mdrl_lib.objectives import PAIRS_FILE, DomainObjective, ObjectiveBatch
+from mdrl_lib.kit import Kit
+from mdrl_lib.objectives import DomainObjective
+from mdrl_lib.specs import PAIRS_FILE, Base, ObjectiveBatch
 
 PAIRS = [("m:1+2=", "3"), ("m:10+2=", "12"), ("q:bax age?=", "17 years"), ("m:3+4=", "7"), ("w:bg12=", "2 bat 17 gem")]
 

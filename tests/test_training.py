@@ -12,7 +12,8 @@ import torch
 from safetensors import safe_open
 
 from mdrl_lib.config import ConfigError, RunConfig
-from mdrl_lib.kit import Base, Kit, Refresh, Stage
+from mdrl_lib.kit import Kit
+from mdrl_lib.specs import Base, Refresh, Stage
 from mdrl_lib.training import MASTER_FP32, grpo, stage_seed
 
 TINY = dict(warmup_steps=80, warmup_lr=3e-3, data_train_size=50, data_eval_size=40, rl_steps=3, rl_refresh_steps=2,
