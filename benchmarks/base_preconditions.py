@@ -3,7 +3,7 @@
 
 Builds the base of each seed (one process per seed, one torch thread each, ``--workers`` at a time) in
 its own run directory under ``--run-root``, and prints per seed the warm-up seconds and every
-precondition of :func:`mdrl_lib.checks.base_preconditions` (held-out scores below the ceiling, mixed
+precondition of :func:`mdrl_lib.claims.base_preconditions` (held-out scores below the ceiling, mixed
 GRPO groups, Math's right-number share), then how many seeds meet all of them.
 
     python benchmarks/base_preconditions.py --seeds 101-110 --workers 2
@@ -36,11 +36,12 @@ def one_seed(seed: int, run_root: str, params: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from mdrl_lib.checks import base_preconditions
+    from mdrl_lib.claims import base_preconditions
     from mdrl_lib.config import RunConfig
     from mdrl_lib.domains.base import DOMAIN_NAMES
     from mdrl_lib.evaluation import mixed_group_share
-    from mdrl_lib.kit import Base, open_kit
+    from mdrl_lib.kit import open_kit
+    from mdrl_lib.specs import Base
 
     kit = open_kit(RunConfig.from_params(seed=seed, run_dir=str(Path(run_root) / f"seed{seed}"), **params))
     base = kit.get(Base(), progress=False)

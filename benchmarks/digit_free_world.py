@@ -31,7 +31,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mdrl_lib import interference  # noqa: E402
-from mdrl_lib.checks import base_precondition_table, precondition_warning  # noqa: E402
+from mdrl_lib.claims import base_precondition_table, precondition_warning  # noqa: E402
 from mdrl_lib.config import RunConfig  # noqa: E402
 from mdrl_lib.kit import Kit  # noqa: E402
 

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from mdrl_lib.checks import C2_PAPER_MAX, check_c1, check_c2
+from mdrl_lib.claims import C2_PAPER_MAX, check_c1, check_c2
 
 
 def _experts(rows):

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from mdrl_lib.checks import C5_MIN_SHARE, check_c5, check_c6_theory
+from mdrl_lib.claims import C5_MIN_SHARE, check_c5, check_c6_theory
 from mdrl_lib.perturbation import contraction_bound
 
 LOCAL = {"measured": 1.34e-6, "first_order": -1.7e-7, "second_order": 1.53e-6, "predicted": 1.36e-6}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdrl_lib.checks import C6_COLLATERAL, check_c6_refresh, check_c7, record_check, ledger
+from mdrl_lib.claims import C6_COLLATERAL, check_c6_refresh, check_c7, record_check, ledger
 
 
 def change(diff, low, high):

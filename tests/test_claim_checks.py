@@ -1,15 +1,9 @@
-"""Claim checks C3 and C4 on hand-made numbers, and the JSON record of a check."""
-import json
-import os
-from pathlib import Path
-from types import SimpleNamespace
-
+"""Claim checks C3 and C4 (notebook 02) and the base's preconditions (notebook 00) on hand-made numbers."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from mdrl_lib.checks import (AblationContrast, ClaimCheck, ablation_contrasts, check_c3, check_c4, checks_table,
-                             claim_path, load_check, record_check)
+from mdrl_lib.claims import AblationContrast, ablation_contrasts, base_preconditions, check_c3, check_c4
 
 MODULES_MIXED = {"model.layers.0.self_attn": [0.12, 0.09], "model.layers.0.mlp": [-0.15, -0.11],
                  "model.layers.1.mlp": [0.01, -0.01]}
@@ -148,107 +142,7 @@ def test_ablation_contrasts_pair_items_and_report_changes_against_the_unablated_
     assert cw_row.difference == 0.0 and cw_row.p_value == 1.0  # nothing changed: Wilcoxon on no differences
 
 
-# ---- the record -------------------------------------------------------------------------------------
-
-def _check(**changes):
-    fields = dict(claim="C4", name="shared-routes", statement="s", paper="p", measured="m", baseline="b",
-                  supported=True, why="w", figures={"x": np.float64(0.5), "n": np.int64(3), "gone": float("nan")})
-    return ClaimCheck(**{**fields, **changes})
-
-
-def test_record_check_round_trips_through_json(tmp_path):
-    check = _check()
-    path = record_check(tmp_path, check, notebook="02_shared_routes")
-    assert path == tmp_path / "claims" / "C4-shared-routes.json" == claim_path(tmp_path, check)
-    record = json.loads(path.read_text())
-    assert record["verdict"] == "supported" and record["notebook"] == "02_shared_routes"
-    assert record["figures"] == {"x": 0.5, "n": 3, "gone": None}  # numpy scalars and nan made plain
-    assert load_check(path) == check
-
-
-def test_record_check_with_a_kit_records_the_run(tmp_path):
-    config = SimpleNamespace(scale="toy", seed=7, model=SimpleNamespace(name="toy"))
-    kit = SimpleNamespace(config=config, run_dir=tmp_path / "run")
-    record = json.loads(record_check(kit, _check(supported=None)).read_text())
-    assert record["run"] == {"scale": "toy", "seed": 7, "model": "toy"} and record["verdict"] == "not testable"
-
-
-def test_record_check_replaces_atomically_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    path = record_check(tmp_path, _check(supported=True))
-    calls = []
-    real_replace = os.replace
-
-    def spy(src, dst):
-        calls.append((Path(src), Path(dst)))
-        assert Path(src).parent == Path(dst).parent and Path(src).is_file()  # written in full, then renamed
-        assert json.loads(Path(dst).read_text())["supported"] is True  # the old record is intact until then
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", spy)
-    record_check(tmp_path, _check(supported=False))
-    assert len(calls) == 1 and calls[0][1] == path
-    assert json.loads(path.read_text())["supported"] is False
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
-
-
-def test_a_failed_write_keeps_the_old_record_and_cleans_up(tmp_path, monkeypatch):
-    path = record_check(tmp_path, _check(supported=True))
-
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError, match="disk full"):
-        record_check(tmp_path, _check(supported=False))
-    assert json.loads(path.read_text())["supported"] is True
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
-
-
-def test_a_check_refuses_bad_fields():
-    with pytest.raises(ValueError, match="unknown claim"):
-        _check(claim="C9")
-    with pytest.raises(ValueError, match="slug"):
-        _check(name="Shared Routes")
-    with pytest.raises(TypeError, match="True, False or None"):
-        _check(supported="yes")
-    with pytest.raises(TypeError, match="number, a string or None"):
-        _check(figures={"table": [1, 2]})
-    with pytest.raises(TypeError, match="ClaimCheck"):
-        record_check(Path("."), {"claim": "C3"})
-
-
-def test_checks_table_has_one_row_per_check_with_its_verdict():
-    table = checks_table([_check(), _check(claim="C3", name="math-qa-gradients", supported=False)])
-    assert list(table["claim"]) == ["C4", "C3"] and list(table["verdict"]) == ["supported", "not supported"]
-
-
-def test_the_ledger_gathers_recorded_checks_in_claim_order_and_names_the_missing_ones(tmp_path, capsys):
-    from mdrl_lib.checks import ClaimCheck, ledger, record_check
-    from mdrl_lib.cli import main
-
-    def check(claim, name, supported):
-        return ClaimCheck(claim=claim, name=name, statement="s", paper="p", measured="m", baseline="b",
-                          supported=supported, why="w")
-
-    record_check(tmp_path, check("C4", "shared-routes", False), notebook="02_shared_routes")
-    record_check(tmp_path, check("C1", "paper-regime", True), notebook="01_sparse_edits")
-    record_check(tmp_path, check("C1", "default-regime", None))
-    table = ledger(tmp_path)
-    assert list(table["claim"]) == ["C0", "C1", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
-    assert list(table["verdict"][1:3]) == ["not testable", "supported"]  # checks of one claim by name
-    assert set(table[table["claim"].isin(["C2", "C3", "C5"])]["verdict"]) == {"not measured"}
-    assert main(["report", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "C4 shared-routes: NOT SUPPORTED  (02_shared_routes)" in out and "6 not measured" in out
-    assert main(["report", str(tmp_path / "missing")]) == 2
-    assert "no run directory" in capsys.readouterr().err
-
-
 def test_base_preconditions_flag_a_base_that_did_not_learn_math():
-    import pandas as pd
-
-    from mdrl_lib.checks import base_preconditions
-
     scores = pd.DataFrame({"domain": ["math", "qa"], "score": [0.5, 0.97]})
     good = pd.DataFrame({"domain": "math", "item": range(10), "score": 0.0,
                          "details": [{"right_number": i < 9} for i in range(10)]})

@@ -13,6 +13,8 @@ from typing import Callable
 
 DOMAIN_NAMES: tuple[str, ...] = ("code", "math", "qa", "cw")
 DOMAIN_TITLES: dict[str, str] = {"code": "Code", "math": "Math", "qa": "QA", "cw": "CW"}
+# the domains whose held-out score per item is a fraction (partial credit), not 0/1: their paired tests differ
+FRACTIONAL_DOMAINS: dict[str, str] = {"code": "fractional", "cw": "fractional"}
 SCALES: tuple[str, ...] = ("toy", "full")
 
 

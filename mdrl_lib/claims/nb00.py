@@ -1,0 +1,72 @@
+"""The base's preconditions, introduced in notebook ``00_toy_world`` and checked again at the top of
+``04_sequential_rl``: what a toy base must meet before the later claim checks mean anything.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+
+SCORE_CEILING = 0.95  # a held-out base score at or above this leaves an RL stage nothing to raise
+MATH_RIGHT_NUMBER_FLOOR = 0.8  # the base must know its arithmetic, box ignored (good bases reach 0.85-0.96)
+
+
+def base_preconditions(scores: pd.DataFrame, mixed_shares: Mapping[str, float], items: pd.DataFrame) -> pd.DataFrame:
+    """The preconditions a toy base must meet before the later notebooks' claim checks mean anything.
+
+    Introduced in ``00_toy_world``. ``scores``: the base's held-out scores (domain, score); ``mixed_shares``:
+    per domain, the share of RL prompts whose sampled groups are mixed; ``items``: the base's per-item
+    results (:meth:`Kit.item_results`). Rows: each domain's score below :data:`SCORE_CEILING` (room to rise
+    and fall), each domain's mixed share above 0 (GRPO gets a signal), and Math's share of held-out answers
+    with the right number, box ignored, at least :data:`MATH_RIGHT_NUMBER_FLOOR` (the base learned the
+    arithmetic that RL will then settle the convention of). Columns: check, value, threshold, holds, why.
+    """
+    table = scores.set_index("domain")["score"]
+    rows = []
+    for name, score in table.items():
+        rows.append({"check": f"{name}: held-out base score below {SCORE_CEILING}", "value": float(score),
+                     "threshold": SCORE_CEILING, "holds": bool(score < SCORE_CEILING),
+                     "why": "an RL stage needs room to raise the domain, and interference room to lower it"})
+    for name, share in mixed_shares.items():
+        rows.append({"check": f"{name}: some RL prompts give GRPO a signal (mixed groups)", "value": float(share),
+                     "threshold": 0.0, "holds": bool(share > 0),
+                     "why": "a group whose rewards are all equal teaches GRPO nothing"})
+    math_items = items[items["domain"] == "math"]
+    if not math_items.empty:
+        share = float(sum(bool(d.get("right_number")) for d in math_items["details"]) / len(math_items))
+        rows.append({"check": "math: held-out answers with the right number (box ignored)", "value": share,
+                     "threshold": MATH_RIGHT_NUMBER_FLOOR, "holds": share >= MATH_RIGHT_NUMBER_FLOOR,
+                     "why": "Math's RL stage settles the answer convention; it cannot teach arithmetic the base "
+                            "lacks, and the chain's damage to Math is measured on that arithmetic"})
+    return pd.DataFrame(rows, columns=["check", "value", "threshold", "holds", "why"])
+
+
+def base_precondition_table(kit, spec=None, num_generations: int = 8) -> pd.DataFrame:
+    """:func:`base_preconditions` of a kit's base (or of the model ``spec``): scores it (cached), samples
+    ``num_generations`` completions per RL prompt of every domain for the mixed-group shares (as notebook
+    ``00_toy_world`` does; seconds at toy scale) and reads Math's per-item answers. Used at the top of
+    ``04_sequential_rl`` so that a base missing a precondition is flagged before anything is read from it."""
+    from mdrl_lib.domains.base import DOMAIN_NAMES
+    from mdrl_lib.evaluation import mixed_group_share
+    from mdrl_lib.kit import Base
+
+    spec = Base() if spec is None else spec
+    model, tokenizer = kit.load(spec)
+    with kit._compute_threads():
+        shares = {n: mixed_group_share(model, tokenizer, kit.domain(n), kit.splits(n).train,
+                                       num_generations=num_generations,
+                                       max_new_tokens=kit.config.rl.max_completion_length,
+                                       seed=kit.config.seed)["mixed"] for n in DOMAIN_NAMES}
+    return base_preconditions(kit.scores_of(spec), shares, kit.item_results(spec))
+
+
+def precondition_warning(table: pd.DataFrame) -> str:
+    """A plain warning naming every failed row of a :func:`base_preconditions` table; ``""`` when all hold.
+    Printed by notebooks ``00_toy_world`` and ``04_sequential_rl``."""
+    failed = table[~table["holds"].astype(bool)]
+    if failed.empty:
+        return ""
+    return (f"THIS BASE MISSES {len(failed)} PRECONDITION(S): " + "; ".join(
+        f"{row.check}: {row.value:.3f} (threshold {row.threshold})" for row in failed.itertuples())
+        + ". The notebooks' claim checks assume them: read them as not testable on this base, or rebuild it with "
+          "another seed or more warm-up steps.")

@@ -1,0 +1,145 @@
+"""Claims C1 (sparse edits) and C2 (weak top-neuron overlap), introduced in notebook ``01_sparse_edits``."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+
+from mdrl_lib.claims._format import _fmt
+from mdrl_lib.claims.record import ClaimCheck
+
+# ------------------------------------------------------------------------------------------- C1
+
+C1_STATEMENT = "Single-domain RL edits are sparse and small."
+C1_PAPER = ("77-89% of parameters change by less than 1e-7 absolute and less than 1e-3 relative, per "
+            "single-domain expert vs base (the paper's rate and precision are not published)")
+C1_PAPER_RANGE = (0.77, 0.89)  # the paper's range of unchanged shares
+C1_ALPHA = 0.05  # significance level of an expert's held-out gain
+C1_COLUMNS = ("regime", "expert", "share", "gain", "gain_p")
+
+
+def check_c1(experts: pd.DataFrame, *, name: str, low: float = C1_PAPER_RANGE[0],
+             alpha: float = C1_ALPHA) -> ClaimCheck:
+    """C1 from the experts of one or more training regimes.
+
+    ``experts``: one row per expert, columns ``regime`` (a label of how it was trained: precision,
+    rate, steps), ``expert`` (its name), ``share`` (the share of entries unchanged by the paper's
+    criterion, |delta| < 1e-7 *and* |delta| / |base| < 1e-3, compared in the precision the regime
+    stores its weights in), ``gain`` (its held-out score on its own domain minus the reference's:
+    the base, rounded to the same precision) and ``gain_p`` (the paired p-value of that gain).
+
+    Rule, fixed before the run. An expert is *sparse* when ``share >= low`` (the bottom of the
+    paper's range; above the range is sparser still and counts) and has *learned* when
+    ``gain > 0`` at ``gain_p < alpha``: a model that RL left alone is trivially sparse, so sparsity
+    only says something about RL edits that do something. A regime qualifies when every one of its
+    experts is sparse and has learned. Supported when at least one regime qualifies (the paper does
+    not publish its rate, so any rate of the grid may stand for it); not testable (``None``) when
+    ``experts`` is empty; otherwise not supported, and ``why`` says whether the edits were dense in
+    every regime or sparse only where RL learned nothing measurable.
+    """
+    if not isinstance(experts, pd.DataFrame):
+        raise TypeError(f"experts must be a pandas DataFrame with columns {list(C1_COLUMNS)}, "
+                        f"got {type(experts).__name__}")
+    missing = [c for c in C1_COLUMNS if c not in experts.columns]
+    if missing:
+        raise ValueError(f"experts lacks columns {missing}; it needs {list(C1_COLUMNS)}")
+    if not 0 < low <= 1:
+        raise ValueError(f"low must be in (0, 1], got {low}")
+    figures: dict[str, Any] = {"low": low, "alpha": alpha, "regimes": 0, "qualifying_regimes": 0}
+    baseline = ("the expert's own held-out gain over the base (rounded to the same precision), paired over "
+                "items: an edit counts only if RL learned something with it")
+    if experts.empty:
+        return ClaimCheck(claim="C1", name=name, statement=C1_STATEMENT, paper=C1_PAPER,
+                          measured="no experts were measured", baseline=baseline, supported=None,
+                          why="not testable: no experts in this regime", figures=figures)
+    shares = experts["share"].astype(float)
+    if ((shares < 0) | (shares > 1)).any():
+        raise ValueError(f"share must lie in [0, 1], got {shares.tolist()}")
+    rows = experts.assign(sparse=shares >= low,
+                          learned=(experts["gain"].astype(float) > 0) & (experts["gain_p"].astype(float) < alpha))
+    parts, qualifying, sparse_unlearned = [], [], []
+    for regime, group in rows.groupby("regime", sort=False):
+        ok = bool(group["sparse"].all() and group["learned"].all())
+        if ok:
+            qualifying.append(str(regime))
+        if group["sparse"].any() and not group["learned"].all():
+            sparse_unlearned.append(str(regime))
+        figures[f"min_share[{regime}]"] = float(group["share"].min())
+        figures[f"learned[{regime}]"] = f"{int(group['learned'].sum())}/{len(group)}"
+        parts.append(f"{regime}: " + ", ".join(
+            f"{r.expert} {r.share:.3g} unchanged, gain {_fmt(float(r.gain))} (p={float(r.gain_p):.2g})"
+            for r in group.itertuples()))
+    figures.update(regimes=len(parts), qualifying_regimes=len(qualifying),
+                   max_share=float(shares.max()), min_share=float(shares.min()))
+    measured = "; ".join(parts)
+    rule = f"sparse: >= {low:.0%} unchanged; learned: gain > 0 at p < {alpha}"
+    if qualifying:
+        why = f"{rule}; every expert of {' and '.join(repr(q) for q in qualifying)} is sparse and learned"
+    elif not rows["sparse"].any():
+        why = f"{rule}; no expert is sparse: the largest unchanged share is {figures['max_share']:.3g}"
+    else:
+        why = (f"{rule}; edits were sparse only where RL learned nothing measurable "
+               f"({' and '.join(repr(r) for r in sparse_unlearned)})")
+    return ClaimCheck(claim="C1", name=name, statement=C1_STATEMENT, paper=C1_PAPER, measured=measured,
+                      baseline=baseline, supported=bool(qualifying), why=why, figures=figures)
+
+
+# ------------------------------------------------------------------------------------------- C2
+
+C2_STATEMENT = "The top-changed neurons of single-domain experts overlap weakly across domains."
+C2_PAPER = ("neuron = one MLP intermediate channel, its edit magnitude aggregating its gate, up and down "
+            "projection changes; top 10% per domain; mean pairwise Jaccard below 0.19")
+C2_PAPER_MAX = 0.19  # the paper's bound on the mean cross-domain Jaccard
+C2_RATIO = 0.5  # cross-domain overlap must be at most this fraction of the same-domain (two-seed) overlap
+
+
+def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float], random_expectation: float, *,
+             fraction: float, paper_max: float = C2_PAPER_MAX, ratio: float = C2_RATIO) -> ClaimCheck:
+    """C2 from top-neuron Jaccard indices.
+
+    Inputs: ``cross_domain``, pair label -> Jaccard index of the top-``fraction`` neuron sets of two
+    experts of different domains; ``same_domain``, label -> Jaccard of two experts of the *same*
+    domain trained with different RL seeds (how much two runs agree when the domain is the same);
+    ``random_expectation``, the Jaccard of two random sets of that size (reported).
+
+    Rule, fixed before the run: supported when the mean cross-domain Jaccard is below ``paper_max``
+    *and* at most ``ratio`` times the mean same-domain Jaccard. Low overlap across domains only says
+    something about the domains when the same domain, retrained, overlaps clearly more; if two seeds
+    of one domain overlap as little as two domains do, the top neurons are set by the run, not the
+    domain, and the check is not supported. Not testable (``None``) without a same-domain pair.
+    """
+    cross = {str(k): float(v) for k, v in dict(cross_domain).items()}
+    same = {str(k): float(v) for k, v in dict(same_domain).items()}
+    if not cross:
+        raise ValueError("cross_domain is empty: give the Jaccard index of at least one pair of domains")
+    for label, value in {**cross, **same}.items():
+        if not 0 <= value <= 1:
+            raise ValueError(f"Jaccard index of {label!r} must lie in [0, 1], got {value}")
+    if not 0 <= random_expectation <= 1:
+        raise ValueError(f"random_expectation must lie in [0, 1], got {random_expectation}")
+    mean_cross = sum(cross.values()) / len(cross)
+    largest = max(cross, key=cross.get)
+    figures: dict[str, Any] = {"fraction": fraction, "mean_cross_domain": mean_cross, "pairs": len(cross),
+                               "largest_pair": largest, "largest_cross_domain": cross[largest],
+                               "random_expectation": random_expectation, "paper_max": paper_max, "ratio": ratio,
+                               "same_domain_pairs": len(same)}
+    measured = (f"mean cross-domain Jaccard {mean_cross:.3f} over {len(cross)} pairs (largest {largest} "
+                f"{cross[largest]:.3f}) at the top {fraction:.0%}")
+    baseline = f"random sets of the same size: {random_expectation:.3f}"
+    below_paper = mean_cross < paper_max
+    part_a = f"mean cross-domain {mean_cross:.3f} {'<' if below_paper else '>='} {paper_max}"
+    if not same:
+        return ClaimCheck(claim="C2", name="top-neuron-overlap", statement=C2_STATEMENT, paper=C2_PAPER,
+                          measured=measured, baseline=baseline, supported=None,
+                          why=f"{part_a}; not testable: no same-domain two-seed pair to compare with",
+                          figures=figures)
+    mean_same = sum(same.values()) / len(same)
+    figures["mean_same_domain"] = mean_same
+    measured += "; same domain, two RL seeds: " + ", ".join(f"{k} {v:.3f}" for k, v in same.items())
+    baseline += f"; the same domain retrained with another RL seed: {mean_same:.3f}"
+    distinct = mean_cross <= ratio * mean_same
+    part_b = (f"{'<=' if distinct else '>'} {ratio} x the mean same-domain two-seed Jaccard "
+              f"({ratio * mean_same:.3f})")
+    return ClaimCheck(claim="C2", name="top-neuron-overlap", statement=C2_STATEMENT, paper=C2_PAPER,
+                      measured=measured, baseline=baseline, supported=bool(below_paper and distinct),
+                      why=f"{part_a}; {part_b}", figures=figures)
