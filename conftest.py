@@ -32,9 +32,30 @@ def pytest_collection_finish(session):
                                               cwd=Path(__file__).resolve().parent))
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked ``after_notebooks`` (they read what the notebooks asked the kit for) run last."""
+    late = [item for item in items if item.get_closest_marker("after_notebooks")]
+    items[:] = [item for item in items if not item.get_closest_marker("after_notebooks")] + late
+
+
+# Where the kit logs each spec a notebook asks for while nbval runs it (tests/test_notebook_requests.py reads it).
+os.environ.setdefault("MDRL_REQUESTS_DIR", str(Path(os.environ["MDRL_RUN_DIR"]) / "requests"))
+
+
+def requests_log(notebook: str) -> Path:
+    """The request log of ``notebook`` (a file stem)."""
+    return Path(os.environ["MDRL_REQUESTS_DIR"]) / f"{notebook}.jsonl"
+
+
 def pytest_runtest_setup(item):
     import pytest
 
+    if Path(item.path).suffix == ".ipynb":  # before nbval starts the notebook's kernel, which inherits this
+        log = requests_log(Path(item.path).stem)
+        if os.environ.get("MDRL_GET_LOG") != str(log):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.unlink(missing_ok=True)
+            os.environ["MDRL_GET_LOG"] = str(log)
     process = _prebuild.get("process")
     if process is None or Path(item.path).suffix != ".ipynb":
         return

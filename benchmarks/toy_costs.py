@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mdrl_lib.cli import parse_value
     from mdrl_lib.config import RunConfig
-    from mdrl_lib.kit import Base, Scores, Stage, open_kit
-    from mdrl_lib.objectives import ObjectiveBatch
+    from mdrl_lib.kit import open_kit
+    from mdrl_lib.specs import Base, ObjectiveBatch, Scores, Stage
 
     torch.set_num_threads(1)
     params = {name: parse_value(value) for name, value in args.parameter}

@@ -99,27 +99,38 @@ def _find_notebook(name: str, notebooks_dir: Path) -> Path:
     raise CliError(f"unknown notebook {name!r}; valid notebooks: {', '.join(p.stem for p in notebooks)}")
 
 
-def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
-    """A notebook's parameters cell as papermill reads it: name -> type, default and help."""
+def notebook_parameters(path: Path) -> list[str]:
+    """The parameter names a notebook declares: its recipe's (:mod:`mdrl_lib.recipes`), or, for a notebook
+    without a recipe, its parameters cell as papermill reads it."""
+    from mdrl_lib.recipes import has_recipe, recipe
+
+    if has_recipe(path.stem):
+        return recipe(path.stem).Params.names()
     import papermill
 
-    return papermill.inspect_notebook(str(path))
+    return list(papermill.inspect_notebook(str(path)))
 
 
 def format_parameters(path: Path) -> str:
-    """A table of one notebook's parameters."""
-    params = notebook_parameters(path)
-    if not params:
-        return f"{path.name} has no parameters cell"
-    from mdrl_lib.config import parameter_declarations
+    """A table of one notebook's parameters: name, type, default, what is allowed and help, from its recipe."""
+    from mdrl_lib.recipes import has_recipe, recipe
 
-    declared = parameter_declarations()
-    width = max(len(n) for n in params)
-    lines = [f"Parameters of {path.name}:"]
-    for name, info in params.items():
-        allowed = f" [{declared[name].describe()}]" if name in declared else " [not declared in mdrl_lib.config]"
-        lines.append(f"  {name:<{width}}  {info['inferred_type_name']:<8} default {info['default']:<14} "
-                     f"{info['help']}{allowed}".rstrip())
+    if not has_recipe(path.stem):  # a notebook of the user's own: its parameters cell, as papermill reads it
+        import papermill
+
+        params = papermill.inspect_notebook(str(path))
+        if not params:
+            return f"{path.name} has no parameters cell"
+        width = max(len(n) for n in params)
+        return "\n".join([f"Parameters of {path.name} (no recipe: its parameters cell):"] + [
+            f"  {name:<{width}}  {info['inferred_type_name']:<8} default {info['default']:<14} {info['help']}".rstrip()
+            for name, info in params.items()])
+    rows = recipe(path.stem).Params.declarations()
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"Parameters of {path.name} (run: checked by the run configuration; notebook: this notebook's own):"]
+    for r in rows:
+        lines.append(f"  {r['name']:<{width}}  {r['type']:<5} {r['kind']:<8} default {r['default']:<14} {r['help']}"
+                     + (f" [{r['allowed']}]" if r["allowed"] else ""))
     return "\n".join(lines)
 
 
@@ -133,7 +144,9 @@ def parse_value(text: str) -> Any:
 def _selection(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any], Any, Path, dict[Path, dict]]:
     """The notebooks, checked overrides, run config, run directory and declared parameters of a
     ``run`` or ``plan`` command; every value is checked before anything runs."""
-    from mdrl_lib.config import ConfigError, check_parameters
+    from mdrl_lib.config import ConfigError, RunConfig, _unknown_message, parameter_names
+    from mdrl_lib.plan import notebook_params
+    from mdrl_lib.recipes import has_recipe
 
     overrides = {name: parse_value(value) for name, value in args.parameter}
     notebooks = list_notebooks(args.notebooks_dir)
@@ -145,16 +158,24 @@ def _selection(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any], An
         raise CliError("give the run directory as --run-dir DIR, not -p run_dir")
     if args.workers is not None and args.workers < 0:
         raise CliError(f"--workers: must be 0 or more, got {args.workers}")
+    run_dir_given = {"run_dir": str(args.run_dir)} if args.run_dir else {}
     try:
-        config = check_parameters({**overrides, **({"run_dir": str(args.run_dir)} if args.run_dir else {})})
+        config = RunConfig.from_params(**{k: v for k, v in {**overrides, **run_dir_given}.items()
+                                          if k in parameter_names()})
     except ConfigError as error:
         raise CliError(str(error)) from None
     declared = {path: notebook_parameters(path) for path in notebooks}
     known = set().union(*(set(p) for p in declared.values()))
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise CliError(f"unknown parameter {', '.join(map(repr, unknown))}; the selected notebooks "
-                       f"declare: {', '.join(sorted(known))}")
+        raise CliError(_unknown_message(unknown, sorted(known)).replace("valid parameters:",
+                                                                        "the selected notebooks declare:"))
+    try:
+        for path in notebooks:  # each notebook checks the values it declares
+            if has_recipe(path.stem):
+                notebook_params(path.stem, {**overrides, **run_dir_given})
+    except ConfigError as error:
+        raise CliError(str(error)) from None
     run_dir = (args.run_dir or Path("runs") / f"{config.scale}-seed{config.seed}").expanduser().resolve()
     return notebooks, overrides, config, run_dir, declared
 
@@ -263,7 +284,7 @@ def _execute(path: Path, out_dir: Path, params: dict[str, Any], cwd: Path, log_o
 
 def format_ledger(run_dir: Path) -> str:
     """The claims ledger of ``run_dir`` as text: one block per check, claim order."""
-    from mdrl_lib.checks import ledger
+    from mdrl_lib.claims import ledger
 
     try:
         table = ledger(run_dir)

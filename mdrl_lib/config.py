@@ -1,8 +1,8 @@
 """Scale presets and the validated run configuration built from a notebook's parameters.
 
-Introduced in notebook ``00_toy_world``. Every parameter the kit accepts is declared once, here: the
-run configuration's fields (grouped by topic, with their type, bounds, choices and help in the
-dataclass field metadata) and the notebooks' own parameters (:data:`NOTEBOOK_PARAMETERS`). The
+Introduced in notebook ``00_toy_world``. Every run parameter is declared once, here: the run
+configuration's fields, grouped by topic, with their type, bounds, choices and help in the dataclass
+field metadata. A notebook's own options are declared by its recipe (:mod:`mdrl_lib.recipes`). The
 notebooks, the CLI and the scripts all validate through these declarations, before any work starts.
 Flat names are ``<group>_<field>`` (``rl_lr`` is ``config.rl.lr``), except the top-level ``scale``,
 ``seed``, ``model``, ``order`` and ``run_dir``. This module imports nothing heavy (no torch), so a
@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mdrl_lib.domains.base import DOMAIN_NAMES, SCALES
 
@@ -360,113 +360,6 @@ class RunConfig:
         return (Path.cwd() / "runs" / f"{self.scale}-seed{self.seed}").resolve()
 
 
-# ------------------------------------------------------------------------ the notebooks' own parameters
-
-NOTEBOOK_PARAMETERS: dict[str, Param] = {
-    "examples_per_domain": Param(int, "prompts shown per domain (notebook 00)", minimum=1, maximum=50),
-    "num_generations": Param(int, "completions sampled per prompt when measuring GRPO's signal (notebook 00)",
-                             minimum=2, maximum=256),
-    "route_fraction": Param(float, "q: a domain's active route is its top q of MLP channels by mean |activation| "
-                            "(notebook 02)", above=0.0, maximum=0.5),
-    "route_prompts": Param(int, "RL training prompts per domain whose activity defines its routes (notebook 02)",
-                           minimum=1, maximum=10**6),
-    "objective_prompts": Param(int, "prompts per domain-objective batch (notebook 02)", minimum=1, maximum=10**6),
-    "objective_samples": Param(int, "completions sampled per prompt for a domain-objective batch (notebook 02)",
-                               minimum=1, maximum=1024),
-    "gradient_pair": Param(str, "the domain pair whose gradients the C3 check reads (notebook 02)",
-                           choices=tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
-    "ablation_domain": Param(str, "the domain whose route-only channels are ablated (notebook 02)",
-                             choices=DOMAIN_NAMES),
-    "ablation_pair": Param(str, "the pair whose shared channels are ablated ('' = the pair that shares most at "
-                           "answer positions) (notebook 02)",
-                           choices=("",) + tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
-    "ablation_mode": Param(str, "zero: set ablated channels to 0; mean: to their mean over the domains' tokens "
-                           "(notebook 02)", choices=("zero", "mean")),
-    "compare_experts": Param(str, "compare experts' updates on shared routes: auto (only if the experts are "
-                             "already stored), yes (train them if needed), no (notebook 02)",
-                             choices=("auto", "yes", "no")),
-    "top_fraction": Param(float, "k: the share of MLP neurons, by edit magnitude, that count as an expert's top "
-                          "neurons (notebook 01)", above=0.0, maximum=0.5),
-    "second_seed_domains": Param(str, "domains whose expert is trained again with RL seed 1, comma-separated "
-                                 "('' = none; 'all') (notebook 01)"),
-    "rate_grid": Param(str, "learning rates of the bf16 rate grid (notebook 01)", above=0.0, maximum=1.0,
-                       number_list=True),
-    "grid_steps": Param(int, "GRPO steps of each expert of the rate grid (notebook 01)", minimum=1, maximum=10**6),
-    "grid_domain": Param(str, "the domain of the rate grid's experts (notebook 01)", choices=DOMAIN_NAMES),
-    "perturbation_pair": Param(str, "A,B: the damaged domain A and the later domain B (notebook 03)",
-                               choices=tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
-    "checkpoint_every": Param(int, "keep B's weights every this many steps along its stages (notebook 03)",
-                              minimum=1, maximum=10**6),
-    "local_lr": Param(float, "learning rate of the local-regime B stage (notebook 03)", above=0.0, maximum=1.0),
-    "local_steps": Param(int, "GRPO steps of the local-regime B stage (notebook 03)", minimum=1, maximum=10**6),
-    "taylor_points": Param(int, "points t in (0, 1] of the Taylor grid along theta_A* + t delta_B (notebook 03)",
-                           minimum=2, maximum=50),
-    "subspace_rank": Param(int, "R: top Hessian eigenvectors of the conflict subspace (notebook 03)",
-                           minimum=1, maximum=200),
-    "random_subspaces": Param(int, "random subspaces per r that the conflict subspace is held against "
-                              "(notebook 03)", minimum=2, maximum=100),
-    "gd_steps": Param(int, "plain gradient-descent refresh steps on L_A (notebook 03)", minimum=1, maximum=10**4),
-    "gd_rate_scale": Param(float, "the GD refresh rate as a multiple of 1 / (largest eigenvalue of H_A) "
-                           "(notebook 03)", above=0.0, maximum=2.0),
-    "real_refresh_steps": Param(int, "GRPO steps of the kit's real refresh from the B stage (notebook 03)",
-                                minimum=1, maximum=10**6),
-    "refresh_domain": Param(str, "the damaged domain refreshed from the chain's end (notebook 05)",
-                            choices=DOMAIN_NAMES),
-    "refresh_budgets": Param(str, "GRPO steps of the shorter refreshes, comma-separated whole numbers; the run's "
-                             "rl_refresh_steps is always added (notebook 05)", minimum=1, maximum=10**6,
-                             number_list=True),
-    "constant_refresh": Param(bool, "also refresh at a constant rate at every budget (notebook 05)"),
-    "rollback_pair": Param(str, "A,B: in the chain-end model, coordinates go back to their value before B's stage, "
-                           "to restore A (notebook 05)",
-                           choices=tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)),
-    "second_rollback_pair": Param(str, "a second A,B pair, with fewer rules ('' = none) (notebook 05)",
-                                  choices=("",) + tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES
-                                                        if a != b)),
-    "rollback_fractions": Param(str, "rollback budgets k as fractions of all parameters (notebook 05)", above=0.0,
-                                maximum=1.0, number_list=True),
-    "rollback_gradient_at": Param(str, "where g_A (and its curvature) is evaluated for the rollback scores: the "
-                                  "chain's end, or A's own trained weights (notebook 05)",
-                                  choices=("chain_end", "own")),
-    "hessian_probes": Param(int, "Rademacher probes of the Hessian diagonal for the second-order rule "
-                            "(notebook 05)", minimum=1, maximum=10**4),
-    "c7_fraction": Param(float, "the rollback budget at which C7 is judged; one of rollback_fractions "
-                         "(notebook 05)", above=0.0, maximum=1.0),
-    "rl_seeds": Param(int, "RL seeds of the chain, all on the run's one base; at least one (notebook 04)",
-                      minimum=0, maximum=MAX_SEED, number_list=True),
-    "damaged_domain": Param(str, "the earlier domain whose drop along the chain is measured and controlled "
-                            "(notebook 04)", choices=DOMAIN_NAMES),
-    "world_seeds": Param(int, "other run seeds, each its own world and base, whose chains give the spread over "
-                         "worlds ('' = none) (notebook 04)", minimum=0, maximum=MAX_SEED, number_list=True),
-    "digit_free_control": Param(bool, "also build the digit-free world (data_digit_free, its own base and "
-                                "chain) as a control (notebook 04)"),
-}
-
-
-def check_notebook_params(**params: Any) -> dict[str, Any]:
-    """The notebook-only parameters ``params``, each checked against :data:`NOTEBOOK_PARAMETERS`.
-
-    Introduced in notebook ``00_toy_world``: the first cell after the parameters calls this and
-    :meth:`RunConfig.from_params`, so a bad value stops the notebook with one line naming it.
-    """
-    unknown = sorted(set(params) - set(NOTEBOOK_PARAMETERS))
-    if unknown:
-        raise ConfigError(_unknown_message(unknown, list(NOTEBOOK_PARAMETERS)))
-    return {name: NOTEBOOK_PARAMETERS[name].check(name, value) for name, value in params.items()}
-
-
-def check_parameters(params: Mapping[str, Any]) -> RunConfig:
-    """Validate any mix of run and notebook parameters (what the CLI receives); returns the run config.
-
-    Every name must be declared, either as a run parameter or in :data:`NOTEBOOK_PARAMETERS`.
-    """
-    run_names = set(parameter_names())
-    unknown = sorted(set(params) - run_names - set(NOTEBOOK_PARAMETERS))
-    if unknown:
-        raise ConfigError(_unknown_message(unknown, [*parameter_names(), *NOTEBOOK_PARAMETERS]))
-    check_notebook_params(**{k: v for k, v in params.items() if k not in run_names and v is not None})
-    return RunConfig.from_params(**{k: v for k, v in params.items() if k in run_names})
-
-
 def parameter_names() -> list[str]:
     """Every flat run parameter name a notebook may pass to ``RunConfig.from_params``."""
     names = list(_TOP_PARAMETERS)
@@ -476,13 +369,14 @@ def parameter_names() -> list[str]:
 
 
 def parameter_declarations() -> dict[str, Param]:
-    """Every declared parameter, run and notebook, by flat name (what ``mdrl_lib params`` prints)."""
+    """Every declared run parameter by flat name (a notebook's own options are declared by its recipe,
+    :mod:`mdrl_lib.recipes`)."""
     out = dict(_TOP_PARAMETERS)
     for group, cls in _GROUPS.items():
         for f in dataclasses.fields(cls):
             if "param" in f.metadata:
                 out[f"{group}_{f.name}"] = f.metadata["param"]
-    return {**out, **NOTEBOOK_PARAMETERS}
+    return out
 
 
 def parse_order(value: Any) -> tuple[str, ...]:

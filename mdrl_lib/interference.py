@@ -10,20 +10,17 @@ paper's (more RL of any kind, more of the same domain, RL on the later domains w
 Paired over the same held-out items: :func:`paired_change` (one domain, two checkpoints),
 :func:`stage_changes` (every domain over every stage: forgetting and transfer), :func:`forgetting` (each
 domain from its own stage to the chain's end) and :func:`control_table` (the damaged domain under each
-control, and the real chain's end against each control's end). :func:`plan` and :func:`planned_specs`
-list every artifact notebook 04 asks the kit for, so that a pipeline can build them beforehand.
+control, and the real chain's end against each control's end). Notebook 04's recipe
+(:mod:`mdrl_lib.recipes.nb04`) lists every artifact it asks the kit for.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 import pandas as pd
 
-from mdrl_lib.config import RunConfig
-from mdrl_lib.domains.base import DOMAIN_NAMES
-
-Spec = Any  # a mdrl_lib.kit spec (kept loose here: this module imports no torch)
+from mdrl_lib.domains.base import DOMAIN_NAMES, FRACTIONAL_DOMAINS
+from mdrl_lib.specs import Base, Spec, Stage, check_domain  # light: this module imports no torch
 
 CATEGORIES: tuple[str, ...] = ("right", "right content, wrong convention", "wrong content", "no answer")
 
@@ -115,8 +112,6 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0) -> di
 
     Returns {name: spec of the final checkpoint}, plus ``after`` (the checkpoint right after the stage).
     """
-    from mdrl_lib.kit import Stage, check_domain
-
     domain = check_domain(domain)
     chain = kit.chain_specs(order, rl_seed)
     names = [spec.domain for spec in chain]
@@ -136,9 +131,6 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0) -> di
 
 
 # ---- paired changes along a chain ------------------------------------------------------------------
-
-FRACTIONAL_DOMAINS: dict[str, str] = {"code": "fractional", "cw": "fractional"}  # fractional per-item scores
-
 
 def paired_test_kind(domain: str) -> str:
     """The paired test a domain's per-item scores take: ``binary`` (0/1: Math, QA; McNemar's exact test
@@ -202,10 +194,8 @@ def stage_changes(items_by_stage: Mapping[str, pd.DataFrame], *, level: float = 
 def chain_items(kit, chain: list[Spec]) -> dict[str, pd.DataFrame]:
     """Per-item results of the base and of every stage of ``chain`` (stage specs in order), keyed
     ``base`` and then by each stage's domain: what :func:`stage_changes` and :func:`forgetting` take.
-    Scores what is not stored yet; trains nothing that :func:`planned_specs` does not list.
+    Scores what is not stored yet; trains nothing that notebook 04's recipe does not plan.
     Introduced in ``04_sequential_rl``."""
-    from mdrl_lib.kit import Base
-
     out = {"base": kit.item_results(Base())}
     for spec in chain:
         out[spec.domain] = kit.item_results(spec)
@@ -274,132 +264,3 @@ def control_table(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], domain:
                        minus_reference_p=v.p_value)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(CONTROL_COLUMNS))
-
-
-# ---- what notebook 04 builds -----------------------------------------------------------------------
-
-NOTEBOOK_DEFAULTS: dict[str, object] = {"order": "code,math,qa,cw", "rl_seeds": "0,1,2", "damaged_domain": "math",
-                                        "world_seeds": "", "digit_free_control": False}
-DIGIT_FREE = "digit-free world"
-
-
-@dataclass(frozen=True)
-class ChainPlan:
-    """Every artifact notebook ``04_sequential_rl`` asks the kit for, by role.
-
-    ``chains``: RL seed -> the chain's stage specs (all on the run's one base); ``controls``: the
-    :func:`control_specs` of the first RL seed (``after``, ``real chain``, ``shuffled rewards``, ``more
-    of the same``); ``worlds``: other run configurations (other world seeds, the digit-free world) ->
-    their chain for the first RL seed, each on its own base (empty unless asked for)."""
-
-    order: tuple[str, ...]
-    domain: str
-    rl_seeds: tuple[int, ...]
-    chains: dict[int, list[Spec]]
-    controls: dict[str, Spec]
-    worlds: dict[str, tuple[RunConfig, list[Spec]]] = field(default_factory=dict)
-
-    def training_specs(self) -> list[Spec]:
-        """The trained artifacts of the run's own world, each once, parents before children."""
-        specs: list[Spec] = []
-        for chain in self.chains.values():
-            specs += chain
-        for spec in self.controls.values():
-            specs += _lineage(spec)
-        return _unique(specs)
-
-    def score_specs(self) -> list[Spec]:
-        """The :class:`Scores` of the base, every chain stage and every control's end."""
-        from mdrl_lib.kit import Base, Scores
-
-        models: list[Spec] = [Base()]
-        for chain in self.chains.values():
-            models += chain
-        models += list(self.controls.values())
-        return [Scores(spec) for spec in _unique(models)]
-
-
-def _lineage(spec: Spec) -> list[Spec]:
-    """``spec``'s trained ancestors (stages, not the base) and itself, oldest first."""
-    from mdrl_lib.kit import Base
-
-    out = []
-    while spec is not None and not isinstance(spec, Base):
-        out.append(spec)
-        spec = getattr(spec, "parent", None)
-    return out[::-1]
-
-
-def _unique(specs: list[Spec]) -> list[Spec]:
-    return list(dict.fromkeys(specs))  # specs are frozen dataclasses: equal specs have equal keys
-
-
-def notebook_options(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Notebook 04's own parameters from ``params`` (its parameter names; missing ones take the notebook's
-    defaults, other names are ignored), checked: ``rl_seeds`` and ``world_seeds`` become tuples of ints."""
-    from mdrl_lib.config import ConfigError, check_notebook_params, parse_order
-
-    given = dict(params or {})
-    values = {k: (given[k] if given.get(k) is not None else v) for k, v in NOTEBOOK_DEFAULTS.items()}
-    checked = check_notebook_params(**{k: v for k, v in values.items() if k != "order"})
-    rl_seeds = tuple(int(s) for s in str(checked["rl_seeds"]).split(",") if s)
-    if not rl_seeds:
-        raise ConfigError("rl_seeds: give at least one RL seed, e.g. '0,1,2'")
-    order = parse_order(values["order"]) if "order" in given and given["order"] is not None else None
-    return {"order": order, "rl_seeds": rl_seeds, "damaged_domain": checked["damaged_domain"],
-            "world_seeds": tuple(int(s) for s in str(checked["world_seeds"]).split(",") if s),
-            "digit_free_control": checked["digit_free_control"]}
-
-
-def plan(kit, params: Mapping[str, Any] | None = None) -> ChainPlan:
-    """What notebook ``04_sequential_rl`` builds for notebook parameters ``params`` (see
-    :func:`notebook_options`; ``order`` defaults to the run's). Specs only: nothing is trained."""
-    from mdrl_lib.config import ConfigError
-
-    options = notebook_options(params)
-    order = options["order"] or kit.config.order
-    domain = options["damaged_domain"]
-    if domain not in order:
-        raise ConfigError(f"damaged_domain: {domain!r} is not in the order {','.join(order)}; valid: "
-                          f"{', '.join(order[:-1])}")
-    if domain == order[-1]:
-        raise ConfigError(f"damaged_domain: {domain!r} is the chain's last stage, so no later stage can damage it; "
-                          f"valid: {', '.join(order[:-1])}")
-    first = options["rl_seeds"][0]
-    chains = {s: kit.chain_specs(order, s) for s in options["rl_seeds"]}
-    controls = control_specs(kit, order, domain, rl_seed=first)
-    worlds: dict[str, tuple[RunConfig, list[Spec]]] = {}
-    base_params = {**kit.config.to_params(), "order": ",".join(order)}
-    for world_seed in options["world_seeds"]:
-        if world_seed == kit.config.seed:
-            continue
-        config = RunConfig.from_params(**{**base_params, "seed": world_seed})
-        worlds[f"world seed {world_seed}"] = (config, kit.chain_specs(order, first))
-    if options["digit_free_control"]:
-        config = RunConfig.from_params(**{**base_params, "data_digit_free": True})
-        worlds[DIGIT_FREE] = (config, kit.chain_specs(order, first))
-    return ChainPlan(order=tuple(order), domain=domain, rl_seeds=options["rl_seeds"], chains=chains,
-                     controls=controls, worlds=worlds)
-
-
-def planned_specs(kit, params: Mapping[str, Any] | None = None) -> list[Spec]:
-    """Every artifact spec notebook ``04_sequential_rl`` will ``kit.get`` in the run's own world, for
-    notebook parameters ``params`` (keys: the notebook's parameter names; missing ones take its
-    defaults): the training stages of every RL seed's chain and of the controls, then their
-    :class:`~mdrl_lib.kit.Scores`. Parents come before children, each spec once; nothing is built.
-    Artifacts of other worlds (``world_seeds``, ``digit_free_control``; off by default) belong to other
-    run configurations: :func:`planned_runs` lists them with their configuration."""
-    chain_plan = plan(kit, params)
-    return chain_plan.training_specs() + chain_plan.score_specs()
-
-
-def planned_runs(kit, params: Mapping[str, Any] | None = None) -> list[tuple[RunConfig, list[Spec]]]:
-    """(run configuration, its specs) for every world notebook 04 uses: the run's own first (as
-    :func:`planned_specs`), then each other world's chain stages and their scores (with its base's)."""
-    from mdrl_lib.kit import Base, Scores
-
-    chain_plan = plan(kit, params)
-    out = [(kit.config, chain_plan.training_specs() + chain_plan.score_specs())]
-    for config, chain in chain_plan.worlds.values():
-        out.append((config, list(chain) + [Scores(s) for s in [Base(), *chain]]))
-    return out

@@ -2,16 +2,15 @@
 
 Used by ``python -m mdrl_lib plan`` and ``run`` (the pipeline builds every artifact the selected
 notebooks need before they run, so that independent stages train at once) and by the test
-configuration (nbval then finds them built). Each notebook's needs come from a planner below, which
-builds the same specs from the same parameter values as the notebook; an artifact a planner misses is
-still built by the notebook itself, only not in parallel.
+configuration (nbval then finds them built). Each notebook's needs come from its recipe
+(:mod:`mdrl_lib.recipes`), the same module the notebook takes its parameters and specs from; a test
+records what each notebook asks the kit for and holds it against the recipe's plan.
 
 A worker is one process with one torch thread that calls :meth:`Kit.get`; the store's per-key lock
 makes two workers (or a worker and a notebook) that want one artifact build it once.
 """
 from __future__ import annotations
 
-import ast
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -19,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mdrl_lib.config import ConfigError, RunConfig, parameter_names, parse_order
-from mdrl_lib.domains.base import DOMAIN_NAMES
+from mdrl_lib.config import ConfigError, RunConfig
 
 # Seconds per unit of work at toy scale, measured on a 2-core machine with one torch thread per process
 # (benchmarks/toy_costs.py): a warm-up step of 64 examples, a GRPO step of 8 prompts x 8 completions, a
@@ -58,114 +56,34 @@ class Node:
     priority: float = 0.0
 
 
-# ------------------------------------------------------------------------------ notebook parameters
+# ------------------------------------------------------------------------------ the notebooks' recipes
 
 
-def notebook_defaults(path: Path) -> dict[str, Any]:
-    """A notebook's parameters cell as values: name -> default (papermill's reading, evaluated)."""
-    import papermill
+def notebook_params(notebook: str, overrides: Mapping[str, Any] | None = None):
+    """The checked parameters of ``notebook`` (a file stem): its recipe's defaults under those of
+    ``overrides`` that it declares (as ``python -m mdrl_lib run`` passes them)."""
+    from mdrl_lib.recipes import recipe
 
-    out = {}
-    for name, info in papermill.inspect_notebook(str(path)).items():
-        try:
-            out[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            raise ConfigError(f"{path.name}: the default of {name!r} ({info['default']}) is not a literal") from None
-    return out
+    params_type = recipe(notebook).Params
+    declared = set(params_type.names())
+    return params_type.from_values({k: v for k, v in (overrides or {}).items() if k in declared})
 
 
-def _run_params(values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    names = set(parameter_names())
-    return tuple(sorted((k, v) for k, v in values.items() if k in names))
-
-
-# ------------------------------------------------------------------------------ planners per notebook
-
-
-def _plan_00(kit, values: Mapping[str, Any]) -> list:
-    from mdrl_lib.kit import Base, Scores
-
-    return [Scores(Base())]
-
-
-def _plan_01(kit, values: Mapping[str, Any]) -> list:
-    from mdrl_lib.kit import Base, Scores, Stage
-
-    specs: list = []
-    for name in DOMAIN_NAMES:
-        specs += [Stage(Base(), name), Scores(Stage(Base(), name))]
-    second = str(values.get("second_seed_domains", "math")).strip()
-    seconds = DOMAIN_NAMES if second == "all" else (parse_order(second) if second else ())
-    for name in seconds:
-        specs += [Stage(Base(), name, rl_seed=1), Scores(Stage(Base(), name, rl_seed=1))]
-    grid = [((("rl_precision", "bf16"),),
-             Stage(Base(), values.get("grid_domain", "math"), steps=int(values.get("grid_steps", 60)), lr=float(r)))
-            for r in str(values.get("rate_grid", "")).split(",") if r.strip()]
-    return specs + [(extra, spec) for extra, spec in grid] + [(extra, Scores(spec)) for extra, spec in grid]
-
-
-def _plan_02(kit, values: Mapping[str, Any]) -> list:
-    from mdrl_lib.kit import Base, Stage
-    from mdrl_lib.objectives import ObjectiveBatch
-
-    specs: list = [ObjectiveBatch(Base(), n, prompts=int(values.get("objective_prompts", 96)),
-                                  samples=int(values.get("objective_samples", 16)), seed=r)
-                   for n in DOMAIN_NAMES for r in (0, 1)]
-    if values.get("compare_experts") == "yes":
-        specs += [Stage(Base(), n) for n in DOMAIN_NAMES]
-    return specs
-
-
-def _plan_03(kit, values: Mapping[str, Any]) -> list:
-    from mdrl_lib.kit import Base, Refresh, Stage
-    from mdrl_lib.objectives import ObjectiveBatch
-
-    domain_a, domain_b = str(values.get("perturbation_pair", "math,qa")).split(",")
-    every = int(values.get("checkpoint_every", 20))
-    expert = Stage(Base(), domain_a.strip())
-    b_stage = Stage(expert, domain_b.strip(), save_every=every)
-    return [expert, b_stage,
-            Stage(expert, domain_b.strip(), lr=float(values.get("local_lr", 1e-5)),
-                  steps=int(values.get("local_steps", 60)), save_every=every),
-            ObjectiveBatch(expert, domain_a.strip(), prompts=int(values.get("objective_prompts", 64)),
-                           samples=int(values.get("objective_samples", 4))),
-            Refresh(b_stage, domain_a.strip(), steps=int(values.get("real_refresh_steps", 50)))]
-
-
-def _plan_from(module: str) -> Callable:
-    def planner(kit, values: Mapping[str, Any]) -> list:
-        import importlib
-
-        return list(importlib.import_module(module).planned_specs(kit, values))
-    return planner
-
-
-# Keyed by the notebook's file name without suffix: another notebook that shares a number plans nothing.
-PLANNERS: dict[str, Callable] = {"00_toy_world": _plan_00, "01_sparse_edits": _plan_01, "02_shared_routes": _plan_02,
-                                 "03_perturbation_theory": _plan_03,
-                                 "04_sequential_rl": _plan_from("mdrl_lib.interference"),
-                                 "05_refresh_vs_rollback": _plan_from("mdrl_lib.recovery")}
-
-
-def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None, *, values: Mapping[str, Any] | None = None
-                  ) -> list[Planned]:
-    """The artifacts notebook ``path`` will ask for, with the notebook's defaults under ``overrides``.
-
-    Only the overrides the notebook declares apply (as in ``python -m mdrl_lib run``). A notebook
-    without a planner needs nothing built in advance.
-    """
+def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None) -> list[Planned]:
+    """The artifacts notebook ``path`` will ask for: its recipe's ``plan`` under the notebook's defaults and
+    those ``overrides`` it declares. A notebook without a recipe needs nothing built in advance."""
     from mdrl_lib.kit import open_kit
+    from mdrl_lib.recipes import has_recipe, recipe
 
-    if path.stem not in PLANNERS:
+    if not has_recipe(path.stem):
         return []
-    defaults = notebook_defaults(path) if values is None else dict(values)
-    merged = {**defaults, **{k: v for k, v in (overrides or {}).items() if k in defaults}}
-    params = _run_params(merged)
-    kit = open_kit(RunConfig.from_params(**dict(params)))
+    params = notebook_params(path.stem, overrides)
+    run_params = params.run_values()
+    kit = open_kit(params.config)
     planned = []
-    for entry in PLANNERS[path.stem](kit, merged):
+    for entry in recipe(path.stem).plan(kit, params):
         extra, spec = entry if isinstance(entry, tuple) else ((), entry)
-        planned.append(Planned(spec, tuple(sorted({**dict(params), **dict(extra)}.items())), (path.stem,)))
+        planned.append(Planned(spec, tuple(sorted({**run_params, **dict(extra)}.items())), (path.stem,)))
     return planned
 
 
@@ -175,6 +93,9 @@ def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None, *, val
 def estimate(kind: str, spec: Any, config: RunConfig) -> float:
     """Estimated cost of building ``spec``: seconds at toy scale, optimizer steps at full scale."""
     toy = config.scale == "toy"
+    own = spec.toy_seconds(config) if toy and hasattr(spec, "toy_seconds") else None
+    if own is not None:
+        return float(own)
     if kind == "base":
         return TOY_SECONDS["warmup_step"] * config.warmup.steps if toy else 0.0
     if kind in ("stage", "refresh"):

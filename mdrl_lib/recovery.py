@@ -17,14 +17,15 @@ The rules (the paper does not publish its own):
 
 And the controls: ``random`` coordinates of the same count (seeded), the largest ``magnitude`` |delta_B|,
 the first-order score built from *another* stage's delta (``other_delta``), and reverting all of B's
-stage (a fraction of 1). :func:`plan` names every artifact notebook 05 asks for (refreshes, their
-controls, rollback sweeps as cached :class:`RollbackScores`), so a pipeline can build them ahead.
+stage (a fraction of 1). Notebook 05's recipe (:mod:`mdrl_lib.recipes.nb05`) names every artifact it
+asks for (refreshes, their controls, rollback sweeps as cached :class:`RollbackScores`), so a pipeline
+can build them ahead.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
@@ -32,7 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mdrl_lib.kit import Base, Kit, Refresh, Scores, Spec, Stage, as_spec, check_domain
+from mdrl_lib.kit import Kit
+from mdrl_lib.specs import Spec, check_domain
+from mdrl_lib.store import Artifact
 
 RULES: tuple[str, ...] = ("first_order", "first_order_routes", "second_order", "random", "magnitude", "other_delta")
 
@@ -446,6 +449,11 @@ class RollbackScores(Spec):
         masks = {n: masks.get(n, torch.zeros(t.shape, dtype=torch.bool)) for n, t in delta.items()}
         return coordinate_scores("first_order_routes", delta, gradient=gradient, mask=masks)
 
+    def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
+        """The per-item scores: columns ``rule``, ``fraction``, ``domain``, ``item``, ``score``."""
+        path = artifact.path / ROLLBACK_ITEMS
+        return pd.read_json(path, orient="records", lines=True).assign(rule=self.rule)
+
     def label(self) -> str:
         return f"rollback {self.domain_a},{self.domain_b} by {self.rule} in {self.current.label()}"
 
@@ -469,171 +477,8 @@ def _load_weights(model: torch.nn.Module, tensors: Tensors) -> None:
 
 def rollback_items(kit: Kit, spec: RollbackScores) -> pd.DataFrame:
     """The per-item scores of a :class:`RollbackScores` (built once): columns ``rule``, ``fraction``,
-    ``domain``, ``item``, ``score``."""
-    path = kit.get(spec).path / ROLLBACK_ITEMS
-    return pd.read_json(path, orient="records", lines=True).assign(rule=spec.rule)
-
-
-# ---------------------------------------------------------------------------------- notebook 05's plan
-
-NOTEBOOK_DEFAULTS: dict[str, Any] = {
-    "refresh_domain": "math",
-    "refresh_budgets": "10,20,50",
-    "constant_refresh": True,
-    "rollback_pair": "math,qa",
-    "second_rollback_pair": "math,cw",
-    "rollback_fractions": "0.001,0.003,0.01,0.03,0.1",
-    "rollback_gradient_at": "chain_end",
-    "hessian_probes": 8,
-    "c7_fraction": 0.01,
-    "objective_prompts": 64,
-    "objective_samples": 4,
-    "route_fraction": 0.2,
-    "route_prompts": 100,
-    "subspace_rank": 8,
-}
-MAIN_RULES: tuple[str, ...] = ("first_order", "first_order_routes", "second_order", "random", "magnitude",
-                               "other_delta", "gradient_step", "revert_stage")
-SECOND_PAIR_RULES: tuple[str, ...] = ("first_order", "random", "magnitude", "revert_stage")
-
-
-@dataclass(frozen=True)
-class RecoveryPlan:
-    """Every artifact notebook ``05_refresh_vs_rollback`` asks for, by role (built by :func:`plan`).
-
-    ``chain``: the chain's stages (rl seed 0); ``post_a``: theta_A*, the chain's stage after the refreshed
-    domain A; ``refreshes``: ``{(schedule, steps): Refresh}`` from the chain's end; ``controls``:
-    ``{steps: Refresh}`` of the same budgets of A's steps from ``post_a``; ``equal_cost``: the refresh that
-    costs as much as the ``first_order`` rollback; ``objective``: A's objective batch (samples of
-    ``post_a``); ``rollbacks``: ``{(pair, rule): RollbackScores}``; ``options``: the parameters used.
-    """
-
-    options: dict
-    chain: tuple[Stage, ...]
-    domain: str
-    post_a: Stage
-    budgets: tuple[int, ...]
-    refreshes: dict
-    controls: dict
-    equal_cost_steps: int
-    equal_cost: Refresh
-    objective: Spec
-    pairs: tuple[tuple[str, str], ...]
-    rollbacks: dict
-    fractions: tuple[float, ...]
-
-    @property
-    def chain_end(self) -> Stage:
-        return self.chain[-1]
-
-    def stage_of(self, domain: str) -> Stage:
-        """The chain's stage that trains ``domain``."""
-        return next(s for s in self.chain if s.domain == domain)
-
-    def before(self, domain: str) -> Spec:
-        """The weights before ``domain``'s stage (its parent)."""
-        return self.stage_of(domain).parent
-
-    def specs(self) -> list[Spec]:
-        """Every spec, each once, in the order a pipeline may build them (inputs first)."""
-        models = [Base(), *self.chain, *self.refreshes.values(), *self.controls.values(), self.equal_cost]
-        objectives = [s.objective for s in self.rollbacks.values() if s.objective is not None]
-        out = [*models, *(Scores(m) for m in models), self.objective, *objectives, *self.rollbacks.values()]
-        return list(dict.fromkeys(out))
-
-
-def _options(params: Mapping[str, Any]) -> dict[str, Any]:
-    from mdrl_lib.config import ConfigError, check_notebook_params, parameter_names
-
-    run_names = set(parameter_names())
-    notebook = {k: v for k, v in params.items() if k not in run_names}
-    unknown = sorted(set(notebook) - set(NOTEBOOK_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown notebook 05 parameter(s) {unknown}; valid: {', '.join(NOTEBOOK_DEFAULTS)}")
-    return check_notebook_params(**{**NOTEBOOK_DEFAULTS, **{k: v for k, v in notebook.items() if v is not None}})
-
-
-def parse_budgets(text: str) -> tuple[int, ...]:
-    """Whole-number refresh budgets from ``"10,20,50"`` (sorted, each once)."""
-    from mdrl_lib.config import ConfigError
-
-    values = [float(p) for p in str(text).split(",") if p.strip()]
-    if not values or any(v < 1 or not v.is_integer() for v in values):
-        raise ConfigError(f"refresh_budgets: expected whole numbers >= 1, e.g. '10,20,50', got {text!r}")
-    return tuple(sorted({int(v) for v in values}))
-
-
-def plan(kit: Kit, params: Mapping[str, Any] | None = None) -> RecoveryPlan:
-    """Notebook 05's artifacts for the notebook parameters ``params`` (missing ones take the notebook's
-    defaults, :data:`NOTEBOOK_DEFAULTS`; run parameters are the kit's and are ignored here). Specs only:
-    nothing is built. Introduced in ``05_refresh_vs_rollback``."""
-    from mdrl_lib.config import ConfigError
-    from mdrl_lib.objectives import ObjectiveBatch
-
-    options = _options(params or {})
-    order = kit.config.order
-    chain = tuple(kit.chain_specs(order, rl_seed=0))
-    domain = options["refresh_domain"]
-    if domain not in order or order.index(domain) == len(order) - 1:
-        raise ConfigError(f"refresh_domain: {domain!r} must be trained before the last stage of the order "
-                          f"{','.join(order)} (a later stage must be able to damage it); valid: "
-                          f"{', '.join(order[:-1])}")
-    post_a = chain[order.index(domain)]
-    end = chain[-1]
-    budgets = tuple(sorted(set(parse_budgets(options["refresh_budgets"])) | {kit.config.rl.refresh_steps}))
-    schedules = ("linear", "constant") if options["constant_refresh"] else ("linear",)
-    refreshes = {(schedule, steps): Refresh(end, domain, steps=steps, lr_schedule=schedule)
-                 for schedule in schedules for steps in budgets}
-    controls = {steps: Refresh(post_a, domain, steps=steps, lr_schedule="linear") for steps in budgets}
-    objective = ObjectiveBatch(post_a, domain, prompts=options["objective_prompts"],
-                               samples=options["objective_samples"])
-    cost = rollback_cost("first_order", objective_sequences=options["objective_prompts"] * options["objective_samples"])
-    steps = equal_cost_steps(cost, kit.config.rl)
-    equal = Refresh(end, domain, steps=steps, lr_schedule="linear")
-    fractions = tuple(sorted({float(f) for f in options["rollback_fractions"].split(",")}))
-    if not any(math.isclose(options["c7_fraction"], f) for f in fractions):
-        raise ConfigError(f"c7_fraction: {options['c7_fraction']} is not one of rollback_fractions "
-                          f"({options['rollback_fractions']}); choose one of them")
-    pairs = [tuple(options["rollback_pair"].split(","))]
-    if options["second_rollback_pair"] and options["second_rollback_pair"] != options["rollback_pair"]:
-        pairs.append(tuple(options["second_rollback_pair"].split(",")))
-    rollbacks = {}
-    for number, (a, b) in enumerate(pairs):
-        for name, value in (("A", a), ("B", b)):
-            if value not in order:
-                raise ConfigError(f"rollback pair {a},{b}: {name} = {value!r} is not in the order {','.join(order)}")
-        if order.index(a) >= order.index(b):
-            raise ConfigError(f"rollback pair {a},{b}: A must be trained before B in the order {','.join(order)}")
-        stage_b = chain[order.index(b)]
-        own = chain[order.index(a)]
-        pair_objective = objective if a == domain else ObjectiveBatch(own, a, prompts=options["objective_prompts"],
-                                                                      samples=options["objective_samples"])
-        others = [s for s in chain if s.domain not in (a, b)]
-        other = (others[0], others[0].parent) if others else None
-        at = end if options["rollback_gradient_at"] == "chain_end" else own
-        for rule in (MAIN_RULES if number == 0 else SECOND_PAIR_RULES):
-            if rule == "other_delta" and other is None:
-                continue
-            rollbacks[(f"{a},{b}", rule)] = RollbackScores(
-                end, stage_b.parent, a, b, rule, fractions,
-                objective=pair_objective if rule in GRADIENT_RULES else None,
-                gradient_at=at if rule in GRADIENT_RULES else None,
-                routes_at=own if rule == "first_order_routes" else None,
-                route_fraction=options["route_fraction"], route_prompts=options["route_prompts"],
-                other=other if rule == "other_delta" else None,
-                stage_after=stage_b if rule == "revert_stage" else None,
-                probes=options["hessian_probes"], seed=kit.config.seed)
-    return RecoveryPlan(options=options, chain=chain, domain=domain, post_a=post_a, budgets=budgets,
-                        refreshes=refreshes, controls=controls, equal_cost_steps=steps, equal_cost=equal,
-                        objective=objective, pairs=tuple(pairs), rollbacks=rollbacks, fractions=fractions)
-
-
-def planned_specs(kit: Kit, params: Mapping[str, Any]) -> list[Spec]:
-    """Every artifact spec notebook ``05_refresh_vs_rollback`` will ``kit.get`` for the notebook parameters
-    ``params`` (missing keys: the notebook's defaults): the chain's stages, each refresh budget and schedule,
-    the controls from theta_A*, the equal-cost refresh, their :class:`~mdrl_lib.kit.Scores`, A's objective
-    batch and the rollback sweeps. The notebook takes its artifacts from the same :func:`plan`."""
-    return plan(kit, params).specs()
+    ``domain``, ``item``, ``score`` (:meth:`RollbackScores.open`)."""
+    return kit.open(spec)
 
 
 # ---------------------------------------------------------------------------------- paired comparisons
@@ -644,7 +489,7 @@ def paired_changes(before: pd.DataFrame, after: pd.DataFrame, *, n_boot: int = 2
     (:func:`mdrl_lib.stats.paired_difference`: McNemar for 0/1 domains, bootstrap and signed rank for Code
     and CW). ``before``, ``after``: per-item tables with columns ``domain``, ``item``, ``score``. Columns:
     ``domain``, ``before``, ``after``, ``diff``, ``ci_low``, ``ci_high``, ``p_value``."""
-    from mdrl_lib.checks import FRACTIONAL_DOMAINS
+    from mdrl_lib.domains.base import FRACTIONAL_DOMAINS
     from mdrl_lib.stats import paired_difference
 
     rows = []

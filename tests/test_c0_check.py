@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from mdrl_lib.checks import check_c0, precondition_warning, record_check, ledger
+from mdrl_lib.claims import check_c0, precondition_warning, record_check, ledger
 
 
 def drops(changes, high=None):
@@ -63,10 +63,11 @@ def test_precondition_warning_names_each_failed_row():
 
 
 def test_integer_list_parameters():
-    from mdrl_lib.config import ConfigError, check_notebook_params
+    from mdrl_lib.config import ConfigError
+    from mdrl_lib.recipes.nb04 import Params
 
-    assert check_notebook_params(rl_seeds="2, 0,1")["rl_seeds"] == "2,0,1"
-    assert check_notebook_params(rl_seeds=4)["rl_seeds"] == "4" and check_notebook_params(world_seeds="")["world_seeds"] == ""
+    assert Params(rl_seeds="2, 0,1").rl_seeds == "2,0,1"
+    assert Params(rl_seeds=4).rl_seeds == "4" and Params(world_seeds="").world_seeds == ""
     for bad in ("0,1.5", "x", "-1", True):
         with pytest.raises(ConfigError, match="rl_seeds"):
-            check_notebook_params(rl_seeds=bad)
+            Params(rl_seeds=bad)

@@ -94,7 +94,7 @@ def test_module_entry_point_prints_help():
 
 @pytest.mark.parametrize("flags, fragment", [
     (["-p", "rl_steps", "0"], "rl_steps: expected an integer >= 1"),
-    (["-p", "examples_per_domain", "-2"], "examples_per_domain: expected an integer >= 1"),
+    (["-p", "seed", "-2"], "seed: expected an integer >= 0"),
     (["-p", "run_dir", "x"], "--run-dir"),
 ])
 def test_every_declared_parameter_is_checked_before_running(notebooks, tmp_path, capsys, flags, fragment):
@@ -115,7 +115,7 @@ def test_run_ends_with_the_claims_ledger_of_its_run_directory(tmp_path, capsys):
     folder = tmp_path / "nbs"
     folder.mkdir()
     _notebook(folder / "00_claims.ipynb", 'run_dir: str = ""  # where to write',
-              "from mdrl_lib.checks import ClaimCheck, record_check\n"
+              "from mdrl_lib.claims import ClaimCheck, record_check\n"
               "record_check(run_dir, ClaimCheck('C1', 'sparse-demo', 'edits are sparse', '36-92%', "
               "'50% unchanged', 'random 10%', True, 'above the random line'))")
     assert main(["--notebooks-dir", str(folder), "run", "--run-dir", str(tmp_path / "run")]) == 0

@@ -104,19 +104,11 @@ def test_run_dir_must_be_a_writable_directory(tmp_path):
     assert RunConfig.from_params(run_dir=str(tmp_path / "new" / "deeper")).run_dir.endswith("deeper")
 
 
-def test_notebook_parameters_are_declared_and_checked():
-    from mdrl_lib.config import NOTEBOOK_PARAMETERS, check_notebook_params, check_parameters, parameter_declarations
+def test_run_parameters_are_declared_with_help():
+    from mdrl_lib.config import parameter_declarations
 
-    assert check_notebook_params(examples_per_domain=3) == {"examples_per_domain": 3}
-    with pytest.raises(ConfigError, match="examples_per_domain: expected an integer >= 1"):
-        check_notebook_params(examples_per_domain=-2)
-    with pytest.raises(ConfigError, match="unknown parameter .examples_per_domainn.*did you mean .examples_per_domain."):
-        check_notebook_params(examples_per_domainn=3)
-    assert check_parameters({"num_generations": 4, "rl_steps": 5}).rl.steps == 5
-    with pytest.raises(ConfigError, match="num_generations"):
-        check_parameters({"num_generations": 1})
     declared = parameter_declarations()
-    assert set(NOTEBOOK_PARAMETERS) <= set(declared) and set(parameter_names()) <= set(declared)
+    assert set(parameter_names()) <= set(declared)
     assert all(p.help for p in declared.values())
 
 
@@ -125,10 +117,10 @@ def test_ints_are_accepted_for_floats_and_kept_as_floats():
 
 
 def test_a_list_of_rates_accepts_one_number_alone_and_checks_each():
-    from mdrl_lib.config import check_notebook_params
+    from mdrl_lib.recipes.nb01 import Params
 
-    assert check_notebook_params(rate_grid="5e-4, 1e-5")["rate_grid"] == "0.0005,1e-05"
-    assert check_notebook_params(rate_grid=1e-5)["rate_grid"] == "1e-05"  # as the CLI reads "-p rate_grid 1e-5"
+    assert Params(rate_grid="5e-4, 1e-5").rate_grid == "0.0005,1e-05"
+    assert Params(rate_grid=1e-5).rate_grid == "1e-05"  # as the CLI reads "-p rate_grid 1e-5"
     for bad in ("5e-4,zero", "", "5e-4,-1", True, [1e-5]):
         with pytest.raises(ConfigError, match="rate_grid: expected comma-separated numbers"):
-            check_notebook_params(rate_grid=bad)
+            Params(rate_grid=bad)

@@ -9,7 +9,8 @@ import pytest
 from mdrl_lib.config import RunConfig
 from mdrl_lib.domains.base import get_domain
 from mdrl_lib.interference import CATEGORIES, breakdown, control_specs, drop_breakdown, error_category
-from mdrl_lib.kit import Kit, Stage
+from mdrl_lib.kit import Kit
+from mdrl_lib.specs import Stage
 
 
 def items(domain: str, completions: list[str], specs: list[dict]) -> pd.DataFrame:
@@ -111,7 +112,7 @@ def test_the_digit_free_world_keeps_prompts_and_lengths_and_drops_every_digit_fr
 
 def test_the_digit_free_world_is_its_own_base_and_leaves_the_default_key_alone(tmp_path):
     from mdrl_lib.config import ConfigError
-    from mdrl_lib.kit import Base
+    from mdrl_lib.specs import Base
 
     plain = Kit(RunConfig.from_params(run_dir=str(tmp_path)))
     free = Kit(RunConfig.from_params(run_dir=str(tmp_path), data_digit_free=True))
@@ -179,13 +180,21 @@ def test_the_stage_breakdown_stacks_each_checkpoint():
 
 # ---- what notebook 04 builds ------------------------------------------------------------------------
 
+def own_world(kit, **params):
+    """Notebook 04's specs in the run's own world, from its recipe."""
+    from mdrl_lib.recipes import nb04
+
+    return nb04.planned_runs(kit, nb04.Params(run_dir=kit.config.run_dir, **params))[0][1]
+
+
 def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_path):
-    from mdrl_lib.interference import planned_runs, planned_specs, plan
-    from mdrl_lib.kit import Base, Scores
+    from mdrl_lib.recipes import nb04
+    from mdrl_lib.specs import Base, Scores
 
     kit = Kit(RunConfig.from_params(run_dir=str(tmp_path), rl_steps=5))
-    specs = planned_specs(kit, {})
-    assert specs == planned_specs(kit, {"order": "code,math,qa,cw", "rl_seeds": "0,1,2", "damaged_domain": "math"})
+    specs = own_world(kit, rl_seeds="0,1,2")
+    assert specs == own_world(kit, order="code,math,qa,cw", rl_seeds="0,1,2", damaged_domain="math")
+    assert own_world(kit) == own_world(kit, rl_seeds="0")  # one RL seed by default
     keys = [kit.key(s) for s in specs]  # computable without building anything
     assert len(set(keys)) == len(keys) == 30 and not list((tmp_path / "store").glob("stage-*"))
     training = [s for s in specs if isinstance(s, Stage)]
@@ -200,12 +209,16 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
     controls = control_specs(kit, None, "math", rl_seed=0)
     assert all(Scores(spec) in scores for spec in controls.values())
     assert sum(s.reward == "shuffled" for s in training) == 2 and Scores(Base()) in scores
-    one = planned_specs(kit, {"rl_seeds": "3", "damaged_domain": "qa", "order": "code,math,qa,cw"})
+    one = own_world(kit, rl_seeds="3", damaged_domain="qa", order="code,math,qa,cw")
     assert len([s for s in one if isinstance(s, Stage)]) == 4 + 2 and len(one) == 6 + 7
-    assert plan(kit, {"rl_seeds": 3}).rl_seeds == (3,)
-    runs = planned_runs(kit, {"rl_seeds": "0", "world_seeds": "5", "digit_free_control": True})
+    params = nb04.Params(run_dir=str(tmp_path), rl_seeds=3)
+    assert nb04.chain_plan(kit, params).rl_seeds == (3,)
+    runs = nb04.planned_runs(kit, nb04.Params(run_dir=str(tmp_path), rl_seeds="0", world_seeds="5",
+                                              digit_free_control=True))
     assert [c.seed for c, _ in runs] == [0, 5, 0] and runs[2][0].data.digit_free
-    assert runs[0][1] == planned_specs(kit, {"rl_seeds": "0"}) and len(runs[1][1]) == 4 + 5
+    assert runs[0][1] == own_world(kit, rl_seeds="0") and len(runs[1][1]) == 4 + 5
+    planned = nb04.plan(kit, nb04.Params(run_dir=str(tmp_path), rl_seeds="0", world_seeds="5"))
+    assert {extra for extra, _ in (p for p in planned if isinstance(p, tuple))} == {(("seed", 5),)}
 
 
 @pytest.mark.parametrize("params, fragment", [
@@ -218,11 +231,10 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
 ])
 def test_planned_specs_reject_bad_parameters_by_name(tmp_path, params, fragment):
     from mdrl_lib.config import ConfigError
-    from mdrl_lib.interference import planned_specs
+    from mdrl_lib.recipes import nb04
 
-    kit = Kit(RunConfig.from_params(run_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match=fragment):
-        planned_specs(kit, params)
+        nb04.Params(run_dir=str(tmp_path), **params)
 
 
 def test_forgetting_measures_each_domain_from_its_own_stage_to_the_end():

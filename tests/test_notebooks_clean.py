@@ -39,22 +39,6 @@ def test_the_check_catches_a_dirty_notebook():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_every_notebook_parameter_is_declared_with_its_checks(path):
-    """A notebook's parameters are the kit's declared ones (so the CLI and the first cell check them), and
-    each default is allowed (``None`` keeps a preset)."""
-    import papermill
-
-    from mdrl_lib.config import parameter_declarations
-
-    declared = parameter_declarations()
-    for name, info in papermill.inspect_notebook(str(path)).items():
-        assert name in declared, f"{path.name}: parameter {name!r} is not declared in mdrl_lib.config"
-        default = eval(info["default"])  # the parameters cell holds literals only
-        if default is not None and name not in ("run_dir", "model", "order"):
-            declared[name].check(name, default)
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_papermill_reads_every_parameter(path):
     """papermill skips a parameter line holding a second ``=`` (in its help, say): the CLI's ``params``
     and the plan would then not see it. Every assignment of the parameters cell must be read."""
@@ -76,7 +60,8 @@ def test_every_notebook_takes_the_parameters_that_make_its_base(path):
 
     assert {"scale", "seed", "model", "run_dir", "warmup_steps"} <= set(papermill.inspect_notebook(str(path)))
     source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    assert "warmup_steps=warmup_steps" in source
+    assert f"from mdrl_lib.recipes import nb{path.stem[:2]} as recipe" in source
+    assert "params = recipe.Params.from_namespace(globals())" in source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -1,7 +1,6 @@
 """The plan: what the notebooks need, the build graph and its schedule, building with workers."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,8 @@ import pytest
 
 from mdrl_lib import plan
 from mdrl_lib.config import ConfigError, RunConfig
-from mdrl_lib.kit import Base, Scores, Spec, Stage, open_kit
+from mdrl_lib.kit import open_kit
+from mdrl_lib.specs import Base, Scores, Spec, Stage
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -109,14 +109,15 @@ def test_estimates_count_steps(tmp_path):
     assert plan.estimate("stage", Stage(Base(), "qa"), config) == pytest.approx(config.rl.steps * plan.TOY_SECONDS["grpo_step"])
 
 
-def test_notebook_defaults_are_read_as_values(tmp_path):
-    cell = {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": [], "execution_count": None,
-            "source": ['scale: str = "toy"  # the scale\n', "seed: int = 3\n", "model: str = None\n",
-                       "rate_grid: str = \"5e-4,1e-5\"  # rates\n"]}
-    path = tmp_path / "01_x.ipynb"
-    path.write_text(json.dumps({"cells": [{**cell, "id": "p"}], "metadata": {"kernelspec": {"name": "python3", "language": "python"}},
-                                "nbformat": 4, "nbformat_minor": 5}))
-    assert plan.notebook_defaults(path) == {"scale": "toy", "seed": 3, "model": None, "rate_grid": "5e-4,1e-5"}
+def test_notebook_params_take_the_overrides_a_notebook_declares(tmp_path):
+    """``run -p NAME VALUE`` reaches only the notebooks that declare NAME; the rest keep their recipe's defaults."""
+    two = plan.notebook_params("02_shared_routes", {"run_dir": str(tmp_path), "route_fraction": 0.3, "rate_grid": "1e-5"})
+    one = plan.notebook_params("01_sparse_edits", {"run_dir": str(tmp_path), "route_fraction": 0.3, "rate_grid": "1e-5"})
+    assert two.route_fraction == 0.3 and one.rate_grid == "1e-05" and one.rates == (1e-5,)
+    three = plan.notebook_params("03_perturbation_theory", {"route_fraction": 0.3})
+    assert three.conflict_route_fraction == 0.2  # another name, another meaning: untouched
+    with pytest.raises(ConfigError, match="route_fraction: expected a finite number > 0"):
+        plan.notebook_params("02_shared_routes", {"route_fraction": -1.0})
 
 
 def test_the_plans_of_notebooks_00_and_01_hold_what_they_ask_for(tmp_path):

@@ -1,4 +1,4 @@
-"""Notebook 05's plan (mdrl_lib.recovery.plan, planned_specs) without training, and one rollback sweep
+"""Notebook 05's plan (its recipe, mdrl_lib.recipes.nb05) without training, and one rollback sweep
 built end to end on a tiny kit: the full rollback is the reference model, the stored weights never move."""
 from __future__ import annotations
 
@@ -7,15 +7,21 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from mdrl_lib.config import ConfigError, RunConfig
-from mdrl_lib.kit import Base, GradientSteps, Kit, Refresh, Scores
-from mdrl_lib.objectives import ObjectiveBatch
-from mdrl_lib.recovery import (MAIN_RULES, NOTEBOOK_DEFAULTS, SECOND_PAIR_RULES, RollbackScores, budget_count,
-                               plan, planned_specs, rollback_items)
+from mdrl_lib.kit import Kit
+from mdrl_lib.recipes.nb05 import MAIN_RULES, SECOND_PAIR_RULES, Params, recovery_plan
+from mdrl_lib.recovery import RollbackScores, budget_count, rollback_items
+from mdrl_lib.specs import Base, GradientSteps, ObjectiveBatch, Scores
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_refresh_vs_rollback.ipynb"
+
+def plan(kit, params):
+    """Notebook 05's plan for the notebook options ``params`` (the rest: the recipe's defaults)."""
+    return recovery_plan(kit, Params(run_dir=kit.config.run_dir, **params))
+
+
+def planned_specs(kit, params):
+    return plan(kit, params).specs()
 
 
 @pytest.fixture
@@ -45,15 +51,14 @@ def test_planned_specs_name_every_artifact_once_and_build_nothing(kit):
     assert kit.key(ObjectiveBatch(chain[1], "math")) in keys
 
 
-def test_missing_parameters_take_the_notebook_defaults(kit):
-    assert [kit.key(s) for s in planned_specs(kit, {})] == [kit.key(s) for s in planned_specs(kit, NOTEBOOK_DEFAULTS)]
+def test_the_options_change_the_plan(kit):
     fewer = planned_specs(kit, {"constant_refresh": False, "second_rollback_pair": "", "refresh_budgets": "5"})
     p = plan(kit, {"constant_refresh": False, "second_rollback_pair": "", "refresh_budgets": "5"})
     assert set(p.refreshes) == {("linear", 5), ("linear", 7)} and len(p.pairs) == 1
     assert len(fewer) < len(planned_specs(kit, {}))
     own = plan(kit, {"rollback_gradient_at": "own"}).rollbacks[("math,qa", "first_order")]
     assert kit.key(own.gradient_at) == kit.key(kit.chain_specs()[1])
-    # run parameters are the kit's business and are ignored here
+    # run parameters are the kit's business: the plan follows the kit it is given
     assert [kit.key(s) for s in planned_specs(kit, {"seed": 5})] == [kit.key(s) for s in planned_specs(kit, {})]
 
 
@@ -66,21 +71,10 @@ def test_bad_plans_are_refused_naming_the_field(kit):
         plan(kit, {"rollback_pair": "qa,math"})
     with pytest.raises(ConfigError, match="refresh_budgets"):
         plan(kit, {"refresh_budgets": "2.5"})
-    with pytest.raises(ConfigError, match="unknown notebook 05 parameter"):
-        plan(kit, {"rollback_budget": 3})
+    with pytest.raises(ConfigError, match="unknown parameter 'rollback_budget'"):
+        Params.from_values(rollback_budget=3)
     with pytest.raises(ConfigError, match="needs objective"):
         RollbackScores(Base(), Base(), "math", "qa", "first_order", (0.1,))
-
-
-def test_the_notebook_declares_the_plan_defaults():
-    import papermill
-
-    if not NOTEBOOK.is_file():
-        pytest.skip("notebook 05 not written yet")
-    parameters = papermill.inspect_notebook(str(NOTEBOOK))
-    for name, value in NOTEBOOK_DEFAULTS.items():
-        assert name in parameters, f"notebook 05 lacks parameter {name}"
-        assert eval(parameters[name]["default"]) == value, name
 
 
 @pytest.fixture(scope="module")

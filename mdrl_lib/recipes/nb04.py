@@ -1,0 +1,145 @@
+"""Notebook ``04_sequential_rl``'s recipe: its parameters and what it asks the kit for."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from mdrl_lib.config import ConfigError, RunConfig
+from mdrl_lib.domains.base import DOMAIN_NAMES
+from mdrl_lib.recipes.params import NotebookParams, option, run_param
+from mdrl_lib.specs import Base, Scores, Spec
+
+DIGIT_FREE = "digit-free world"
+
+
+@dataclass(frozen=True)
+class Params(NotebookParams):
+    """Notebook 04's parameters: the chain's order, its RL seeds, the damaged domain and the other worlds."""
+
+    notebook: ClassVar[str] = "04_sequential_rl"
+
+    seed: int = run_param(0, "seeds the data splits, the model's initialisation and the warm-up: the run's one world "
+                             "and base")
+    order: str = run_param("code,math,qa,cw", "the chain's domain order (the paper's: Code -> Math -> QA -> CW)")
+    rl_seeds: str = option("0", "RL seeds of the chain, all on the run's one base; \"0,1,2\" adds the spread of RL on one "
+                                "model (8 more stages, about 5 CPU-minutes)", type=int, minimum=0, maximum=2**31 - 1,
+                           number_list=True)
+    damaged_domain: str = option("math", "the earlier domain whose drop is measured and controlled",
+                                 choices=DOMAIN_NAMES)
+    world_seeds: str = option("", "other run seeds, each its own world and base, for the spread over worlds (empty: "
+                                  "none; minutes each)", type=int, minimum=0, maximum=2**31 - 1, number_list=True)
+    digit_free_control: bool = option(False, "also build the digit-free world (its own base and chain) as a fourth "
+                                             "control")
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise ConfigError("rl_seeds: give at least one RL seed, e.g. '0,1,2'")
+        order = self.config.order
+        if self.damaged_domain not in order:
+            raise ConfigError(f"damaged_domain: {self.damaged_domain!r} is not in the order {','.join(order)}; valid: "
+                              f"{', '.join(order[:-1])}")
+        if self.damaged_domain == order[-1]:
+            raise ConfigError(f"damaged_domain: {self.damaged_domain!r} is the chain's last stage, so no later stage "
+                              f"can damage it; valid: {', '.join(order[:-1])}")
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """``rl_seeds`` as integers."""
+        return tuple(int(s) for s in self.rl_seeds.split(",") if s)
+
+    @property
+    def other_worlds(self) -> tuple[int, ...]:
+        """``world_seeds`` as integers."""
+        return tuple(int(s) for s in self.world_seeds.split(",") if s)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """Every artifact notebook ``04_sequential_rl`` asks the kit for, by role.
+
+    ``chains``: RL seed -> the chain's stage specs (all on the run's one base); ``controls``: the
+    :func:`~mdrl_lib.interference.control_specs` of the first RL seed (``after``, ``real chain``, ``shuffled
+    rewards``, ``more of the same``); ``worlds``: other run configurations (other world seeds, the digit-free
+    world) -> their chain for the first RL seed, each on its own base (empty unless asked for)."""
+
+    order: tuple[str, ...]
+    domain: str
+    rl_seeds: tuple[int, ...]
+    chains: dict[int, list[Spec]]
+    controls: dict[str, Spec]
+    worlds: dict[str, tuple[RunConfig, list[Spec]]] = field(default_factory=dict)
+
+    def training_specs(self) -> list[Spec]:
+        """The trained artifacts of the run's own world, each once, parents before children."""
+        specs: list[Spec] = []
+        for chain in self.chains.values():
+            specs += chain
+        for spec in self.controls.values():
+            specs += _lineage(spec)
+        return _unique(specs)
+
+    def score_specs(self) -> list[Spec]:
+        """The :class:`Scores` of the base, every chain stage and every control's end."""
+        models: list[Spec] = [Base()]
+        for chain in self.chains.values():
+            models += chain
+        models += list(self.controls.values())
+        return [Scores(spec) for spec in _unique(models)]
+
+
+def _lineage(spec: Spec) -> list[Spec]:
+    """``spec``'s trained ancestors (stages, not the base) and itself, oldest first."""
+    out = []
+    while spec is not None and not isinstance(spec, Base):
+        out.append(spec)
+        spec = getattr(spec, "parent", None)
+    return out[::-1]
+
+
+def _unique(specs: list[Spec]) -> list[Spec]:
+    return list(dict.fromkeys(specs))  # specs are frozen dataclasses: equal specs have equal keys
+
+
+def chain_plan(kit, params: Params) -> ChainPlan:
+    """What notebook 04 builds for ``params`` (the chain's order is the run's). Specs only: nothing is trained."""
+    from mdrl_lib.interference import control_specs
+
+    order = kit.config.order
+    domain = params.damaged_domain
+    first = params.seeds[0]
+    chains = {s: kit.chain_specs(order, s) for s in params.seeds}
+    controls = control_specs(kit, order, domain, rl_seed=first)
+    worlds: dict[str, tuple[RunConfig, list[Spec]]] = {}
+    base_params = {**kit.config.to_params(), "order": ",".join(order)}
+    for world_seed in params.other_worlds:
+        if world_seed == kit.config.seed:
+            continue
+        config = RunConfig.from_params(**{**base_params, "seed": world_seed})
+        worlds[f"world seed {world_seed}"] = (config, kit.chain_specs(order, first))
+    if params.digit_free_control:
+        config = RunConfig.from_params(**{**base_params, "data_digit_free": True})
+        worlds[DIGIT_FREE] = (config, kit.chain_specs(order, first))
+    return ChainPlan(order=tuple(order), domain=domain, rl_seeds=params.seeds, chains=chains, controls=controls,
+                     worlds=worlds)
+
+
+def planned_runs(kit, params: Params) -> list[tuple[RunConfig, list[Spec]]]:
+    """(run configuration, its specs) for every world notebook 04 uses: the run's own first (the training
+    stages, then their scores), then each other world's chain stages and their scores (with its base's)."""
+    plan_ = chain_plan(kit, params)
+    out = [(kit.config, plan_.training_specs() + plan_.score_specs())]
+    for config, chain in plan_.worlds.values():
+        out.append((config, list(chain) + [Scores(s) for s in [Base(), *chain]]))
+    return out
+
+
+def plan(kit, params: Params) -> list:
+    """Every spec notebook 04 asks for, in the run's own world and (as ``(run overrides, spec)``) in the other
+    worlds it is asked to build."""
+    runs = planned_runs(kit, params)
+    own = kit.config.to_params()
+    out: list = list(runs[0][1])
+    for config, specs in runs[1:]:
+        extra = tuple(sorted((k, v) for k, v in config.to_params().items() if own.get(k) != v))
+        out += [(extra, spec) for spec in specs]
+    return out
