@@ -26,7 +26,10 @@ from mdrl_lib.config import ConfigError, RunConfig
 # the plan's printout only.
 TOY_SECONDS = {"warmup_step": 0.05, "grpo_step": 0.12, "gd_step": 0.05, "scores": 2.0, "objective": 2.0,
                "rollback": 8.0}
-WORKER_MEMORY_GB = {"toy": 1.0, "full": 24.0}  # what one worker may hold: a toy stage peaks near 0.5 GB
+WORKER_MEMORY_GB = {"toy": 1.0, "full": 24.0}
+# The toy scale's time budget on this machine kind (2 cores, 24 GB), for the notebooks of today and those to
+# come; measured by benchmarks/pipeline_costs.py (work) and by timing the two make targets from a fresh clone.
+TOY_BUDGET = {"work_per_world_cpu_s": 650, "make_toy_s": 570, "make_test_s": 840}  # what one worker may hold: a toy stage peaks near 0.5 GB
 
 
 @dataclass(frozen=True)
@@ -325,10 +328,25 @@ def format_plan(nodes: Mapping[str, Node], scale: str, workers: int) -> str:
     if scale == "toy":
         lines.append(f"estimated: {total:.0f} s of work; about {wall_estimate(nodes, workers):.0f} s with {workers} "
                      f"worker(s) (the longest chain alone: {critical_path(nodes):.0f} s)")
+        worlds = world_costs(todo)
+        lines.append(f"budget: {TOY_BUDGET['work_per_world_cpu_s']} s of work per world seed ("
+                     + ", ".join(f"{w}: {c:.0f} s to build" + (" (over budget)" if c > TOY_BUDGET["work_per_world_cpu_s"]
+                                                               else "") for w, c in worlds.items())
+                     + f"); make toy {TOY_BUDGET['make_toy_s']} s after install, make test {TOY_BUDGET['make_test_s']} s")
     else:
         lines.append(f"estimated: {total:.0f} optimizer steps to train; the time depends on the GPUs "
                      f"(see the README's full-scale section)")
     return "\n".join(lines)
+
+
+def world_costs(nodes: Iterable[Node]) -> dict[str, float]:
+    """Estimated cost of ``nodes`` by world: a run seed, and the digit-free world apart (each has its own base)."""
+    out: dict[str, float] = {}
+    for node in nodes:
+        params = node.planned.params
+        name = f"world seed {params.get('seed') or 0}" + (" (digit-free)" if params.get("data_digit_free") else "")
+        out[name] = out.get(name, 0.0) + node.cost
+    return out
 
 
 def plan_notebooks(paths: Sequence[Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Node]:

@@ -182,3 +182,16 @@ def test_cheap_builds_go_first_then_the_longest_chain(tmp_path):
     ready = [n for n in nodes.values() if n.needs == {k for k, m in nodes.items() if m.kind == "base"}]
     order = [n.label for n in sorted(ready, key=plan.schedule_order)]
     assert order == ["scores of base", "base > qa (steps=10)", "base > code (steps=200)"]
+
+
+def test_the_plan_prints_the_budget_per_world(tmp_path):
+    items = plan.notebook_plan(NOTEBOOKS / "04_sequential_rl.ipynb",
+                               {"run_dir": str(tmp_path), "world_seeds": "7", "digit_free_control": True})
+    nodes = plan.build_graph(items)
+    worlds = plan.world_costs(n for n in nodes.values() if not n.stored)
+    assert set(worlds) == {"world seed 0", "world seed 7", "world seed 0 (digit-free)"}
+    assert sum(worlds.values()) == pytest.approx(sum(n.cost for n in nodes.values()))
+    assert worlds["world seed 7"] == pytest.approx(worlds["world seed 0 (digit-free)"])  # a base and one chain each
+    text = plan.format_plan(nodes, "toy", 2)
+    assert f"budget: {plan.TOY_BUDGET['work_per_world_cpu_s']} s of work per world seed" in text
+    assert "world seed 7:" in text
