@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -136,7 +137,7 @@ class Store:
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "built_by_pid": os.getpid(),
             }
-            _write_json_atomic(work / MANIFEST, manifest)
+            write_json_atomic(work / MANIFEST, manifest)
             _fsync_dir(work)
             published = self._publish(key, work)
         finally:
@@ -233,13 +234,21 @@ class _KeyLock:
         self._lock.release()
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=_jsonable)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: a uniquely named temporary file in the same directory,
+    synced, then renamed over ``path``; a reader never sees half a file, and a failure leaves nothing behind.
+    The kit's one JSON writer (manifests, claim records)."""
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}-", suffix=".part", delete=False)
+    try:
+        with handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=_jsonable)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -358,3 +358,17 @@ def test_pid_alive_rejects_what_is_not_a_pid():
     assert scratch.pid_alive(os.getpid())
     with pytest.raises(ValueError, match="positive"):
         scratch.pid_alive(0)
+
+
+def test_write_json_atomic_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path):
+    import json
+
+    from mdrl_lib.store import write_json_atomic
+
+    target = tmp_path / "record.json"
+    write_json_atomic(target, {"b": 1, "a": [1, 2]})
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1} and target.read_text().endswith("\n")
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"bad": object()})
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}  # the old record stays whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]  # no temporary file left

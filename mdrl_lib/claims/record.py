@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+
+from mdrl_lib.store import write_json_atomic
 
 CLAIMS_DIR = "claims"
 # C0 is the task-level observation the paper starts from (a later domain's RL lowers an earlier domain);
@@ -119,18 +119,7 @@ def record_check(kit_or_run_dir, check: ClaimCheck, notebook: str = "", *,
         record["run"] = {"scale": config.scale, "seed": config.seed, "model": config.model.name}
     path = claim_path(run_dir, check)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp",
-                                         delete=False)
-    try:
-        with handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, record)
     return path
 
 
