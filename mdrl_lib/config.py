@@ -175,6 +175,10 @@ class DataConfig:
                               "(a control world of notebook 04; it has its own base)")
 
 
+# The full-scale data sources, per domain: run parameters (and so part of the keys), kept with the others.
+DATA_SOURCES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DataConfig) if f.name.endswith("_source"))
+
+
 @dataclass(frozen=True)
 class WarmupConfig:
     """Supervised warm-up that gives the toy base partial skill on every domain."""
@@ -293,8 +297,7 @@ class RunConfig:
                 raise ConfigError(f"model_num_heads: {self.model.num_heads} must divide model_hidden_size "
                                   f"{self.model.hidden_size}")
             _check_toy_sizes(self.seed, self.data.train_size, self.data.eval_size)
-            sources = [n for n in ("math_source", "math_eval_source", "code_source", "qa_source", "cw_source")
-                       if getattr(self.data, n)]
+            sources = [n for n in DATA_SOURCES if getattr(self.data, n)]
             if sources:
                 raise ConfigError(f"data_{sources[0]}: the toy scale builds its own data; data sources apply at "
                                   f"scale 'full' only, got {getattr(self.data, sources[0])!r}")

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from mdrl_lib.domains.base import Domain, Example
+from mdrl_lib.domains.base import Domain, Example, domain_conventions
 
 
 CPU_BATCH_SIZE = 256
@@ -176,7 +176,8 @@ def stage_matrix(scores_by_stage: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def convention_shares(items: pd.DataFrame) -> pd.DataFrame:
-    """How often a checkpoint answers in the convention its verifier rejects, per toy domain with two.
+    """How often a checkpoint answers in the convention its verifier rejects, per toy domain with two
+    (:meth:`Domain.convention`).
 
     Introduced in ``00_toy_world``. ``items``: per-item results (:meth:`Kit.item_results`). Rows Math,
     QA and CW; columns: the convention the verifier wants, the other one the warm-up also writes, the
@@ -184,22 +185,10 @@ def convention_shares(items: pd.DataFrame) -> pd.DataFrame:
     convention: Math and QA a leading number, CW a verse in form) and ``share in the other`` (boxed Math
     numbers; QA numbers without their unit; CW verses whose numbers do not ascend), among those answers.
     """
-    from mdrl_lib.domains import math as toy_math
-    from mdrl_lib.domains import qa as toy_qa
-    from mdrl_lib.domains import writing as toy_cw
-
-    kinds = {  # domain: (wanted, other, warm-up share of the other, answered?, in the other?)
-        "math": ("bare number", "boxed, (42)", toy_math.BOXED_SHARE,
-                 lambda d: d.get("number") is not None, lambda d: bool(d.get("boxed"))),
-        "qa": ("number and unit", "bare number", 1.0 - toy_qa.UNIT_SHARE,
-               lambda d: d.get("number") is not None, lambda d: not d.get("right_unit")),
-        "cw": ("numbers ascending", "counting down", toy_cw.DESCENDING_SHARE,
-               lambda d: bool(d.get("form")), lambda d: not d.get("ascending")),
-    }
     rows = []
-    for name, (wanted, other, warmup_share, answered, in_other) in kinds.items():
-        details = [d for d in items.loc[items["domain"] == name, "details"] if answered(d)]
-        rows.append({"domain": name, "the verifier wants": wanted, "the other convention": other,
-                     "warm-up share of the other": warmup_share, "answers": len(details),
-                     "share in the other": sum(map(in_other, details)) / len(details) if details else float("nan")})
+    for name, c in domain_conventions().items():
+        details = [d for d in items.loc[items["domain"] == name, "details"] if c.answered(d)]
+        rows.append({"domain": name, "the verifier wants": c.wanted, "the other convention": c.other,
+                     "warm-up share of the other": c.warmup_share, "answers": len(details),
+                     "share in the other": sum(map(c.in_other, details)) / len(details) if details else float("nan")})
     return pd.DataFrame(rows).set_index("domain")

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from mdrl_lib.config import ConfigError, RunConfig, parse_order
-from mdrl_lib.domains.base import DOMAIN_NAMES, Domain, Splits, get_domain
+from mdrl_lib.domains.base import DOMAIN_NAMES, Domain, Splits, domain_class, get_domain
 from mdrl_lib.specs import (
     ITEMS_FILE, TOY_WARMUP_WEIGHTS, Base, GradientSteps, ObjectiveBatch, Processes, Refresh, Scores, Spec, Stage,
     Stored, as_spec, check_domain,
@@ -77,25 +77,15 @@ class Kit:
         return self._domains[name]
 
     def _toy_options(self, name: str) -> dict:
-        """The toy world's settings a domain is built with: QA and CW write numbers with letters in the
-        digit-free world (``data_digit_free``, a control of notebook ``04_sequential_rl``)."""
-        if self.config.data.digit_free and name in ("qa", "cw"):
-            return {"numbers": "letters"}
-        return {}
+        """The toy world's settings a domain is built with, from its class (:meth:`Domain.run_options`: QA
+        and CW write numbers with letters in the digit-free world, a control of ``04_sequential_rl``)."""
+        return domain_class(name, "toy").run_options(self.config.data)
 
     def _full_scale_options(self, name: str) -> dict:
+        """Prompt truncation and the tokenizer, and the data sources the domain's class reads from the config."""
         data = self.config.data
-        options: dict[str, Any] = {"max_prompt_tokens": data.max_prompt_tokens, "tokenizer": self.tokenizer}
-        if name == "math":
-            options.update({k: v for k, v in (("source", data.math_source), ("eval_source", data.math_eval_source))
-                            if v})
-        elif name == "code" and data.code_source:
-            options["source"] = data.code_source
-        elif name == "qa" and data.qa_source:
-            options["source"] = data.qa_source
-        elif name == "cw" and data.cw_source:
-            options["sources"] = tuple(s.strip() for s in data.cw_source.split(",") if s.strip())
-        return options
+        return {"max_prompt_tokens": data.max_prompt_tokens, "tokenizer": self.tokenizer,
+                **domain_class(name, "full").run_options(data)}
 
     @property
     def tokenizer(self):

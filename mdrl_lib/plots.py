@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+from mdrl_lib.domains.base import DOMAIN_TITLES, domain_names, registry_table
 
-DOMAIN_COLORS = dict(zip(DOMAIN_NAMES, sns.color_palette("colorblind", len(DOMAIN_NAMES))))
+DOMAIN_COLORS = registry_table(lambda: dict(zip(domain_names(), sns.color_palette("colorblind", len(domain_names())))))
 
 
 def use_style() -> None:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
-from mdrl_lib.config import ConfigError
-from mdrl_lib.domains.base import DOMAIN_NAMES
+from mdrl_lib.config import DATA_SOURCES, ConfigError
+from mdrl_lib.domains.base import DOMAIN_NAMES, domain_classes, registry_table
 from mdrl_lib.domains.toy import WORLD_VERSION
 from mdrl_lib.store import Artifact
 
@@ -36,11 +36,8 @@ if TYPE_CHECKING:
     from mdrl_lib.kit import Kit
     from mdrl_lib.objectives import DomainObjective
 
-# Math's arithmetic is the hardest skill and must be learned on every seed (right number on at least
-# 0.8 of held-out problems), so Math gets most of the batch; QA's facts must be recalled almost perfectly,
-# or a QA stage overwrites the held-out facts while it memorises its own; Code needs some practice, and
-# CW's form is learned fastest. See notebook 00, section 4, and docs/toy_world.md.
-TOY_WARMUP_WEIGHTS = {"math": 10.0, "code": 1.5, "qa": 3.0, "cw": 0.5}
+# The warm-up mixture: each toy domain's ``warmup_weight`` (its class says why; notebook 00, section 4).
+TOY_WARMUP_WEIGHTS = registry_table(lambda: {n: c.warmup_weight for n, c in domain_classes("toy").items()})
 ITEMS_FILE = "items.jsonl"
 PAIRS_FILE = "pairs.jsonl"
 SPLITS = ("train", "eval")
@@ -92,8 +89,7 @@ class Base(Spec):
         # the digit-free world enters through the domains' world settings (only when set: default keys stay)
         fields["data"].pop("digit_free")
         if config.scale == "toy":
-            for name in ("max_prompt_tokens", "math_source", "math_eval_source", "code_source", "qa_source",
-                         "cw_source"):
+            for name in ("max_prompt_tokens", *DATA_SOURCES):
                 fields["data"].pop(name)  # the toy scale builds its own short prompts and reads neither
             fields["world"] = WORLD_VERSION
             fields["warmup_weights"] = dict(TOY_WARMUP_WEIGHTS)

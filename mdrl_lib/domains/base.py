@@ -3,19 +3,26 @@
 Introduced in notebook ``00_toy_world``. A domain builds disjoint train and eval splits, formats
 prompts, and scores completions with a verifier that returns floats in [0, 1]. The same scores are
 used as the RL reward (trl's ``reward_funcs`` convention) and as the evaluation score.
+
+A domain is one class per scale (its toy world and its full-scale loader), registered with
+:func:`register`; the class says everything the kit knows about the domain by name (title, kind of
+score, warm-up weight, answer conventions, error categories, the options a run gives it). The tables
+below (:data:`DOMAIN_NAMES`, :data:`DOMAIN_TITLES`, :data:`FRACTIONAL_DOMAINS`, and those other modules
+make with :func:`registry_table`) are derived from the registry. Importing the package imports
+:data:`DOMAIN_MODULES`, so every domain is registered before any table is read.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-DOMAIN_NAMES: tuple[str, ...] = ("code", "math", "qa", "cw")
-DOMAIN_TITLES: dict[str, str] = {"code": "Code", "math": "Math", "qa": "QA", "cw": "CW"}
-# the domains whose held-out score per item is a fraction (partial credit), not 0/1: their paired tests differ
-FRACTIONAL_DOMAINS: dict[str, str] = {"code": "fractional", "cw": "fractional"}
 SCALES: tuple[str, ...] = ("toy", "full")
+# The registry: the modules that register the domains, toy domains first in the paper's order
+# (code, math, qa, cw), which is the order of DOMAIN_NAMES. A new domain adds its modules here.
+DOMAIN_MODULES: tuple[str, ...] = ("code", "math", "qa", "writing", "sources")
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,44 @@ class Splits:
     unused: list[Example] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Convention:
+    """The two ways a toy domain's warm-up writes its answers, one of which the verifier rejects
+    (introduced in ``00_toy_world``; :func:`mdrl_lib.evaluation.convention_shares` counts them).
+    ``answered`` and ``in_other`` read an item's details (:meth:`Domain.details`)."""
+
+    wanted: str
+    other: str
+    warmup_share: float  # of warm-up answers written in the other convention (a world setting)
+    answered: Callable[[Mapping], bool]  # the item gives an answer in either convention
+    in_other: Callable[[Mapping], bool]  # ... and it is written in the other one
+
+
 class Domain(ABC):
     """One verifiable domain: data, prompt format and verifier."""
 
     name: str = ""
     title: str = ""
     default_sizes: tuple[int, int] = (0, 0)  # (train, eval) used when the config asks for 0
+    score_kind: str = "binary"  # per-item scores, which pick the paired test: "binary" (0/1) or "fractional"
+    warmup_weight: float = 1.0  # toy: the domain's share of the warm-up mixture, relative to the others
+
+    @classmethod
+    def run_options(cls, data: Any) -> dict:
+        """The constructor options a run's data settings (:class:`mdrl_lib.config.DataConfig`) give this
+        domain; none by default."""
+        return {}
+
+    @classmethod
+    def convention(cls) -> Convention | None:
+        """Toy: the answer conventions the warm-up mixes (``00_toy_world``); None when it writes one."""
+        return None
+
+    @classmethod
+    def error_category(cls, details: Mapping) -> str:
+        """Toy: the kind of a wrong answer (below full score) by its details, one of ``right content, wrong
+        convention``, ``wrong content``, ``no answer`` (``04_sequential_rl``); by default wrong content."""
+        return "wrong content"
 
     def world_settings(self) -> dict:
         """The toy-world knobs of this domain that change the warmed-up base (e.g. Math's share of
@@ -98,32 +137,88 @@ class Domain(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_REGISTRY: dict[tuple[str, str], Callable[..., Domain]] = {}
+_REGISTRY: dict[tuple[str, str], type[Domain]] = {}
+_TABLES: list[tuple[dict, Callable[[], Mapping]]] = []
+# The registered names, in the order their first class registered: complete once the package has loaded,
+# when other modules take it; the tables of registry_table also follow later registrations.
+DOMAIN_NAMES: tuple[str, ...] = ()
+
+
+def domain_names() -> tuple[str, ...]:
+    """The registered domains' names, in the order their first class registered."""
+    return tuple(dict.fromkeys(name for _, name in _REGISTRY))
+
+
+def domain_class(name: str, scale: str | None = None) -> type[Domain]:
+    """The class registered for ``name`` at ``scale`` (by default its toy class, else its full-scale one);
+    a clear error names the valid choices."""
+    if scale is not None and scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
+    if name not in domain_names():
+        raise ValueError(f"unknown domain {name!r}; valid domains: {', '.join(domain_names())}")
+    for wanted in (scale,) if scale else SCALES:
+        if (wanted, name) in _REGISTRY:
+            return _REGISTRY[(wanted, name)]
+    raise ValueError(f"domain {name!r} has no {scale} implementation")
+
+
+def domain_classes(scale: str) -> dict[str, type[Domain]]:
+    """Name -> class of every domain registered at ``scale``, in :func:`domain_names` order."""
+    return {n: _REGISTRY[(scale, n)] for n in domain_names() if (scale, n) in _REGISTRY}
+
+
+def domain_conventions() -> dict[str, Convention]:
+    """Name -> :class:`Convention` of every toy domain with two (``00_toy_world``), read when called."""
+    return {n: c for n, cls in domain_classes("toy").items() if (c := cls.convention()) is not None}
+
+
+def registry_table(compute: Callable[[], Mapping]) -> dict:
+    """A dict that holds ``compute()``'s entries and is refilled in place whenever the registry changes, so
+    that a table derived from the domains and imported by name elsewhere sees every registered domain."""
+    table: dict = dict(compute())
+    _TABLES.append((table, compute))
+    return table
+
+
+def _refresh() -> None:
+    global DOMAIN_NAMES
+    DOMAIN_NAMES = domain_names()
+    for table, compute in _TABLES:
+        table.clear()
+        table.update(compute())
 
 
 def register(scale: str, name: str) -> Callable[[type], type]:
-    """Class decorator that registers a domain factory under ``(scale, name)``."""
+    """Class decorator that registers a domain class under ``(scale, name)``."""
 
     def wrap(cls: type) -> type:
         _REGISTRY[(scale, name)] = cls
+        _refresh()
         return cls
 
     return wrap
+
+
+def unregister(scale: str, name: str) -> None:
+    """Remove the class registered under ``(scale, name)`` (a test's temporary domain)."""
+    del _REGISTRY[(scale, name)]
+    _refresh()
+
+
+def load_domains() -> None:
+    """Import the modules of :data:`DOMAIN_MODULES`, which register every domain (run by the package)."""
+    for module in DOMAIN_MODULES:
+        importlib.import_module(f"mdrl_lib.domains.{module}")
 
 
 def get_domain(name: str, scale: str = "toy", **options) -> Domain:
     """The domain ``name`` at ``scale``; a clear error names the valid choices."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
-    if name not in DOMAIN_NAMES:
-        raise ValueError(f"unknown domain {name!r}; valid domains: {', '.join(DOMAIN_NAMES)}")
-    _import_domain_modules()
-    try:
-        factory = _REGISTRY[(scale, name)]
-    except KeyError:
-        raise ValueError(f"domain {name!r} has no {scale} implementation") from None
-    return factory(**options)
+    return domain_class(name, scale)(**options)
 
 
-def _import_domain_modules() -> None:
-    from mdrl_lib.domains import code, math, qa, sources, writing  # noqa: F401  (registers)
+DOMAIN_TITLES: dict[str, str] = registry_table(lambda: {n: domain_class(n).title for n in domain_names()})
+# the domains whose held-out score per item is a fraction (partial credit), not 0/1: their paired tests differ
+FRACTIONAL_DOMAINS: dict[str, str] = registry_table(
+    lambda: {n: "fractional" for n in domain_names() if domain_class(n).score_kind == "fractional"})

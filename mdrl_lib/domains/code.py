@@ -97,6 +97,14 @@ def all_tasks() -> list[tuple[int, str, list[str]]]:
 class ToyCode(Domain):
     name, title = "code", "Code"
     default_sizes = (150, 300)
+    score_kind = "fractional"
+    warmup_weight = 1.5  # Code needs some practice (notebook 00, section 4)
+
+    @classmethod
+    def error_category(cls, details) -> str:
+        """A program that parses but misses a test (wrong value or missing digit) is wrong content; one
+        that does not parse is no answer."""
+        return "wrong content" if details.get("parses") else "no answer"
 
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         rng = rng_for(seed, "code-references")

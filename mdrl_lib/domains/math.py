@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from mdrl_lib.domains.base import Domain, Example, Splits, register
+from mdrl_lib.domains.base import Convention, Domain, Example, Splits, register
 from mdrl_lib.domains.toy import first_line, prompt, read_number, spec, take_split, with_boxed_answers
 
 OPERAND_MAX = 49
@@ -33,6 +33,22 @@ def all_problems() -> list[tuple[int, str, int]]:
 class ToyMath(Domain):
     name, title = "math", "Math"
     default_sizes = (500, 1000)
+    # arithmetic is the hardest skill and must be learned on every seed (right number on at least 0.8 of
+    # held-out problems), so Math gets most of the warm-up batch (notebook 00, section 4; docs/toy_world.md)
+    warmup_weight = 10.0
+
+    @classmethod
+    def convention(cls) -> Convention:
+        return Convention("bare number", "boxed, (42)", BOXED_SHARE,
+                          lambda d: d.get("number") is not None, lambda d: bool(d.get("boxed")))
+
+    @classmethod
+    def error_category(cls, details) -> str:
+        """The right number boxed or followed by other text is ``right content, wrong convention``;
+        another number is ``wrong content``; no leading number is ``no answer``."""
+        if details.get("number") is None:
+            return "no answer"
+        return "right content, wrong convention" if details.get("right_number") else "wrong content"
 
     def build_splits(self, seed: int, train_size: int, eval_size: int) -> Splits:
         parts = take_split(all_problems(), seed, self.name, train_size, eval_size)

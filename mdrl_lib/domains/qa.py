@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from mdrl_lib.domains.base import Domain, Example, Splits, register
+from mdrl_lib.domains.base import Convention, Domain, Example, Splits, register
 from mdrl_lib.domains.toy import (check_number_style, first_line, in_style, prompt, read_number, rng_for, spec, styled,
                                   take_split)
 
@@ -46,6 +46,27 @@ def with_unit(value: int, attribute: str) -> str:
 class ToyQA(Domain):
     name, title = "qa", "QA"
     default_sizes = (99, 198)
+    # the facts must be recalled almost perfectly, or a QA stage overwrites the held-out facts while it
+    # memorises its own (notebook 00, section 4)
+    warmup_weight = 3.0
+
+    @classmethod
+    def run_options(cls, data) -> dict:
+        """Numbers written with letters in the digit-free world (``data_digit_free``, notebook 04)."""
+        return {"numbers": "letters"} if data.digit_free else {}
+
+    @classmethod
+    def convention(cls) -> Convention:
+        return Convention("number and unit", "bare number", 1.0 - UNIT_SHARE,
+                          lambda d: d.get("number") is not None, lambda d: not d.get("right_unit"))
+
+    @classmethod
+    def error_category(cls, details) -> str:
+        """The right number without its unit (or with another) is the wrong convention; another number is
+        wrong content; no number is no answer."""
+        if details.get("number") is None:
+            return "no answer"
+        return "right content, wrong convention" if details.get("right_number") else "wrong content"
 
     def __init__(self, numbers: str = "digits") -> None:
         """``numbers``: ``digits`` (``17 years``) or ``letters`` (``bh years``: the digit-free world of

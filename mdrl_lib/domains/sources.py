@@ -297,6 +297,11 @@ class MathDomain(Domain):
     name = "math"
     title = "Math"
 
+    @classmethod
+    def run_options(cls, data) -> dict:
+        """``data_math_source`` and ``data_math_eval_source`` when set."""
+        return {k: v for k, v in (("source", data.math_source), ("eval_source", data.math_eval_source)) if v}
+
     def __init__(
         self,
         source: str = "open-r1/OpenR1-Math-220k",
@@ -416,6 +421,12 @@ class CodeDomain(Domain):
 
     name = "code"
     title = "Code"
+    score_kind = "fractional"
+
+    @classmethod
+    def run_options(cls, data) -> dict:
+        """``data_code_source`` when set."""
+        return {"source": data.code_source} if data.code_source else {}
 
     def __init__(
         self,
@@ -505,6 +516,11 @@ class QADomain(Domain):
 
     name = "qa"
     title = "QA"
+
+    @classmethod
+    def run_options(cls, data) -> dict:
+        """``data_qa_source`` when set."""
+        return {"source": data.qa_source} if data.qa_source else {}
 
     def __init__(
         self,
@@ -648,6 +664,12 @@ class CWDomain(Domain):
 
     name = "cw"
     title = "CW"
+    score_kind = "fractional"
+
+    @classmethod
+    def run_options(cls, data) -> dict:
+        """``data_cw_source`` when set: one source or several joined by commas."""
+        return {"sources": tuple(s.strip() for s in data.cw_source.split(",") if s.strip())} if data.cw_source else {}
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ import json
 
 import re
 
-from mdrl_lib.domains.base import Domain, Example, Splits, register
+from mdrl_lib.domains.base import Convention, Domain, Example, Splits, register
 from mdrl_lib.domains.toy import (LETTER_DIGITS, check_number_style, first_line, in_style, number_value, prompt,
                                   rng_for, spec, styled, take_split)
 
@@ -81,6 +81,23 @@ def rubric(text: str, letters: str, length: int, numbers: str = "digits") -> dic
 class ToyWriting(Domain):
     name, title = "cw", "CW"
     default_sizes = (300, 200)
+    score_kind = "fractional"
+    warmup_weight = 0.5  # CW's form is learned fastest (notebook 00, section 4)
+
+    @classmethod
+    def run_options(cls, data) -> dict:
+        """Numbers written with letters in the digit-free world (``data_digit_free``, notebook 04)."""
+        return {"numbers": "letters"} if data.digit_free else {}
+
+    @classmethod
+    def convention(cls) -> Convention:
+        return Convention("numbers ascending", "counting down", DESCENDING_SHARE,
+                          lambda d: bool(d.get("form")), lambda d: not d.get("ascending"))
+
+    @classmethod
+    def error_category(cls, details) -> str:
+        """A verse in the right form that fails some rubric check is wrong content; no verse form is no answer."""
+        return "wrong content" if details.get("form") else "no answer"
 
     def __init__(self, numbers: str = "digits") -> None:
         """``numbers``: ``digits`` (``2 bat 17 gem``) or ``letters`` (``c bat bh gem``: the digit-free world
