@@ -10,44 +10,28 @@ paper's (more RL of any kind, more of the same domain, RL on the later domains w
 Paired over the same held-out items: :func:`paired_change` (one domain, two checkpoints),
 :func:`stage_changes` (every domain over every stage: forgetting and transfer), :func:`forgetting` (each
 domain from its own stage to the chain's end) and :func:`control_table` (the damaged domain under each
-control, and the real chain's end against each control's end). Notebook 04's recipe
-(:mod:`mdrl_lib.recipes.nb04`) lists every artifact it asks the kit for.
+control, and the real chain's end against each control's end). Notebook 04's tables over stages, RL
+seeds and worlds: :func:`change_matrix`, :func:`starred_changes`, :func:`seed_spread`,
+:func:`chain_curves`, :func:`drops_by_seed`, :func:`drop_splits`, :func:`world_drops`. Notebook 04's
+recipe (:mod:`mdrl_lib.recipes.nb04`) lists every artifact it asks the kit for.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pandas as pd
 
-from mdrl_lib.domains.base import DOMAIN_NAMES, FRACTIONAL_DOMAINS
+from mdrl_lib.domains.base import DOMAIN_NAMES, FRACTIONAL_DOMAINS, domain_class
 from mdrl_lib.specs import Base, Spec, Stage, check_domain  # light: this module imports no torch
 
 CATEGORIES: tuple[str, ...] = ("right", "right content, wrong convention", "wrong content", "no answer")
 
 
 def error_category(domain: str, score: float, details: Mapping) -> str:
-    """The kind of answer one toy item got (one of :data:`CATEGORIES`).
-
-    - Math: ``right`` when the verifier accepts it; the right number boxed or followed by other text is
-      ``right content, wrong convention``; another number is ``wrong content``; no leading number is
-      ``no answer``.
-    - QA: the right number without its unit (or with another) is the wrong convention; another number
-      is wrong content; no number is no answer.
-    - Code: a program that parses but misses a test (wrong value or missing digit) is wrong content; one
-      that does not parse is no answer.
-    - CW: a verse in the right form that fails some rubric check is wrong content; no verse form is no answer.
-    """
-    if domain not in DOMAIN_NAMES:
-        raise ValueError(f"unknown domain {domain!r}; valid domains: {', '.join(DOMAIN_NAMES)}")
-    if score >= 1.0:
-        return "right"
-    if domain in ("math", "qa"):
-        if details.get("number") is None:
-            return "no answer"
-        return "right content, wrong convention" if details.get("right_number") else "wrong content"
-    if domain == "code":
-        return "wrong content" if details.get("parses") else "no answer"
-    return "wrong content" if details.get("form") else "no answer"
+    """The kind of answer one toy item got (one of :data:`CATEGORIES`): ``right`` when the verifier
+    accepts it, else what the domain's toy class reads in its details (:meth:`Domain.error_category`)."""
+    kind = domain_class(domain).error_category
+    return "right" if score >= 1.0 else kind(details)
 
 
 def categorize(items: pd.DataFrame) -> pd.DataFrame:
@@ -203,18 +187,22 @@ def chain_items(kit, chain: list[Spec]) -> dict[str, pd.DataFrame]:
 
 
 def forgetting(items_by_stage: Mapping[str, pd.DataFrame], *, level: float = 0.95, n_boot: int = 10_000,
-               seed: int = 0) -> pd.DataFrame:
+               seed: int = 0, domains: Sequence[str] | None = None) -> pd.DataFrame:
     """Each trained domain's change from right after its own stage to the chain's end, paired over its
     held-out items (``items_by_stage`` as :func:`chain_items` gives it: ``base``, then one entry per
     stage, named by the stage's domain, in chain order). One row per domain trained before the last
-    stage, columns as :func:`stage_changes` with ``stage`` naming the domain's own stage: the paper's
-    "fallen from the value it reached in its own stage". Introduced in ``04_sequential_rl``."""
+    stage (or per one of ``domains``, each the same row as without them), columns as
+    :func:`stage_changes` with ``stage`` naming the domain's own stage: the paper's "fallen from the
+    value it reached in its own stage". Introduced in ``04_sequential_rl``."""
     stages = [s for s in items_by_stage if s != "base"]
     if len(stages) < 2:
         raise ValueError("a chain of at least two stages is needed for a later stage to change an earlier one")
     end = items_by_stage[stages[-1]]
+    if domains is not None and not set(domains) <= set(stages[:-1]):
+        raise ValueError(f"domains {sorted(set(domains) - set(stages[:-1]))} have no stage before the chain's last; "
+                         f"valid: {', '.join(stages[:-1])}")
     rows = []
-    for stage in stages[:-1]:
+    for stage in [s for s in stages[:-1] if domains is None or s in domains]:
         r = paired_change(items_by_stage[stage], end, stage, level=level, n_boot=n_boot, seed=seed)
         rows.append({"stage": stage, "domain": stage, "before": r.mean_before, "after": r.mean_after,
                      "change": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
@@ -264,3 +252,76 @@ def control_table(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], domain:
                        minus_reference_p=v.p_value)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(CONTROL_COLUMNS))
+
+
+# ---- notebook 04's tables over RL seeds and worlds ---------------------------------------------------
+
+def _plain(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` without its ``attrs`` (:meth:`Kit.score_matrix` keeps its standard errors there, which
+    pandas cannot compare when it concatenates tables)."""
+    out = table.copy()
+    out.attrs = {}
+    return out
+
+
+def change_matrix(changes: pd.DataFrame, order) -> pd.DataFrame:
+    """A :func:`stage_changes` table as a stage x domain matrix of changes (rows the stages in ``order``,
+    columns every domain in :data:`DOMAIN_NAMES` order). Introduced in ``04_sequential_rl``."""
+    return changes.pivot(index="stage", columns="domain", values="change").loc[list(order), list(DOMAIN_NAMES)]
+
+
+def starred_changes(changes: pd.DataFrame, order, alpha: float = 0.05) -> pd.DataFrame:
+    """:func:`change_matrix` written as text (``+0.105``), with `` *`` after each change whose paired p-value
+    is below ``alpha``. Introduced in ``04_sequential_rl``."""
+    matrix = change_matrix(changes, order)
+    significant = changes.assign(sig=changes["p_value"] < alpha).pivot(index="stage", columns="domain", values="sig")
+    stars = significant.loc[matrix.index, matrix.columns].map(lambda sig: " *" if sig else "")
+    return matrix.map(lambda x: f"{x:+.3f}") + stars
+
+
+def seed_spread(matrices: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Mean, min and max over RL seeds of each checkpoint's score on each domain. ``matrices``: RL seed ->
+    :meth:`Kit.score_matrix` (stage x domain); columns (domain, statistic), rows the stages in chain
+    order. With one seed min = max = mean. Introduced in ``04_sequential_rl``."""
+    stacked = pd.concat({s: _plain(m) for s, m in matrices.items()}, names=["rl_seed", "stage"])
+    return stacked.groupby(level="stage", sort=False).agg(["mean", "min", "max"])
+
+
+def chain_curves(matrices: Mapping[int, pd.DataFrame], domain: str) -> pd.DataFrame:
+    """``domain``'s score at each checkpoint of each RL seed's chain, long: columns ``stage``, ``score``,
+    ``run`` (``RL seed <s>``), what :func:`mdrl_lib.plots.plot_chain_curves` draws. Introduced in
+    ``04_sequential_rl``."""
+    return pd.concat([_plain(m)[domain].rename("score").rename_axis("stage").reset_index().assign(run=f"RL seed {s}")
+                      for s, m in matrices.items()])
+
+
+DROP_TABLE_COLUMNS = ("rl_seed", "domain", "before", "after", "change", "ci_low", "ci_high", "p_value", "test")
+
+
+def drops_by_seed(items_by_seed: Mapping[int, Mapping[str, pd.DataFrame]], **options) -> pd.DataFrame:
+    """:func:`forgetting` of every RL seed's chain, stacked: one row per RL seed and earlier domain, columns
+    :data:`DROP_TABLE_COLUMNS`. ``items_by_seed``: RL seed -> :func:`chain_items`; ``options`` go to
+    :func:`forgetting`. Introduced in ``04_sequential_rl``."""
+    tables = [forgetting(items, **options).assign(rl_seed=seed) for seed, items in items_by_seed.items()]
+    return pd.concat(tables, ignore_index=True)[list(DROP_TABLE_COLUMNS)]
+
+
+def drop_splits(items_by_seed: Mapping[int, Mapping[str, pd.DataFrame]], domain: str, end: str) -> pd.DataFrame:
+    """:func:`drop_breakdown` of ``domain`` from right after its own stage to the checkpoint ``end`` (the
+    chain's last stage), one row per RL seed (``RL seed <s>``), plus the shares of the lost items ``lost to
+    convention`` and ``lost to wrong content`` (NaN when none was lost). Introduced in ``04_sequential_rl``."""
+    split = pd.DataFrame([drop_breakdown(items[domain], items[end], domain).rename(f"RL seed {seed}")
+                          for seed, items in items_by_seed.items()])
+    lost = split["lost"].where(split["lost"] > 0)
+    split["lost to convention"] = split["lost: right content, wrong convention"] / lost
+    split["lost to wrong content"] = split["lost: wrong content"] / lost
+    return split
+
+
+def world_drops(worlds: Mapping[str, Mapping[str, pd.DataFrame]], domain: str) -> pd.DataFrame:
+    """``domain``'s :func:`forgetting` row in each world's chain (``worlds``: world name ->
+    :func:`chain_items`): rows the worlds, columns ``before``, ``after``, ``change``, ``ci_low``,
+    ``ci_high``, ``p_value`` (floats). Introduced in ``04_sequential_rl``."""
+    columns = ["before", "after", "change", "ci_low", "ci_high", "p_value"]
+    rows = {name: forgetting(items).set_index("domain").loc[domain, columns] for name, items in worlds.items()}
+    return pd.DataFrame(rows, index=columns).T.astype(float)

@@ -71,3 +71,9 @@ def test_integer_list_parameters():
     for bad in ("0,1.5", "x", "-1", True):
         with pytest.raises(ConfigError, match="rl_seeds"):
             Params(rl_seeds=bad)
+
+
+def test_c0_names_the_spread_it_judged_the_fall_against():
+    assert check_c0(drops([-0.05, -0.04]), SHUFFLED_BELOW).baseline.startswith("the RL-seed spread on one base; ")
+    one = check_c0(drops([-0.05]), SHUFFLED_BELOW).baseline
+    assert one.startswith("the one RL seed's paired interval; ") and "shuffled-reward control" in one

@@ -188,6 +188,7 @@ def own_world(kit, **params):
 
 
 def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_path):
+    from mdrl_lib.claims.nb00 import GroupSignal
     from mdrl_lib.recipes import nb04
     from mdrl_lib.specs import Base, Scores
 
@@ -196,13 +197,14 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
     assert specs == own_world(kit, order="code,math,qa,cw", rl_seeds="0,1,2", damaged_domain="math")
     assert own_world(kit) == own_world(kit, rl_seeds="0")  # one RL seed by default
     keys = [kit.key(s) for s in specs]  # computable without building anything
-    assert len(set(keys)) == len(keys) == 30 and not list((tmp_path / "store").glob("stage-*"))
+    assert len(set(keys)) == len(keys) == 32 and not list((tmp_path / "store").glob("stage-*"))
     training = [s for s in specs if isinstance(s, Stage)]
     scores = [s for s in specs if isinstance(s, Scores)]
-    assert len(training) == 15 and len(scores) == 15 and specs[:15] == training  # 3 x 4 chain + 3 control stages
+    assert specs[0] == Base() and specs[-1] == GroupSignal(Base())  # the base, and the precondition check's signal
+    assert len(training) == 15 and len(scores) == 15 and specs[1:16] == training  # 3 x 4 chain + 3 control stages
     position = {kit.key(s): i for i, s in enumerate(specs)}
-    for spec in training:
-        assert isinstance(spec.parent, Base) or position[kit.key(spec.parent)] < position[kit.key(spec)]
+    for spec in specs:
+        assert all(position[kit.key(parent)] < position[kit.key(spec)] for parent in spec.inputs())
     for seed in (0, 1, 2):
         for stage in kit.chain_specs(None, seed):
             assert stage in training and Scores(stage) in scores
@@ -210,7 +212,7 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
     assert all(Scores(spec) in scores for spec in controls.values())
     assert sum(s.reward == "shuffled" for s in training) == 2 and Scores(Base()) in scores
     one = own_world(kit, rl_seeds="3", damaged_domain="qa", order="code,math,qa,cw")
-    assert len([s for s in one if isinstance(s, Stage)]) == 4 + 2 and len(one) == 6 + 7
+    assert len([s for s in one if isinstance(s, Stage)]) == 4 + 2 and len(one) == 1 + 6 + 7 + 1
     params = nb04.Params(run_dir=str(tmp_path), rl_seeds=3)
     assert nb04.chain_plan(kit, params).rl_seeds == (3,)
     runs = nb04.planned_runs(kit, nb04.Params(run_dir=str(tmp_path), rl_seeds="0", world_seeds="5",

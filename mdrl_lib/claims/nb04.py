@@ -69,7 +69,8 @@ def check_c0(drops: pd.DataFrame, versus_shuffled: Mapping[str, float] | None, *
     measured = (f"{domain} at the chain's end minus right after its own stage: "
                 + ", ".join(f"RL seed {s}: {_fmt(c)} (p={p:.2g})" for s, c, p in zip(seeds, changes, drops["p_value"]))
                 + f"; mean {_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] ({spread}, {level:.0%})")
-    baseline = "the RL-seed spread on one base; the shuffled-reward control (same checkpoint, same later steps)"
+    baseline = ("the RL-seed spread on one base" if len(changes) >= 2 else "the one RL seed's paired interval") + (
+        "; the shuffled-reward control (same checkpoint, same later steps)")
     if versus_shuffled is not None:
         v = {k: float(versus_shuffled[k]) for k in ("diff", "ci_low", "ci_high", "p_value")}
         figures.update(real_minus_shuffled=v["diff"], real_minus_shuffled_ci_low=v["ci_low"],
@@ -96,3 +97,106 @@ def check_c0(drops: pd.DataFrame, versus_shuffled: Mapping[str, float] | None, *
            f"p < {alpha} (difference {_fmt(v['diff'])}, p={v['p_value']:.2g})")
     return ClaimCheck(claim="C0", name=name, statement=C0_STATEMENT, paper=C0_PAPER, measured=measured,
                       baseline=baseline, supported=bool(falls and beyond_drift), why=why, figures=figures)
+
+
+# ---- notebook 04's narration: the numbers behind the verdict, in words ----------------------------------
+
+C0_PAPER_POINTS = {"after Math": 66.49, "chain end": 57.66}  # AIME25 accuracy (%), Code -> Math -> QA -> CW
+PAPER_ORDER = ("code", "math", "qa", "cw")
+
+
+def paper_points(domain: str, order) -> dict[str, float] | None:
+    """The paper's reported figures for ``domain`` along the chain ``order`` (:data:`C0_PAPER_POINTS`), or
+    ``None`` when the paper reports none for them (another domain or another order)."""
+    return dict(C0_PAPER_POINTS) if domain == "math" and tuple(order) == PAPER_ORDER else None
+
+
+def drop_spread_text(damaged: pd.DataFrame, title: str, one_eval_se: float, level: float = 0.95) -> str:
+    """The damaged domain's drop across RL seeds in words (``damaged``: one :func:`mdrl_lib.interference.forgetting`
+    row per RL seed, columns ``rl_seed``, ``change``, ``ci_low``, ``ci_high``): with two or more seeds, the
+    mean and its Student t interval (criterion (a) of :func:`check_c0`); with one, that seed's paired
+    interval. Then one evaluation's standard error of the domain, for scale only."""
+    from mdrl_lib.stats import seed_mean_interval
+
+    if len(damaged) >= 2:
+        across = seed_mean_interval(damaged["change"], level=level)
+        first = (f"{title}'s drop across {across.n} RL seeds: mean {across.mean:+.3f}, {level:.0%} t interval "
+                 f"[{across.ci_low:+.3f}, {across.ci_high:+.3f}], sd {across.sd:.3f}")
+    else:
+        row = damaged.iloc[0]
+        first = (f"{title}'s drop on RL seed {int(row['rl_seed'])}: {row['change']:+.3f}, paired interval "
+                 f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] (one RL seed: no spread across seeds; "
+                 f'rl_seeds = "0,1,2" adds it)')
+    return first + f"\n(for scale only, not a test: one evaluation's standard error of {title} is {one_eval_se:.3f})"
+
+
+def lost_items_text(split: pd.DataFrame, title: str) -> str:
+    """What became of the items ``title`` lost over the later stages, per RL seed, in words (``split``:
+    :func:`mdrl_lib.interference.drop_splits`)."""
+    return (f"Items {title} answered right after its stage and not at the chain's end: "
+            + "; ".join(f"{i}: {int(r.lost)} lost ({int(r['lost: right content, wrong convention'])} to convention, "
+                        f"{int(r['lost: wrong content'])} to wrong content, {int(r['lost: no answer'])} to no answer), "
+                        f"{int(r.gained)} gained" for i, r in split.iterrows()))
+
+
+def over_worlds_text(own_change: float, world_drops: pd.DataFrame, title: str, run_seed: int, rl_seed: int,
+                     skip: tuple[str, ...] = ("digit-free world",), level: float = 0.95) -> str:
+    """The damaged domain's drop over worlds in words: the run's own world (``own_change``, RL seed
+    ``rl_seed``) and each other world seed of ``world_drops`` (:func:`mdrl_lib.interference.world_drops`;
+    the worlds named in ``skip``, which differ by more than their seed, left out), mean with a Student t
+    interval; ``""`` with fewer than two worlds."""
+    from mdrl_lib.stats import seed_mean_interval
+
+    changes = [own_change] + [row["change"] for name, row in world_drops.iterrows() if name not in skip]
+    if len(changes) < 2:
+        return ""
+    over = seed_mean_interval(changes, level=level)
+    return (f"{title}'s drop over {over.n} worlds (run seed {run_seed} and world_seeds, RL seed {rl_seed}): "
+            f"mean {over.mean:+.3f}, {level:.0%} t interval [{over.ci_low:+.3f}, {over.ci_high:+.3f}]")
+
+
+def c0_narrative(check: ClaimCheck, controls: pd.DataFrame, split: pd.DataFrame, base_score: float, order,
+                 rl_seed: int) -> str:
+    """Where notebook 04's run agrees with the paper and where it does not, in words: the drop beside the
+    paper's, the controls, what the lost items became, two cautions (the damaged domain's own stage still
+    climbing; the stages before it costing more than it won back) and the verdict of ``check`` (C0).
+
+    ``controls``: :func:`mdrl_lib.interference.control_table` (rows ``real chain``, ``shuffled rewards``,
+    ``more of the same``); ``split``: :func:`mdrl_lib.interference.drop_splits`; ``base_score``: the base's
+    score on the damaged domain; ``rl_seed``: the RL seed of the real chain in ``controls``."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+
+    f = check.figures
+    domain = f["domain"]
+    title = DOMAIN_TITLES[domain]
+    reference = controls.set_index("control")
+    real, shuffled, more = (reference.loc[name] for name in ("real chain", "shuffled rewards", "more of the same"))
+    paper = C0_PAPER_POINTS
+    drop = paper["chain end"] - paper["after Math"]
+    spread = (f"mean over {f['rl_seeds']} RL seeds {f['mean_change']:+.3f} [{f['mean_ci_low']:+.3f}, "
+              f"{f['mean_ci_high']:+.3f}]." if f["rl_seeds"] >= 2 else
+              f"paired {f['level']:.0%} interval [{f['mean_ci_low']:+.3f}, {f['mean_ci_high']:+.3f}] (one RL seed).")
+    lines = [f"The paper: Math {paper['after Math']} -> {paper['chain end']} ({drop:+.2f} points, "
+             f"{drop / paper['after Math']:.0%} of its post-stage value), one run. This run: {title} "
+             f"{real['before']:.3f} -> {real['after']:.3f} on RL seed {rl_seed} "
+             f"({real['change'] / real['before']:+.0%} of its post-stage value); {spread}",
+             f"Against the controls: shuffled rewards moved {title} by {shuffled['change']:+.3f}, more {title} by "
+             f"{more['change']:+.3f}; the real chain ended {shuffled['minus_reference']:+.3f} "
+             f"[{shuffled['minus_reference_ci_low']:+.3f}, {shuffled['minus_reference_ci_high']:+.3f}] from the "
+             f"shuffled-reward control (p={shuffled['minus_reference_p']:.2g})."]
+    lost = split[["lost", "lost: right content, wrong convention", "lost: wrong content"]].sum()
+    if lost["lost"]:
+        seeds = "all RL seeds" if len(split) > 1 else split.index[0]
+        lines.append(f"Of the {int(lost['lost'])} {title} items lost over the later stages ({seeds}), "
+                     f"{lost['lost: right content, wrong convention'] / lost['lost']:.0%} kept the right content in "
+                     f"the wrong convention and {lost['lost: wrong content'] / lost['lost']:.0%} became wrong content.")
+    if more["change"] > 0 and more["p_value"] < 0.05:
+        lines.append(f"Read the drop with care: as many more steps of {title} raised it by {more['change']:+.3f} "
+                     f"(p={more['p_value']:.2g}), so {title}'s own stage had not converged; the drop is measured from "
+                     f"a point that was still climbing, unlike the paper's peak.")
+    if real["before"] < base_score:
+        earlier = [DOMAIN_TITLES[d] for d in list(order)[:list(order).index(domain)]]
+        lines.append(f"{title} right after its own stage ({real['before']:.3f}) is below the base's {base_score:.3f}: "
+                     f"the stages before it ({', '.join(earlier) or 'none'}) cost more than its own stage won back.")
+    lines.append(f"Verdict: {check.verdict}. {check.why}")
+    return "\n".join(lines)

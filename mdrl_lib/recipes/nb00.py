@@ -20,5 +20,8 @@ class Params(NotebookParams):
 
 
 def plan(kit, params: Params) -> list:
-    """Every spec notebook 00 asks for: the base and its held-out scores."""
-    return [Base(), Scores(Base())]
+    """Every spec notebook 00 asks for: the base, its held-out scores and its GRPO signal (sampled with
+    ``num_generations`` completions per prompt)."""
+    from mdrl_lib.claims.nb00 import GroupSignal
+
+    return [Base(), Scores(Base()), GroupSignal(Base(), params.num_generations)]

@@ -60,7 +60,8 @@ class ChainPlan:
     ``chains``: RL seed -> the chain's stage specs (all on the run's one base); ``controls``: the
     :func:`~mdrl_lib.interference.control_specs` of the first RL seed (``after``, ``real chain``, ``shuffled
     rewards``, ``more of the same``); ``worlds``: other run configurations (other world seeds, the digit-free
-    world) -> their chain for the first RL seed, each on its own base (empty unless asked for)."""
+    world) -> their chain for the first RL seed, each on its own base (empty unless asked for); and the
+    base's :class:`~mdrl_lib.claims.nb00.GroupSignal` (its precondition check, :meth:`analysis_specs`)."""
 
     order: tuple[str, ...]
     domain: str
@@ -85,6 +86,17 @@ class ChainPlan:
             models += chain
         models += list(self.controls.values())
         return [Scores(spec) for spec in _unique(models)]
+
+    def analysis_specs(self) -> list[Spec]:
+        """The cached analyses: the base's GRPO signal, read by the precondition check of section 0."""
+        from mdrl_lib.claims.nb00 import GroupSignal
+
+        return [GroupSignal(Base())]
+
+    def specs(self) -> list[Spec]:
+        """Every artifact of the run's own world, each once: the base, the training stages, their scores and
+        the analyses (nothing else is built from)."""
+        return [Base()] + self.training_specs() + self.score_specs() + self.analysis_specs()
 
 
 def _lineage(spec: Spec) -> list[Spec]:
@@ -125,9 +137,10 @@ def chain_plan(kit, params: Params) -> ChainPlan:
 
 def planned_runs(kit, params: Params) -> list[tuple[RunConfig, list[Spec]]]:
     """(run configuration, its specs) for every world notebook 04 uses: the run's own first (the training
-    stages, then their scores), then each other world's chain stages and their scores (with its base's)."""
+    stages, their scores, the analyses), then each other world's chain stages and their scores (with its
+    base's)."""
     plan_ = chain_plan(kit, params)
-    out = [(kit.config, plan_.training_specs() + plan_.score_specs())]
+    out = [(kit.config, plan_.specs())]
     for config, chain in plan_.worlds.values():
         out.append((config, list(chain) + [Scores(s) for s in [Base(), *chain]]))
     return out
@@ -143,3 +156,72 @@ def plan(kit, params: Params) -> list:
         extra = tuple(sorted((k, v) for k, v in config.to_params().items() if own.get(k) != v))
         out += [(extra, spec) for spec in specs]
     return out
+
+
+# ---- what the notebook reads, assembled ---------------------------------------------------------------
+
+def world_items(kit, params: Params) -> dict:
+    """Per-item results along the chain of each other world notebook 04 is asked to build (``world_seeds``,
+    ``digit_free_control``): world name -> :func:`~mdrl_lib.interference.chain_items` (``base``, then each
+    stage's domain), each world's chain built first on its own base (minutes each). Empty by default."""
+    from mdrl_lib.interference import chain_items
+    from mdrl_lib.kit import open_kit
+
+    out = {}
+    for name, (config, chain) in chain_plan(kit, params).worlds.items():
+        world_kit = open_kit(config)
+        for spec in chain:
+            world_kit.get(spec)
+        out[name] = chain_items(world_kit, chain)
+    return out
+
+
+def control_runs(kit, params: Params, worlds: dict | None = None) -> dict:
+    """What :func:`~mdrl_lib.interference.control_table` takes: control name -> (per-item results right after
+    the damaged domain's stage, at the control's end), for the run's own controls (``real chain``,
+    ``shuffled rewards``, ``more of the same``) and, when ``worlds`` (:func:`world_items`) holds it, the
+    digit-free world's chain (from its own stage to its chain's end)."""
+    plan_ = chain_plan(kit, params)
+    after = kit.item_results(plan_.controls["after"])
+    runs = {name: (after, kit.item_results(spec)) for name, spec in plan_.controls.items() if name != "after"}
+    if worlds and DIGIT_FREE in worlds:
+        runs[DIGIT_FREE] = (worlds[DIGIT_FREE][plan_.domain], worlds[DIGIT_FREE][plan_.order[-1]])
+    return runs
+
+
+def c0_inputs(kit, params: Params) -> dict:
+    """The arguments of :func:`~mdrl_lib.claims.nb04.check_c0` for notebook 04's run: the damaged domain's
+    drop on each RL seed's chain (:func:`~mdrl_lib.interference.forgetting`), the real chain's end against
+    the shuffled-reward control's and both controls' own changes (:func:`~mdrl_lib.interference.control_table`),
+    and whether the base meets notebook 00's preconditions (read from the cached scores and GRPO signal)."""
+    from mdrl_lib.claims.nb00 import base_precondition_table
+    from mdrl_lib.claims.nb04 import DROP_COLUMNS
+    from mdrl_lib.interference import chain_items, control_table, drops_by_seed
+
+    plan_ = chain_plan(kit, params)
+    domain = plan_.domain
+    items = {seed: chain_items(kit, chain) for seed, chain in plan_.chains.items()}
+    drops = drops_by_seed(items, domains=[domain])
+    controls = control_table(control_runs(kit, params), domain).set_index("control")
+    shuffled = controls.loc["shuffled rewards"]
+    versus_shuffled = {"diff": shuffled["minus_reference"], "ci_low": shuffled["minus_reference_ci_low"],
+                       "ci_high": shuffled["minus_reference_ci_high"], "p_value": shuffled["minus_reference_p"]}
+    return {"drops": drops[list(DROP_COLUMNS)], "versus_shuffled": versus_shuffled,
+            "domain": domain, "shuffled_change": shuffled["change"],
+            "same_domain_change": controls.loc["more of the same", "change"],
+            "preconditions_hold": bool(base_precondition_table(kit)["holds"].all())}
+
+
+def used_and_planned(kit, params: Params) -> tuple[set[str], set[str]]:
+    """(the keys of every artifact ``kit`` was asked for, the keys of the run's own world's planned specs
+    and of everything they are built from): equal when notebook 04 used exactly what its plan lists."""
+    from mdrl_lib.specs import as_spec
+
+    planned: set[str] = set()
+    todo = list(chain_plan(kit, params).specs())
+    while todo:
+        spec = as_spec(todo.pop())
+        if kit.key(spec) not in planned:
+            planned.add(kit.key(spec))
+            todo += list(spec.inputs())
+    return set(kit.requested_keys()), planned
