@@ -11,6 +11,11 @@ Which files to compare is the caller's choice, by path. A stage trained with pre
 the bf16-rounded checkpoint in ``model.safetensors``: pass the master file for the fp32 comparison;
 precision ``"bf16"`` rounds both sides to bf16 first, which for such a stage's master gives exactly
 its ``model.safetensors``.
+
+Notebook 01's analyses are cached in the kit's store like checkpoints, keyed by the checkpoints they
+compare: :class:`EditSparsity` (C1's tables), :class:`DenseControlSparsity` (the same for a dense edit
+of the same size), :class:`NeuronMagnitudes` (C2) and :class:`RoundedScores` (a model's held-out
+results with its weights rounded to bf16).
 """
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+
+from mdrl_lib.specs import ITEMS_FILE, Scores, Spec
 
 ABS_TOL = 1e-7
 REL_TOL = 1e-3
@@ -729,9 +736,18 @@ def paper_criterion_table(before: str | Path, after: str | Path, *, precisions: 
     small the edit is as a whole). Reads one tensor pair at a time (:func:`paired_tensors`).
     Introduced in ``01_sparse_edits``.
     """
+    rows = paper_criterion_rows(before, after, precisions=precisions, abs_tol=abs_tol, rel_tol=rel_tol)
+    return aggregate_paper_criterion(rows, by)
+
+
+def paper_criterion_rows(before: str | Path, after: str | Path, *, precisions: Sequence[str] = PRECISIONS,
+                         abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL) -> pd.DataFrame:
+    """The per-tensor counts behind :func:`paper_criterion_table`, one row per precision and tensor:
+    tensor, module, layer, precision, entries, unchanged, and the sums of squares ``delta_sq`` =
+    ||delta||^2 and ``before_sq`` = ||before||^2 (float64). :func:`aggregate_paper_criterion` groups
+    them. Introduced in ``01_sparse_edits``."""
     precisions = _check_precisions(precisions)
     abs_tol, rel_tol = _check_tolerances((abs_tol, rel_tol), "abs_tol and rel_tol")
-    by = _check_by(by)
     abs_t, rel_t = torch.tensor(abs_tol, dtype=torch.float32), torch.tensor(rel_tol, dtype=torch.float32)
     rows = []
     for precision in precisions:
@@ -744,13 +760,22 @@ def paper_criterion_table(before: str | Path, after: str | Path, *, precisions: 
             unchanged = int(((delta < abs_t) & relative_ok).sum())
             rows.append((name, module_type(name), layer_index(name), precision, x.numel(), unchanged,
                          float(delta.double().square().sum()), float(x.double().square().sum())))
-    table = pd.DataFrame(rows, columns=["tensor", "module", "layer", "precision", "entries", "unchanged",
-                                        "delta_sq", "before_sq"])
+    table = pd.DataFrame(rows, columns=list(CRITERION_ROW_COLUMNS))
     table["layer"] = table["layer"].astype("Int64")
+    return table
+
+
+CRITERION_ROW_COLUMNS = ("tensor", "module", "layer", "precision", "entries", "unchanged", "delta_sq", "before_sq")
+
+
+def aggregate_paper_criterion(rows: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`paper_criterion_table` from its per-tensor ``rows`` (:func:`paper_criterion_rows`): counts
+    and sums of squares added over the groups of ``by`` in row order, then share and relative_l2."""
+    by = _check_by(by)
     if "tensor" in by:
         by = tuple(dict.fromkeys(("tensor", "module", "layer") + by))
     keys = ["precision", *by]
-    out = table.groupby(keys, sort=False, dropna=False)[["entries", "unchanged", "delta_sq", "before_sq"]].sum()
+    out = rows.groupby(keys, sort=False, dropna=False)[["entries", "unchanged", "delta_sq", "before_sq"]].sum()
     out = out.reset_index()
     out["share"] = out["unchanged"] / out["entries"]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -793,3 +818,371 @@ def dense_control(before: str | Path, after: str | Path, path: str | Path, seed:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata={"format": "pt"})
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Cached analyses: notebook 01's tables as store artifacts, keyed like the checkpoints they compare
+
+CURVE_ABS_TOLS = ABS_SWEEP + (1e-2, 1e-1)  # the sweeps widened so that the curves reach every entry
+CURVE_REL_TOLS = REL_SWEEP + (1.0,)
+CRITERION_ROWS_FILE = "criterion_rows.csv"
+SWEEP_FILE = "sweep.csv"
+MAGNITUDES_FILE = "magnitudes.safetensors"
+ROUNDINGS = {"bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True, eq=False)
+class SparsityTables:
+    """What :class:`EditSparsity` caches for one checkpoint against another: ``rows``, the per-tensor
+    counts of the paper's joint criterion in both precisions (:func:`paper_criterion_rows`), and
+    ``sweep``, the whole model's unchanged counts per precision, criterion and threshold
+    (:func:`sparsity_table` with ``by=()``). Introduced in ``01_sparse_edits``."""
+
+    rows: pd.DataFrame
+    sweep: pd.DataFrame
+
+    def criterion(self, by: Sequence[str] = ()) -> pd.DataFrame:
+        """:func:`paper_criterion_table` grouped by ``by`` (() for the whole model), from the cached rows."""
+        return aggregate_paper_criterion(self.rows, by)
+
+    def save(self, directory: Path) -> None:
+        self.rows.to_csv(directory / CRITERION_ROWS_FILE, index=False)
+        self.sweep.to_csv(directory / SWEEP_FILE, index=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> "SparsityTables":
+        """The tables :meth:`save` wrote, every float as it was (read back with round-trip precision)."""
+        rows = pd.read_csv(directory / CRITERION_ROWS_FILE, float_precision="round_trip",
+                           dtype={"tensor": str, "module": str, "precision": str, "layer": "Int64"})
+        sweep = pd.read_csv(directory / SWEEP_FILE, float_precision="round_trip",
+                            dtype={"precision": str, "criterion": str})
+        return cls(rows, sweep)
+
+
+@dataclass(frozen=True)
+class EditSparsity(Spec):
+    """C1's tables of checkpoint ``after`` against ``before`` (each read as its fp32 weights, the fp32
+    master of a bf16 stage): the paper's joint criterion (``abs_tol``, ``rel_tol``) per tensor and the
+    threshold sweeps ``abs_tols`` and ``rel_tols`` over the whole model, both in fp32 and bf16. A
+    derived artifact (introduced in ``01_sparse_edits``); ``kit.open`` gives :class:`SparsityTables`."""
+
+    before: Spec
+    after: Spec
+    abs_tol: float = ABS_TOL
+    rel_tol: float = REL_TOL
+    abs_tols: tuple[float, ...] = CURVE_ABS_TOLS
+    rel_tols: tuple[float, ...] = CURVE_REL_TOLS
+    kind: ClassVar[str] = "edit-sparsity"
+
+    def __post_init__(self) -> None:
+        for name in ("abs_tols", "rel_tols"):
+            object.__setattr__(self, name, _check_tolerances(getattr(self, name), name))
+        tolerances = _check_tolerances((self.abs_tol, self.rel_tol), "abs_tol and rel_tol")
+        object.__setattr__(self, "abs_tol", tolerances[0])
+        object.__setattr__(self, "rel_tol", tolerances[1])
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.before, self.after)
+
+    def key_fields(self, kit) -> dict:
+        return {"before": kit.key(self.before), "after": kit.key(self.after), "precisions": list(PRECISIONS),
+                "abs_tol": self.abs_tol, "rel_tol": self.rel_tol, "abs_tols": list(self.abs_tols),
+                "rel_tols": list(self.rel_tols)}
+
+    def measure(self, before: Path, after: Path) -> SparsityTables:
+        """The tables of the weight file ``after`` against ``before``."""
+        rows = paper_criterion_rows(before, after, abs_tol=self.abs_tol, rel_tol=self.rel_tol)
+        sweep = sparsity_table(before, after, by=(), abs_tols=self.abs_tols, rel_tols=self.rel_tols)
+        return SparsityTables(rows, sweep)
+
+    def build(self, kit, directory: Path, progress: bool) -> dict:
+        return self.store(self.measure(kit.weights_file(self.before), kit.weights_file(self.after)), directory)
+
+    @staticmethod
+    def store(tables: SparsityTables, directory: Path) -> dict:
+        """Write ``tables`` into ``directory``; the manifest metrics: entries and each precision's share."""
+        tables.save(directory)
+        overall = tables.criterion().set_index("precision")
+        return {"entries": int(overall["entries"].iloc[0]),
+                "unchanged_share": {p: round(float(overall.loc[p, "share"]), 6) for p in overall.index}}
+
+    def open(self, kit, artifact) -> SparsityTables:
+        return SparsityTables.load(artifact.path)
+
+    def label(self) -> str:
+        return f"sparsity of {self.after.label()} vs {self.before.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 0.1
+
+
+@dataclass(frozen=True)
+class DenseControlSparsity(EditSparsity):
+    """:class:`EditSparsity` of the dense control of ``after``: ``before`` plus Gaussian noise of exactly
+    the edit's norm, tensor by tensor (:func:`dense_control`, seeded by ``seed``). The control is written
+    into the build's directory and removed once measured; only its tables are kept. Introduced in
+    ``01_sparse_edits``."""
+
+    seed: int = 0
+    kind: ClassVar[str] = "dense-control-sparsity"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+
+    def key_fields(self, kit) -> dict:
+        return {**super().key_fields(kit), "seed": self.seed}
+
+    def build(self, kit, directory: Path, progress: bool) -> dict:
+        before = kit.weights_file(self.before)
+        control = dense_control(before, kit.weights_file(self.after), directory / "control.safetensors",
+                                seed=self.seed)
+        tables = self.measure(before, control)
+        control.unlink()
+        return self.store(tables, directory)
+
+    def label(self) -> str:
+        return f"sparsity of a dense control of {self.after.label()} (seed {self.seed}) vs {self.before.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 0.1
+
+
+@dataclass(frozen=True)
+class NeuronMagnitudes(Spec):
+    """C2's neuron edit magnitudes of ``after`` against ``before`` (:func:`neuron_edit_magnitude`) in
+    fp32 and bf16. ``kit.open`` gives precision -> MLP layer (in layer order) -> (intermediate_size,)
+    tensor. Introduced in ``01_sparse_edits``."""
+
+    before: Spec
+    after: Spec
+    kind: ClassVar[str] = "neuron-magnitudes"
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.before, self.after)
+
+    def key_fields(self, kit) -> dict:
+        return {"before": kit.key(self.before), "after": kit.key(self.after), "precisions": list(PRECISIONS),
+                "chunk_elements": CHUNK_ELEMENTS}
+
+    def build(self, kit, directory: Path, progress: bool) -> dict:
+        from safetensors.torch import save_file
+
+        before, after = kit.weights_file(self.before), kit.weights_file(self.after)
+        magnitudes = {p: neuron_edit_magnitude(before, after, precision=p) for p in PRECISIONS}
+        layers = list(magnitudes[PRECISIONS[0]])
+        flat = {f"{p}/{layer}": m.contiguous() for p, by_layer in magnitudes.items() for layer, m in by_layer.items()}
+        save_file(flat, str(directory / MAGNITUDES_FILE))
+        return {"layers": layers, "neurons": sum(m.numel() for m in magnitudes[PRECISIONS[0]].values())}
+
+    def open(self, kit, artifact) -> dict[str, dict[str, torch.Tensor]]:
+        from safetensors.torch import load_file
+
+        stored = load_file(str(artifact.path / MAGNITUDES_FILE))
+        return {p: {layer: stored[f"{p}/{layer}"] for layer in artifact.metrics["layers"]} for p in PRECISIONS}
+
+    def label(self) -> str:
+        return f"neuron edit magnitudes of {self.after.label()} vs {self.before.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 0.02
+
+
+@dataclass(frozen=True)
+class RoundedScores(Scores):
+    """Per-item held-out results of ``of`` with every weight rounded to ``precision`` (bf16) and back, as
+    a bf16 checkpoint would store it: the reference of a bf16 expert's gain, so that the rounding alone
+    is not counted as learning. Same files and reader as :class:`~mdrl_lib.specs.Scores`. Introduced in
+    ``01_sparse_edits``."""
+
+    precision: str = "bf16"
+    kind: ClassVar[str] = "rounded-scores"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ROUNDINGS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(ROUNDINGS)}")
+
+    def key_fields(self, kit) -> dict:
+        return {**super().key_fields(kit), "precision": self.precision}
+
+    def build(self, kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib.evaluation import score_items, summarize_items
+
+        model, tokenizer = kit.load(self.of)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.copy_(parameter.to(ROUNDINGS[self.precision]).to(parameter.dtype))
+        items = score_items(model, tokenizer, kit.evals, max_new_tokens=kit.config.rl.max_completion_length,
+                            batch_size=kit.config.compute.eval_batch_size or None)
+        with open(directory / ITEMS_FILE, "w") as handle:
+            for row in items.to_dict("records"):
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
+        table = summarize_items(items).set_index("domain")
+        return {"scores": table["score"].round(6).to_dict(), "se": table["se"].round(6).to_dict(),
+                "n": table["n"].astype(int).to_dict(), "precision": self.precision}
+
+    def label(self) -> str:
+        return f"scores of {self.of.label()} rounded to {self.precision}"
+
+    def toy_seconds(self, config) -> float:
+        from mdrl_lib.plan import TOY_SECONDS
+
+        return TOY_SECONDS["scores"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Notebook 01's tables from those artifacts
+
+
+def own_gain(reference_items: pd.DataFrame, items: pd.DataFrame, domain: str) -> pd.Series:
+    """The held-out gain of ``items`` over ``reference_items`` (per-item tables: domain, item, score) on
+    ``domain``, paired item by item: one row of :func:`mdrl_lib.stats.paired_difference_table` with
+    ``diff`` named ``gain`` (McNemar for 0/1 domains, Wilcoxon for fractional ones). Introduced in
+    ``01_sparse_edits``."""
+    from mdrl_lib.domains.base import FRACTIONAL_DOMAINS
+    from mdrl_lib.stats import paired_difference_table
+
+    frame = pd.concat([reference_items.assign(checkpoint="reference"), items.assign(checkpoint="expert")])
+    frame = frame[frame["domain"] == domain][["checkpoint", "domain", "item", "score"]]
+    table = paired_difference_table(frame, before="reference", after="expert", kind=FRACTIONAL_DOMAINS)
+    return table.rename(columns={"diff": "gain"}).iloc[0]
+
+
+def gain_table(gains: Mapping[str, pd.Series], names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per expert (``names`` maps its key to a title) of :func:`own_gain` results: base, expert,
+    gain, its 95% interval as text, p and the test."""
+    names = names or {}
+    return pd.DataFrame({names.get(d, d): {"base": g.mean_before, "expert": g.mean_after, "gain": g.gain,
+                                           "95% CI": f"[{g.ci_low:+.3f}, {g.ci_high:+.3f}]", "p": g.p_value,
+                                           "test": g.test}
+                         for d, g in gains.items()}).T
+
+
+def single_share(sweep: pd.DataFrame, precision: str, criterion: str, threshold: float) -> float:
+    """The unchanged share of one precision, criterion and threshold of a sweep table (:func:`sparsity_table`
+    with ``by=()``); thresholds match with :func:`numpy.isclose`."""
+    row = sweep[(sweep["precision"] == precision) & (sweep["criterion"] == criterion)
+                & np.isclose(sweep["threshold"], threshold)]
+    if row.empty:
+        raise ValueError(f"the sweep holds no {precision} {criterion} row at threshold {threshold:g}")
+    return float(row["share"].iloc[0])
+
+
+def unchanged_share_table(tables: Mapping[str, SparsityTables], names: Mapping[str, str] | None = None, *,
+                          abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL) -> pd.DataFrame:
+    """C1 per expert and precision (index: expert title, weights): the share exactly equal, below
+    ``abs_tol``, below ``rel_tol``, both (the paper's criterion) and the relative L2 of delta."""
+    names = names or {}
+    rows = []
+    for d, tables_d in tables.items():
+        overall = tables_d.criterion().set_index("precision")
+        for precision in PRECISIONS:
+            rows.append({"expert": names.get(d, d), "weights": precision,
+                         "exactly equal": single_share(tables_d.sweep, precision, "equal", 0.0),
+                         f"|δ| < {abs_tol:g}": single_share(tables_d.sweep, precision, "abs", abs_tol),
+                         f"|δ|/|w| < {rel_tol:g}": single_share(tables_d.sweep, precision, "rel", rel_tol),
+                         "both (the paper's criterion)": overall.loc[precision, "share"],
+                         "relative L2 of δ": overall.loc[precision, "relative_l2"]})
+    return pd.DataFrame(rows).set_index(["expert", "weights"])
+
+
+def sweep_curves(edit_tables: Mapping[str, SparsityTables], control_tables: Mapping[str, SparsityTables],
+                 precision: str) -> pd.DataFrame:
+    """The threshold curves of one precision for :func:`mdrl_lib.plots.plot_unchanged_vs_threshold`:
+    columns expert, kind (``edit`` or ``dense control``), criterion (abs, rel), threshold, share."""
+    frames = []
+    for d in edit_tables:
+        for kind, table in (("edit", edit_tables[d].sweep), ("dense control", control_tables[d].sweep)):
+            part = table[(table["precision"] == precision) & table["criterion"].isin(["abs", "rel"])]
+            frames.append(part.assign(expert=d, kind=kind)[["expert", "kind", "criterion", "threshold", "share"]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def criterion_shares(tables_by_kind: Mapping[str, Mapping[str, SparsityTables]],
+                     names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The paper's joint criterion per expert (rows) for each precision and kind (columns: weights,
+    then e.g. ``edit`` and ``dense control``)."""
+    names = names or {}
+    overall = {kind: {d: t.criterion().set_index("precision") for d, t in tables.items()}
+               for kind, tables in tables_by_kind.items()}
+    return (pd.DataFrame({(precision, kind): {names.get(d, d): frame[d].loc[precision, "share"] for d in frame}
+                          for precision in PRECISIONS for kind, frame in overall.items()})
+            .rename_axis(columns=["weights", "unchanged, paper's criterion"]))
+
+
+def grouped_criterion(tables: Mapping[str, SparsityTables], by: str,
+                      names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per group of ``by`` (module or layer; layers read "layer N", the rest "outside the layers") and
+    expert: the unchanged share (both tests) in fp32 and bf16 and the relative L2 of delta in fp32.
+    Columns: a (measure, expert) MultiIndex."""
+    names = names or {}
+    grouped = {d: t.criterion(by=(by,)) for d, t in tables.items()}
+    columns = {}
+    for measure, precision, value in (("unchanged, fp32", "fp32", "share"), ("unchanged, bf16", "bf16", "share"),
+                                      ("relative L2 of δ", "fp32", "relative_l2")):
+        for d, table in grouped.items():
+            columns[(measure, names.get(d, d))] = table[table["precision"] == precision].set_index(by)[value]
+    out = pd.DataFrame(columns)
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["measure", "expert"])
+    if by == "layer":
+        out = out.rename(index=lambda v: "outside the layers" if pd.isna(v) else f"layer {v}")
+    return out
+
+
+def overlap(magnitudes_by_name: Mapping[str, Mapping[str, torch.Tensor]],
+            pairs: Mapping[str, Iterable[tuple[str, str]]], fraction: float,
+            domains: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """C2 at one ``fraction``: the domain x domain matrix of cross-domain Jaccard indices (its diagonal:
+    the same domain with two RL seeds, NaN where not measured) and the tidy :func:`jaccard_table` of
+    every pair of ``pairs`` (reference label -> (name, name) pairs; ``cross-domain`` fills the matrix)."""
+    from mdrl_lib.domains.base import DOMAIN_NAMES
+
+    domains = list(DOMAIN_NAMES if domains is None else domains)
+    table = jaccard_table(magnitudes_by_name, pairs, fraction=fraction)
+    matrix = pd.DataFrame(np.nan, index=domains, columns=domains)
+    for row in table.itertuples():
+        if row.reference == "cross-domain":
+            matrix.loc[row.a, row.b] = matrix.loc[row.b, row.a] = row.jaccard
+        else:
+            matrix.loc[row.a, row.a] = row.jaccard
+    return matrix, table
+
+
+def jaccard_curves(magnitudes_by_name: Mapping[str, Mapping[str, torch.Tensor]],
+                   pairs: Mapping[str, Iterable[tuple[str, str]]], fractions: Iterable[float]) -> pd.DataFrame:
+    """C2 against the top fraction k, for :func:`mdrl_lib.plots.plot_jaccard_vs_fraction`: per fraction,
+    the mean Jaccard of each reference of ``pairs`` and the random-set expectation (columns fraction,
+    reference, jaccard)."""
+    rows = []
+    for fraction in fractions:
+        table = jaccard_table(magnitudes_by_name, pairs, fraction=fraction)
+        for reference, value in table.groupby("reference", sort=False)["jaccard"].mean().items():
+            rows.append({"fraction": fraction, "reference": f"{reference} (mean)", "jaccard": value})
+        rows.append({"fraction": fraction, "reference": "random sets (expectation)",
+                     "jaccard": table["random_expectation"].iloc[0]})
+    return pd.DataFrame(rows)
+
+
+def overlap_by_precision(magnitudes: Mapping[str, Mapping[str, Mapping[str, torch.Tensor]]],
+                         pairs: Mapping[str, Iterable[tuple[str, str]]], fraction: float) -> pd.DataFrame:
+    """C2 per precision of the weights (``magnitudes``: precision -> name -> layer -> magnitudes; index
+    weights): the mean Jaccard of each reference, the random-set expectation and the most neurons any
+    expert leaves out although tied with its cut (:func:`jaccard_matrix`'s ``cut_ties``)."""
+    rows = []
+    for precision, by_name in magnitudes.items():
+        ties = jaccard_matrix(by_name, fraction=fraction).attrs["cut_ties"]
+        table = jaccard_table(by_name, pairs, fraction=fraction)
+        means = table.groupby("reference", sort=False)["jaccard"].mean()
+        rows.append({"weights": precision, **{f"mean Jaccard, {ref}": v for ref, v in means.items()},
+                     "random sets": table["random_expectation"].iloc[0],
+                     "neurons tied at the cut, left out (max over experts)": max(ties.values())})
+    return pd.DataFrame(rows).set_index("weights")
+
+
+def pair_overlaps(table: pd.DataFrame, names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A :func:`jaccard_table` for reading: indexed by reference and the two experts' titles (``names``),
+    with the Jaccard index and the random-set expectation."""
+    names = names or {}
+    titled = table.assign(a=table["a"].map(lambda n: names.get(n, n)), b=table["b"].map(lambda n: names.get(n, n)))
+    return titled.set_index(["reference", "a", "b"])[["jaccard", "random_expectation"]]

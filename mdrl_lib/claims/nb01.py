@@ -143,3 +143,53 @@ def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float]
     return ClaimCheck(claim="C2", name="top-neuron-overlap", statement=C2_STATEMENT, paper=C2_PAPER,
                       measured=measured, baseline=baseline, supported=bool(below_paper and distinct),
                       why=f"{part_a}; {part_b}", figures=figures)
+
+
+# ------------------------------------------------------------------------------------------- the verdicts in words
+
+
+def explain_c1_c2(c1_paper: ClaimCheck, c1_default: ClaimCheck, c2: ClaimCheck, *, default_label: str,
+                  expert_shares: pd.DataFrame, grid: pd.DataFrame) -> str:
+    """Where a run agrees with the paper on C1 and C2, in sentences (notebook ``01_sparse_edits``'s
+    closing summary), from the three checks and the tables they were computed from.
+
+    ``expert_shares``: one row per expert of the run's default regime (``default_label``), columns
+    ``fp32`` and ``bf16``: its unchanged share by the paper's joint criterion. ``grid``: the bf16 rate
+    grid indexed by rate, columns ``unchanged, bf16 checkpoint``, ``unchanged, dense control in bf16``,
+    ``held-out gain`` and ``gain p``. A rate is *learned* at gain > 0 with p < :data:`C1_ALPHA` and
+    *sparse* at a bf16 share of at least the bottom of :data:`C1_PAPER_RANGE`, as in :func:`check_c1`;
+    the bf16 share minus its dense control's is called near zero below 0.05 everywhere.
+    """
+    low, high = C1_PAPER_RANGE
+    fp32, bf16 = expert_shares["fp32"], expert_shares["bf16"]
+    lines = [f"C1 at the run's defaults ({default_label}): {fp32.min():.1e} to {fp32.max():.1e} of the entries are "
+             f"unchanged by the paper's criterion in fp32, and {bf16.min():.3f} to {bf16.max():.3f} once both "
+             f"checkpoints are rounded to bf16, against the paper's {low:.0%}-{high:.0%}: {c1_default.verdict}."]
+    share = grid["unchanged, bf16 checkpoint"]
+    learned = grid[(grid["held-out gain"] > 0) & (grid["gain p"] < C1_ALPHA)]
+    sparse = grid[share >= low]
+    lines.append(f"C1 on the bf16 grid: the bf16 checkpoint leaves {share.min():.3f} to {share.max():.3f} unchanged "
+                 f"across rates {', '.join(f'{r:g}' for r in grid.index)}; rates with a significant gain: "
+                 f"{', '.join(f'{r:g}' for r in learned.index) or 'none'}; rates at or above {low:.0%}: "
+                 f"{', '.join(f'{r:g}' for r in sparse.index) or 'none'}: {c1_paper.verdict}.")
+    both = grid.loc[sorted(set(learned.index) & set(sparse.index))]
+    if len(both):
+        r = both.index.max()
+        lines.append(f"  The largest rate that is both: {r:g}, with {both.loc[r, 'unchanged, bf16 checkpoint']:.4f} "
+                     f"unchanged ({both.loc[r, 'unchanged, bf16 checkpoint'] - low:+.4f} from the bottom of the "
+                     f"paper's range) and a gain of {both.loc[r, 'held-out gain']:+.3f}.")
+    excess = share - grid["unchanged, dense control in bf16"]
+    lines.append("  The bf16 share minus that of a dense edit of the same size, rounded the same way: "
+                 + ", ".join(f"{v:+.3f} at {r:g}" for r, v in excess.items()) + ". "
+                 + ("Near zero everywhere: the toy's bf16 sparsity is the size of a dense edit meeting bf16 rounding, "
+                    "not RL choosing few weights." if excess.abs().max() < 0.05 else
+                    "Where it is clearly positive, the edit is more concentrated than a dense one of its size."))
+    f2 = c2.figures
+    if c2.supported is None:
+        lines.append(f"C2: not testable: {c2.why}.")
+    else:
+        lines.append(f"C2: the mean cross-domain Jaccard at the top {f2['fraction']:.0%} is "
+                     f"{f2['mean_cross_domain']:.3f} (paper: below {C2_PAPER_MAX}; random sets "
+                     f"{f2['random_expectation']:.3f}), against {f2['mean_same_domain']:.3f} for the same domain "
+                     f"with two RL seeds: {c2.verdict}.")
+    return "\n".join(lines)
