@@ -18,11 +18,14 @@ The rules (the paper does not publish its own):
 And the controls: ``random`` coordinates of the same count (seeded), the largest ``magnitude`` |delta_B|,
 the first-order score built from *another* stage's delta (``other_delta``), and reverting all of B's
 stage (a fraction of 1). Notebook 05's recipe (:mod:`mdrl_lib.recipes.nb05`) names every artifact it
-asks for (refreshes, their controls, rollback sweeps as cached :class:`RollbackScores`), so a pipeline
-can build them ahead.
+asks for (refreshes, their controls, rollback sweeps as cached :class:`RollbackScores`, their paired
+changes as :class:`RollbackChanges`, the conflict subspace the refresh's distances are measured on as
+:class:`ConflictBasis`), so a pipeline can build them ahead. The notebook's figures are drawn by the
+``plot_*`` functions at the end.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -244,6 +247,87 @@ def conflict_subspace(model: torch.nn.Module, tokenizer, loss_fn, examples_a: Se
     basis, _ = torch.linalg.qr(torch.as_tensor(vectors, dtype=torch.float64))
     return ConflictSubspace(space=space, index=restricted.index, basis=basis, eigenvalues=np.asarray(values),
                             channels=frozenset(channels))
+
+
+CONFLICT_ARRAYS = "conflict_subspace.npz"
+CONFLICT_LAYOUT = "conflict_subspace.json"
+
+
+@dataclass(frozen=True)
+class ConflictBasis(Spec):
+    """Notebook 03's conflict subspace of ``domain_a`` and ``domain_b`` at ``model`` (theta_A*), cached: the
+    result of :func:`conflict_subspace` with L_A from ``objective`` (an ``ObjectiveBatch`` spec), routes
+    measured on each domain's first ``route_prompts`` training prompts (top ``route_fraction`` of channels)
+    and the top ``rank`` eigenpairs (Lanczos seeded by ``seed``). Stores the basis, shape ``(m, rank)``,
+    the coordinates' positions and the eigenvalues (npz), and the parameter layout with the shared channels
+    (json). :meth:`open` gives back the :class:`ConflictSubspace`. Introduced in ``05_refresh_vs_rollback``
+    (the refresh's distance to theta_A* on S)."""
+
+    model: Spec
+    objective: Spec
+    domain_a: str
+    domain_b: str
+    route_fraction: float = 0.2
+    route_prompts: int = 100
+    rank: int = 8
+    seed: int = 0
+    kind: ClassVar[str] = "conflict_subspace"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import ConfigError
+
+        object.__setattr__(self, "domain_a", check_domain(self.domain_a))
+        object.__setattr__(self, "domain_b", check_domain(self.domain_b))
+        if not 0 < self.route_fraction <= 0.5:
+            raise ConfigError(f"conflict subspace route_fraction: expected a fraction in (0, 0.5], got "
+                              f"{self.route_fraction!r}")
+        for name in ("route_prompts", "rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"conflict subspace {name}: expected a positive integer, got {value!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.model, self.objective)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"model": kit.key(self.model), "objective": kit.key(self.objective), "domain_a": self.domain_a,
+                "domain_b": self.domain_b, "route_fraction": self.route_fraction, "route_prompts": self.route_prompts,
+                "rank": self.rank, "seed": self.seed, "dtype": "fp32"}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        start = time.perf_counter()
+        model, tokenizer = kit.load(self.model, placement="analysis")
+        objective = kit.objective(self.objective)
+        examples = [kit.splits(d).train[:self.route_prompts] for d in (self.domain_a, self.domain_b)]
+        subspace = conflict_subspace(model, tokenizer, objective.loss, *examples, route_fraction=self.route_fraction,
+                                     rank=self.rank, seed=self.seed)
+        np.savez(directory / CONFLICT_ARRAYS, index=subspace.index.cpu().numpy(), basis=subspace.basis.cpu().numpy(),
+                 eigenvalues=np.asarray(subspace.eigenvalues, dtype=np.float64))
+        layout = {"names": list(subspace.space.names), "shapes": [list(s) for s in subspace.space.shapes],
+                  "channels": sorted([list(c) for c in subspace.channels])}
+        (directory / CONFLICT_LAYOUT).write_text(json.dumps(layout))
+        return {"channels": len(subspace.channels), "coordinates": int(len(subspace.index)),
+                "eigenvalues": [float(v) for v in subspace.eigenvalues],
+                "seconds": round(time.perf_counter() - start, 2)}
+
+    def open(self, kit: Kit, artifact: Artifact) -> ConflictSubspace:
+        """The stored :class:`ConflictSubspace` (basis and positions as float64 / int64 CPU tensors)."""
+        from mdrl_lib.perturbation import ParameterSpace
+
+        layout = json.loads((artifact.path / CONFLICT_LAYOUT).read_text())
+        shapes = tuple(torch.Size(s) for s in layout["shapes"])
+        offsets = tuple(int(o) for o in np.cumsum([0] + [math.prod(s) for s in shapes])[:-1])
+        space = ParameterSpace(tuple(layout["names"]), shapes, offsets, sum(math.prod(s) for s in shapes))
+        with np.load(artifact.path / CONFLICT_ARRAYS) as arrays:
+            return ConflictSubspace(space=space, index=torch.from_numpy(arrays["index"]),
+                                    basis=torch.from_numpy(arrays["basis"]), eigenvalues=arrays["eigenvalues"],
+                                    channels=frozenset(tuple(c) for c in layout["channels"]))
+
+    def toy_seconds(self, config) -> float:
+        return 15.0  # measured: about 15 s (routes, then Lanczos on Hessian-vector products)
+
+    def label(self) -> str:
+        return f"conflict subspace of {self.domain_a},{self.domain_b} at {self.model.label()}"
 
 
 # ------------------------------------------------------------------------------------------- costs
@@ -545,3 +629,178 @@ def best_fraction(items: pd.DataFrame, domain: str) -> float:
     if means.empty:
         raise ValueError(f"no scores of domain {domain!r}")
     return float(means.index[int(np.argmax(means.to_numpy()))])
+
+
+# ------------------------------------------------------------------------ the sweep's paired changes
+
+CHANGES_FILE = "changes.jsonl"
+CHANGE_COLUMNS = ("fraction", "domain", "before", "after", "diff", "ci_low", "ci_high", "p_value")
+
+
+@dataclass(frozen=True)
+class RollbackChanges(Spec):
+    """Per budget and domain, the paired change from ``baseline``'s held-out items (the model the rollback
+    starts from, the chain's end) to a :class:`RollbackScores` sweep's (:func:`paired_changes` with
+    ``n_boot`` and ``seed``), cached: the curves of notebook ``05_refresh_vs_rollback``'s rollback figure,
+    its cost table and C7. :meth:`open` gives a table with columns :data:`CHANGE_COLUMNS`, one row per
+    (fraction, domain), fractions ascending."""
+
+    sweep: RollbackScores
+    baseline: Spec
+    n_boot: int = 2000
+    seed: int = 0
+    kind: ClassVar[str] = "rollback_changes"
+
+    def inputs(self) -> tuple[Spec, ...]:
+        from mdrl_lib.specs import Scores
+
+        return (self.sweep, Scores(self.baseline))
+
+    def key_fields(self, kit: Kit) -> dict:
+        from mdrl_lib.specs import Scores
+
+        return {"sweep": kit.key(self.sweep), "baseline": kit.key(Scores(self.baseline)), "n_boot": self.n_boot,
+                "seed": self.seed}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        start = time.perf_counter()
+        table = sweep_changes(kit.item_results(self.baseline)[["domain", "item", "score"]], kit.open(self.sweep),
+                              n_boot=self.n_boot, seed=self.seed)
+        with open(directory / CHANGES_FILE, "w") as handle:
+            for row in table.to_dict("records"):
+                handle.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+        return {"rows": len(table), "seconds": round(time.perf_counter() - start, 2)}
+
+    def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
+        lines = (artifact.path / CHANGES_FILE).read_text().splitlines()
+        return pd.DataFrame([json.loads(line) for line in lines], columns=list(CHANGE_COLUMNS))
+
+    def toy_seconds(self, config) -> float:
+        return 0.5
+
+    def label(self) -> str:
+        return f"paired changes of {self.sweep.label()}"
+
+
+def sweep_changes(baseline: pd.DataFrame, sweep: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """:func:`paired_changes` from ``baseline`` (per-item table: ``domain``, ``item``, ``score``) to each budget
+    of a sweep (per-item table with ``fraction``), stacked: columns :data:`CHANGE_COLUMNS`."""
+    frames = [paired_changes(baseline, group[["domain", "item", "score"]], n_boot=n_boot, seed=seed)
+              .assign(fraction=float(fraction)) for fraction, group in sweep.groupby("fraction")]
+    return pd.concat(frames, ignore_index=True)[list(CHANGE_COLUMNS)]
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as a JSON value: numpy numbers as Python numbers (floats exactly), NaN as None."""
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# ----------------------------------------------------------------------------- notebook 05's figures
+
+def plot_refresh_curves(curves: pd.DataFrame, domain: str, drop: float, linear: str) -> None:
+    """Two panels: ``domain``'s change over each refresh curve against the budget, with the drop to recover
+    (``drop`` < 0, dashed), and the other domains' changes over the curve named ``linear``. ``curves``: one
+    row per (curve, domain, steps) with ``diff``, ``ci_low``, ``ci_high`` (budget 0 included)."""
+    import matplotlib.pyplot as plt
+
+    from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+    from mdrl_lib.plots import DOMAIN_COLORS, plot_budget_curves
+
+    title = DOMAIN_TITLES[domain]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    plot_budget_curves(curves[curves["domain"] == domain], f"{title}: change over the refresh", x="steps", ax=axes[0],
+                       xlabel=f"refresh budget (GRPO steps on {title})",
+                       ylabel=f"{title} score change (95% paired interval)")
+    axes[0].axhline(-drop, color="grey", ls="--", lw=1, label=f"the drop to recover ({-drop:.3f})")
+    axes[0].legend(fontsize=8)
+    along = curves[curves["curve"] == linear]
+    others = along[along["domain"] != domain].assign(curve=lambda t: t["domain"].map(DOMAIN_TITLES))
+    plot_budget_curves(others, "The other domains over the (linear) refresh", x="steps", ax=axes[1],
+                       xlabel=f"refresh budget (GRPO steps on {title})", ylabel="score change (95% paired interval)",
+                       colors={DOMAIN_TITLES[d]: DOMAIN_COLORS[d] for d in DOMAIN_NAMES})
+    plt.tight_layout()
+    plt.show()
+
+
+DISTANCE_PANELS = {"overall": "‖θ − θ_A*‖ (all weights)", "routes": "‖θ − θ_A*‖ on the shared-route coordinates",
+                   "subspace": "‖P_S(θ − θ_A*)‖ on the conflict subspace S"}
+
+
+def plot_distances(distance: pd.DataFrame) -> None:
+    """One panel per distance of :data:`DISTANCE_PANELS` against the refresh budget, one line per curve.
+    ``distance``: columns ``curve``, ``steps``, ``overall``, ``routes``, ``subspace``."""
+    import matplotlib.pyplot as plt
+
+    from mdrl_lib.plots import plot_budget_curves
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, (column, label) in zip(axes, DISTANCE_PANELS.items()):
+        plot_budget_curves(distance, label, x="steps", y=column, band=None, ax=ax, zero_line=False,
+                           xlabel="refresh budget (GRPO steps)", ylabel="distance to θ_A*")
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_rollback_curves(curves: pd.DataFrame, drops: Mapping[str, pd.DataFrame],
+                         pairs: Sequence[tuple[str, str]]) -> None:
+    """One row of panels per pair (A, B): A's change over the rollback budget by rule (with A's drop since
+    before B's stage, dashed), then each other domain's (collateral). ``curves``: rows of (pair, rule,
+    fraction, domain) with ``diff``, ``ci_low``, ``ci_high`` against the chain's end (``revert_stage``
+    left out); ``drops``: per pair ``"A,B"``, the :func:`paired_changes` from before B's stage to the end."""
+    import matplotlib.pyplot as plt
+
+    from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+    from mdrl_lib.plots import plot_budget_curves
+
+    rule_colors = dict(zip(SWEEP_RULES, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(len(pairs), 4, figsize=(18, 4 * len(pairs)), squeeze=False)
+    for r, (a, b) in enumerate(pairs):
+        pair = f"{a},{b}"
+        frame = curves[(curves["pair"] == pair) & (curves["rule"] != "revert_stage")]
+        for c, domain in enumerate([a] + [d for d in DOMAIN_NAMES if d != a]):
+            part = frame[frame["domain"] == domain].rename(columns={"rule": "curve"})
+            what = "recovery" if domain == a else "collateral"
+            plot_budget_curves(part, f"{pair}: {DOMAIN_TITLES[domain]} ({what})", x="fraction", ax=axes[r, c],
+                               logx=True, band=("ci_low", "ci_high"),
+                               xlabel="rollback budget k (fraction of all parameters)",
+                               ylabel=f"{DOMAIN_TITLES[domain]} change vs chain end", colors=rule_colors)
+            if domain == a:
+                axes[r, c].axhline(-drops[pair].set_index("domain").loc[a, "diff"], color="grey", ls="--", lw=1)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_costs(costs: pd.DataFrame, domain: str, fraction: float) -> None:
+    """A's change against each method's cost (log scale): refreshes by schedule, rollbacks with a gradient
+    at budget ``fraction``, and the weight-only rollbacks (cost 0) as dotted lines. ``costs``: indexed by
+    method (``refresh ...``, ``rollback ...``) with columns ``cost`` and ``A change``."""
+    import matplotlib.pyplot as plt
+
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+
+    title = DOMAIN_TITLES[domain]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for schedule, marker in (("linear", "o"), ("constant", "x")):
+        points = costs[costs.index.str.startswith("refresh") & costs.index.str.contains(schedule)]
+        ax.plot(points["cost"], points["A change"], marker=marker, ls="", label=f"refreshes ({schedule} rate)")
+    roll_points = costs[costs.index.str.startswith("rollback") & (costs["cost"] > 0)]
+    ax.plot(roll_points["cost"], roll_points["A change"], marker="s", ls="",
+            label=f"rollbacks with a gradient (k = {fraction:g})")
+    for name, point in costs[costs["cost"] > 0].iterrows():
+        short = name.replace("rollback ", "").replace(", the first-order rollback's cost", ", equal cost")
+        short = short.split(" (k")[0]
+        ax.annotate(short, (point["cost"], point["A change"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for name, point in costs[costs["cost"] == 0].iterrows():
+        ax.axhline(point["A change"], ls=":", lw=1, color="grey")
+        ax.annotate(name.replace("rollback ", "") + ", cost 0", (costs["cost"].max(), point["A change"]), ha="right",
+                    fontsize=7, color="grey", xytext=(0, 2), textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="cost (sequence passes, log scale)", ylabel=f"{title} change vs the chain's end",
+           title=f"{title} recovered against cost (dotted: weight-only rollbacks)")
+    ax.legend(fontsize=8)
+    plt.show()

@@ -1,13 +1,17 @@
 """Claims C6 (a real refresh recovers selectively) and C7 (rollback), introduced in notebook
-``05_refresh_vs_rollback``.
+``05_refresh_vs_rollback``: the checks, and the notebook's verdicts in words (:func:`drop_text`,
+:func:`refresh_budget_text`, :func:`pair_drop_text`, :func:`agreement_text`).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mdrl_lib.claims._format import _interval, _share
 from mdrl_lib.claims.record import ClaimCheck
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 C6_REFRESH_STATEMENT = ("After a later domain damaged A, a short refresh on A recovers A selectively: A rises, the "
                         "other domains hold, and the refresh does more than further training on A would.")
@@ -115,3 +119,104 @@ def check_c7(drop: Mapping[str, float], recovery: Mapping[str, float], over_cont
            + "; ".join(f"over {c}: {'above' if ok else 'not above'} 0" for c, ok in beats.items()))
     return ClaimCheck(claim="C7", name=name, statement=C7_STATEMENT, paper=C7_PAPER, measured=measured,
                       baseline=baseline, supported=bool(recovers and all(beats.values())), why=why, figures=figures)
+
+
+# ------------------------------------------------------------------- the notebook's verdicts in words
+
+
+def _num(value: Any, spec: str = "+.3f") -> str:
+    """A figure as text; "n/a" where the run could not compute it."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def drop_text(drop: Mapping[str, float], domain: str) -> str:
+    """What A's fall from theta_A* to the chain's end (a paired change with ``before``, ``after``, ``diff``,
+    ``ci_low``, ``ci_high``) leaves to recover: a significant fall, or not (then the checks are not testable)."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+
+    title = DOMAIN_TITLES[domain]
+    head = (f"{title}: {drop['before']:.3f} -> {drop['after']:.3f}, change {drop['diff']:+.3f} "
+            f"[{drop['ci_low']:+.3f}, {drop['ci_high']:+.3f}]: ")
+    if drop["ci_high"] < 0:
+        return head + "this is what the methods below try to recover."
+    return head + (f"not a significant fall, so there is little to recover on this run: the shares of the drop below "
+                   f"mean nothing, and the claim checks will say 'not testable'. Look at the chain's matrix: where "
+                   f"{title}'s own stage left it decides how much the later stages can take away.")
+
+
+def refresh_budget_text(summary: pd.DataFrame, domain: str, before: float) -> str:
+    """Where the decaying-rate refresh's gain on A saturates (the smallest budget with 90% of the best gain),
+    and the gains at a constant rate and of the controls from theta_A* (A at ``before`` there). ``summary``:
+    A's change per budget (index) and curve (columns), as :func:`mdrl_lib.recipes.nb05.refresh_summary`."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+    from mdrl_lib.recipes.nb05 import CONTROL_CURVE, refresh_curve
+
+    title = DOMAIN_TITLES[domain]
+    gains = summary[refresh_curve("linear")]
+    best_steps = int(gains.idxmax())
+    first_near = int(gains[gains >= 0.9 * gains.max()].index.min()) if gains.max() > 0 else None
+    if first_near is None:
+        lines = [f"At the decaying rate no budget raised {title}."]
+    elif first_near == int(gains.index.max()):
+        lines = [f"At the decaying rate {title} gains most after {best_steps} steps ({gains.max():+.3f}), and no "
+                 f"smaller budget gives 90% of that: the recovery has not saturated within the budgets tried."]
+    else:
+        lines = [f"At the decaying rate {title} gains most after {best_steps} steps ({gains.max():+.3f}); "
+                 f"{first_near} steps already give 90% of that, so the recovery saturates there."]
+    if refresh_curve("constant") in summary:
+        constant = summary[refresh_curve("constant")]
+        lines.append(f"At a constant rate: {', '.join(f'{s} steps {v:+.3f}' for s, v in constant.items())}.")
+    control = summary[CONTROL_CURVE]
+    lines.append(f"The same steps from θ_A*: {', '.join(f'{s} steps {v:+.3f}' for s, v in control.items())} "
+                 f"(from {before:.3f}).")
+    return "\n".join(lines)
+
+
+def pair_drop_text(drops: Mapping[str, pd.DataFrame]) -> str:
+    """Per rollback pair ``"A,B"``, A's paired change from before B's stage to the chain's end (``drops``: its
+    ``paired_changes`` table), one line each: the fall C7 asks a rollback to undo."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+
+    lines = []
+    for pair, table in drops.items():
+        a, b = pair.split(",")
+        d = table.set_index("domain").loc[a]
+        lines.append(f"{DOMAIN_TITLES[a]} from before {DOMAIN_TITLES[b]}'s stage to the chain's end: {d['before']:.3f} "
+                     f"-> {d['after']:.3f} ({d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])")
+    return "\n".join(lines)
+
+
+def agreement_text(c6: ClaimCheck, c7: Sequence[ClaimCheck], distance: pd.DataFrame) -> str:
+    """Notebook 05's verdicts in words, from the checks' figures: C6 against the paper's refresh, whether the
+    linear refresh moved back towards theta_A* on the conflict subspace (``distance``: per ``curve`` and
+    ``steps``, the ``subspace`` distance, as :func:`mdrl_lib.recipes.nb05.refresh_distances`), whether more A
+    training from theta_A* itself lowered A, and each C7 pair's recovery against its controls."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+    from mdrl_lib.recipes.nb05 import refresh_curve
+
+    f6 = c6.figures
+    title, steps = DOMAIN_TITLES[f6["domain"]], f6["steps"]
+    lines = [f"C6 ({c6.verdict}): {title} moved {_num(f6['drop'])} from θ_A* to the chain's end; the {steps}-step "
+             f"refresh moved it {_num(f6['recovery'])} ({_num(f6['recovered_share'], '.0%')} of the drop; the paper: "
+             f"57.66 -> 66.04, more than the whole drop). The same steps from θ_A* moved {title} by "
+             f"{_num(f6.get('control_gain'))}, so the refresh's excess is {_num(f6['excess'])}; the worst other domain "
+             f"({f6['worst_other']}) moved {_num(f6['worst_other_change'])}."]
+    along = distance[distance["curve"] == refresh_curve("linear")].set_index("steps")["subspace"]
+    back = along.loc[steps] < along.loc[0]
+    lines.append(f"Distance to θ_A* on S over the linear refresh: {along.loc[0]:.4f} at the chain's end -> "
+                 f"{along.loc[steps]:.4f} after {steps} steps: the refresh "
+                 + ("moved back towards θ_A* on the conflict subspace." if back else
+                    "did not move back towards θ_A* on the conflict subspace; whatever it repairs, it repairs by "
+                    "another route."))
+    if f6.get("control_gain_ci_high") is not None and f6["control_gain_ci_high"] < 0:
+        lines.append(f"More {title} training from θ_A* itself lowered {title} ({_num(f6['control_gain'])}, its "
+                     f"interval below 0): on this run a new GRPO stage on {title} at the run's rate is a disturbance "
+                     f"of its own (it restarts the rate at its peak and Adam's moments at zero), and part of what a "
+                     f"refresh gains first makes up for that.")
+    for check in c7:
+        f7 = check.figures
+        lines.append(f"C7 {f7['pair']} ({check.verdict}): rolling back {f7['count']} coordinates ({f7['fraction']:g}) "
+                     f"by {f7['rule']} moved {f7['pair'].split(',')[0]} by {_num(f7['recovery'])} "
+                     f"({_num(f7['recovered_share'], '.0%')} of a drop of {_num(-f7['drop'], '.3f')}); over random "
+                     f"{_num(f7['over_random'])}, over magnitude {_num(f7['over_magnitude'])}.")
+    return "\n".join(lines)

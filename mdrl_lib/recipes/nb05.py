@@ -1,4 +1,5 @@
-"""Notebook ``05_refresh_vs_rollback``'s recipe: its parameters and what it asks the kit for."""
+"""Notebook ``05_refresh_vs_rollback``'s recipe: its parameters, what it asks the kit for, and the tables and claim
+inputs it assembles from those artifacts."""
 from __future__ import annotations
 
 import math
@@ -101,7 +102,9 @@ class RecoveryPlan:
     domain A; ``refreshes``: ``{(schedule, steps): Refresh}`` from the chain's end; ``controls``:
     ``{steps: Refresh}`` of the same budgets of A's steps from ``post_a``; ``equal_cost``: the refresh that
     costs as much as the ``first_order`` rollback; ``objective``: A's objective batch (samples of
-    ``post_a``); ``rollbacks``: ``{(pair, rule): RollbackScores}``; ``options``: the parameters used.
+    ``post_a``); ``rollbacks``: ``{(pair, rule): RollbackScores}``; ``changes``: ``{(pair, rule):
+    RollbackChanges}``, each sweep's paired changes against the chain's end; ``subspace``: the conflict
+    subspace of A and the main pair's B at theta_A* (``ConflictBasis``); ``options``: the parameters used.
     """
 
     options: dict
@@ -117,6 +120,8 @@ class RecoveryPlan:
     pairs: tuple[tuple[str, str], ...]
     rollbacks: dict
     fractions: tuple[float, ...]
+    changes: dict
+    subspace: Spec
 
     @property
     def chain_end(self) -> Stage:
@@ -134,13 +139,15 @@ class RecoveryPlan:
         """Every spec, each once, in the order a pipeline may build them (inputs first)."""
         models = [Base(), *self.chain, *self.refreshes.values(), *self.controls.values(), self.equal_cost]
         objectives = [s.objective for s in self.rollbacks.values() if s.objective is not None]
-        out = [*models, *(Scores(m) for m in models), self.objective, *objectives, *self.rollbacks.values()]
+        out = [*models, *(Scores(m) for m in models), self.objective, *objectives, *self.rollbacks.values(),
+               *self.changes.values(), self.subspace]
         return list(dict.fromkeys(out))
 
 
 def recovery_plan(kit, params: Params) -> RecoveryPlan:
     """Notebook 05's artifacts for ``params`` (the chain's order is the run's). Specs only: nothing is built."""
-    from mdrl_lib.recovery import GRADIENT_RULES, RollbackScores, equal_cost_steps, rollback_cost
+    from mdrl_lib.recovery import (GRADIENT_RULES, ConflictBasis, RollbackChanges, RollbackScores, equal_cost_steps,
+                                   rollback_cost)
 
     order = kit.config.order
     chain = tuple(kit.chain_specs(order, rl_seed=0))
@@ -177,12 +184,224 @@ def recovery_plan(kit, params: Params) -> RecoveryPlan:
                 other=other if rule == "other_delta" else None,
                 stage_after=stage_b if rule == "revert_stage" else None,
                 probes=params.hessian_probes, seed=kit.config.seed)
+    subspace = ConflictBasis(post_a, objective, domain, params.pairs[0][1],
+                             route_fraction=params.conflict_route_fraction, route_prompts=params.conflict_route_prompts,
+                             rank=params.distance_subspace_rank, seed=kit.config.seed)
     return RecoveryPlan(options=params.options(), chain=chain, domain=domain, post_a=post_a, budgets=budgets,
                         refreshes=refreshes, controls=controls, equal_cost_steps=steps, equal_cost=equal,
-                        objective=objective, pairs=params.pairs, rollbacks=rollbacks, fractions=params.fractions)
+                        objective=objective, pairs=params.pairs, rollbacks=rollbacks, fractions=params.fractions,
+                        changes={key: RollbackChanges(spec, end) for key, spec in rollbacks.items()},
+                        subspace=subspace)
 
 
 def plan(kit, params: Params) -> list:
     """Every spec notebook 05 asks for: the chain's stages, each refresh budget and schedule, the controls from
-    theta_A*, the equal-cost refresh, their scores, A's objective batch and the rollback sweeps."""
+    theta_A*, the equal-cost refresh, their scores, A's objective batch, the rollback sweeps with their paired
+    changes, and the conflict subspace the refresh's distances are measured on."""
     return recovery_plan(kit, params).specs()
+
+
+# ------------------------------------------------------------------- the notebook's tables and claim inputs
+
+REFRESH_CURVE = "refresh from the chain's end ({schedule} rate)"
+CONTROL_CURVE = "control: the same steps from θ_A*"
+SHARE_COLUMN = "share of the drop recovered (linear)"
+ITEM_COLUMNS = ["domain", "item", "score"]
+GRADIENT_AT = {"chain_end": "at the chain's end θ (where the rollback starts)",
+               "own": "at A's own trained weights θ_A*"}
+
+
+def refresh_curve(schedule: str) -> str:
+    """The name of the refresh curve at ``schedule`` (``linear`` or ``constant``) in notebook 05's tables."""
+    return REFRESH_CURVE.format(schedule=schedule)
+
+
+def items(kit, spec):
+    """Per-item held-out scores of a model spec: columns ``domain``, ``item``, ``score`` (scored once, cached)."""
+    return kit.item_results(spec)[ITEM_COLUMNS]
+
+
+def change_row(table, domain: str) -> dict:
+    """One domain's paired change (``before``, ``after``, ``diff``, ``ci_low``, ``ci_high``, ``p_value``) from a
+    :func:`~mdrl_lib.recovery.paired_changes` table."""
+    return table.set_index("domain").loc[domain].to_dict()
+
+
+def chain_drop(kit, plan: RecoveryPlan):
+    """Per domain, the paired change from theta_A* to the chain's end (a ``paired_changes`` table)."""
+    from mdrl_lib.recovery import paired_changes
+
+    return paired_changes(items(kit, plan.post_a), items(kit, plan.chain_end))
+
+
+def refresh_curves(kit, plan: RecoveryPlan):
+    """The refresh curves: per (curve, domain, steps) the paired change (``diff``, ``ci_low``, ``ci_high``, ...)
+    of each refresh from the chain's end and of each control from theta_A*, with a row at 0 steps per curve."""
+    import pandas as pd
+
+    from mdrl_lib.recovery import paired_changes
+
+    end, post = items(kit, plan.chain_end), items(kit, plan.post_a)
+    curves = [paired_changes(end, items(kit, spec)).assign(curve=refresh_curve(schedule), steps=steps)
+              for (schedule, steps), spec in plan.refreshes.items()]
+    curves += [paired_changes(post, items(kit, spec)).assign(curve=CONTROL_CURVE, steps=steps)
+               for steps, spec in plan.controls.items()]
+    curves = pd.concat(curves, ignore_index=True)
+    zero = pd.DataFrame([{"curve": c, "domain": d, "steps": 0, "diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+                         for c in curves["curve"].unique() for d in DOMAIN_NAMES])
+    return pd.concat([zero, curves], ignore_index=True)
+
+
+def refresh_summary(curves, plan: RecoveryPlan, drop):
+    """A's change per budget (rows) and curve (columns), and the share of A's drop (``drop``: a
+    :func:`chain_drop` table) the linear refresh recovers."""
+    a = plan.domain
+    chosen = curves[(curves["domain"] == a) & (curves["steps"] > 0)]
+    summary = chosen.pivot(index="steps", columns="curve", values="diff")
+    summary[SHARE_COLUMN] = summary[refresh_curve("linear")] / -change_row(drop, a)["diff"]
+    return summary
+
+
+def refresh_distances(kit, plan: RecoveryPlan, subspace):
+    """Per (curve, steps) the distances of the weights to theta_A* (``overall``, ``routes``, ``subspace``:
+    :meth:`~mdrl_lib.recovery.ConflictSubspace.distances`), the refreshes starting from the chain's end and
+    the controls from theta_A* itself (0)."""
+    import pandas as pd
+
+    from mdrl_lib.recovery import deltas
+
+    theta_a = dict(kit.weights(plan.post_a))
+
+    def distances(spec) -> dict:
+        return subspace.distances(deltas(dict(kit.weights(spec)), theta_a))
+
+    start = distances(plan.chain_end)
+    rows = [{"curve": refresh_curve(s), "steps": 0, **start} for s in sorted({s for s, _ in plan.refreshes})]
+    rows += [{"curve": CONTROL_CURVE, "steps": 0, "overall": 0.0, "routes": 0.0, "subspace": 0.0}]
+    rows += [{"curve": refresh_curve(s), "steps": n, **distances(spec)} for (s, n), spec in plan.refreshes.items()]
+    rows += [{"curve": CONTROL_CURVE, "steps": n, **distances(spec)} for n, spec in plan.controls.items()]
+    return pd.DataFrame(rows)
+
+
+def rollback_budgets(kit, plan: RecoveryPlan):
+    """One row per (pair, rule, fraction) of the sweeps' manifests: ``count`` put back, ``chosen``, ``norm`` of
+    the change, ``predicted_change`` of L_A."""
+    import pandas as pd
+
+    return pd.DataFrame([{"pair": pair, "rule": rule, **budget} for (pair, rule), spec in plan.rollbacks.items()
+                         for budget in kit.get(spec).metrics["budgets"]])
+
+
+def pair_drops(kit, plan: RecoveryPlan) -> dict:
+    """Per pair ``"A,B"``, the paired changes from before B's stage to the chain's end."""
+    from mdrl_lib.recovery import paired_changes
+
+    end = items(kit, plan.chain_end)
+    return {f"{a},{b}": paired_changes(items(kit, plan.before(b)), end) for a, b in plan.pairs}
+
+
+def rollback_curves(kit, plan: RecoveryPlan):
+    """Every sweep's paired changes against the chain's end (the cached ``RollbackChanges``): one row per
+    (pair, rule, fraction, domain)."""
+    import pandas as pd
+
+    return pd.concat([kit.open(spec).assign(pair=pair, rule=rule) for (pair, rule), spec in plan.changes.items()],
+                     ignore_index=True)
+
+
+def _at(table, fraction: float):
+    import numpy as np
+
+    return table[np.isclose(table["fraction"], fraction)]
+
+
+def cost_table(kit, plan: RecoveryPlan, curves, rollbacks):
+    """Each method's cost (sequence passes; :func:`~mdrl_lib.recovery.refresh_step_cost`,
+    :func:`~mdrl_lib.recovery.rollback_cost`) and A's change against the chain's end: the refreshes (from
+    ``curves``), the equal-cost refresh, and each rule of the main pair at ``c7_fraction`` (``revert_stage``:
+    all of B's stage) from ``rollbacks`` (:func:`rollback_curves`). Indexed by method."""
+    import pandas as pd
+
+    from mdrl_lib.recovery import paired_changes, refresh_step_cost, rollback_cost
+
+    a, options = plan.domain, plan.options
+    step_cost = refresh_step_cost(kit.config.rl)
+    gains = curves[curves["domain"] == a].set_index(["curve", "steps"])["diff"]
+    rows = [{"method": f"refresh {steps} steps ({schedule})", "cost": steps * step_cost,
+             "A change": gains[(refresh_curve(schedule), steps)]} for schedule, steps in plan.refreshes]
+    equal = paired_changes(items(kit, plan.chain_end), items(kit, plan.equal_cost))
+    rows.append({"method": f"refresh {plan.equal_cost_steps} steps (linear, the first-order rollback's cost)",
+                 "cost": plan.equal_cost_steps * step_cost, "A change": change_row(equal, a)["diff"]})
+    main = ",".join(plan.pairs[0])
+    for pair, rule in plan.changes:
+        if pair != main:
+            continue
+        fraction = options["c7_fraction"] if rule != "revert_stage" else 1.0
+        at = _at(rollbacks[(rollbacks["pair"] == pair) & (rollbacks["rule"] == rule)], fraction)
+        cost = rollback_cost(rule, objective_sequences=options["objective_prompts"] * options["objective_samples"],
+                             probes=options["hessian_probes"], route_sequences=2 * options["conflict_route_prompts"])
+        rows.append({"method": f"rollback {rule} (k = {fraction:g})", "cost": cost,
+                     "A change": change_row(at, a)["diff"]})
+    costs = pd.DataFrame(rows).set_index("method")
+    costs["cost in refresh steps"] = costs["cost"] / step_cost
+    return costs
+
+
+def paper_table(kit, plan: RecoveryPlan):
+    """The paper's table (:func:`~mdrl_lib.recovery.results_table`, domain titles as columns): theta_A*, the
+    chain's end, every refresh and control, and each rollback at its best budget for A (chosen on these items)."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+    from mdrl_lib.recovery import best_fraction, results_table
+
+    title = DOMAIN_TITLES[plan.domain]
+    rows = {f"θ_A* (after the {title} stage)": items(kit, plan.post_a), "chain end": items(kit, plan.chain_end)}
+    for (schedule, steps), spec in plan.refreshes.items():
+        rows[f"refresh {steps} steps ({schedule} rate)"] = items(kit, spec)
+    rows[f"refresh {plan.equal_cost_steps} steps (equal cost)"] = items(kit, plan.equal_cost)
+    for steps, spec in plan.controls.items():
+        rows[f"control: {steps} {title} steps from θ_A*"] = items(kit, spec)
+    for (pair, rule), spec in plan.rollbacks.items():
+        table = kit.open(spec)
+        best = best_fraction(table, pair.split(",")[0])
+        label = f"rollback {pair} {rule}" + ("" if rule == "revert_stage" else f" (best k = {best:g})")
+        rows[label] = table[table["fraction"] == best][ITEM_COLUMNS]
+    return results_table(rows, DOMAIN_NAMES).rename(columns=DOMAIN_TITLES)
+
+
+def c6_inputs(kit, plan: RecoveryPlan) -> dict:
+    """The arguments of :func:`~mdrl_lib.claims.nb05.check_c6_refresh` for the real refresh at the run's
+    ``rl_refresh_steps`` (linear rate): A's drop from theta_A* to the chain's end, the refresh's change on
+    every domain, its excess over the same steps from theta_A*, and that control's own gain."""
+    from mdrl_lib.recovery import difference_in_changes, paired_changes
+
+    a, steps = plan.domain, kit.config.rl.refresh_steps
+    post, end = items(kit, plan.post_a), items(kit, plan.chain_end)
+    refreshed, control = items(kit, plan.refreshes[("linear", steps)]), items(kit, plan.controls[steps])
+    over = paired_changes(end, refreshed)
+    return {"drop": change_row(paired_changes(post, end), a), "recovery": change_row(over, a),
+            "others": {d: change_row(over, d) for d in DOMAIN_NAMES if d != a},
+            "excess": difference_in_changes((end, refreshed), (post, control), a), "domain": a, "steps": steps,
+            "control_gain": change_row(paired_changes(post, control), a), "name": f"refresh-{a}"}
+
+
+def c7_inputs(kit, plan: RecoveryPlan, pair: tuple[str, str]) -> dict:
+    """The arguments of :func:`~mdrl_lib.claims.nb05.check_c7` for the pair (A, B): the first-order rollback at
+    ``c7_fraction`` (its cached paired changes), A's drop since before B's stage, and A after the rollback
+    against A after the ``random`` and ``magnitude`` controls of the same count."""
+    from mdrl_lib.recovery import paired_changes
+
+    a, b = pair
+    key, fraction = f"{a},{b}", plan.options["c7_fraction"]
+
+    def at(rule: str):
+        return _at(kit.open(plan.rollbacks[(key, rule)]), fraction)[ITEM_COLUMNS]
+
+    rolled = at("first_order")
+    change = _at(kit.open(plan.changes[(key, "first_order")]), fraction).drop(columns="fraction")
+    budgets = kit.get(plan.rollbacks[(key, "first_order")]).metrics["budgets"]
+    count = next(int(r["count"]) for r in budgets if math.isclose(r["fraction"], fraction))
+    drop = paired_changes(items(kit, plan.before(b)), items(kit, plan.chain_end))
+    return {"drop": change_row(drop, a), "recovery": change_row(change, a),
+            "over_controls": {c: change_row(paired_changes(at(c), rolled), a) for c in ("random", "magnitude")},
+            "pair": (a, b), "rule": "first_order", "fraction": fraction, "count": count,
+            "others": {d: change_row(change, d) for d in DOMAIN_NAMES if d != a}}

@@ -1,0 +1,75 @@
+"""Notebook 05's figures (mdrl_lib.recovery.plot_*): the panels, and the reference lines where the numbers say."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from mdrl_lib import recovery  # noqa: E402
+from mdrl_lib.domains.base import DOMAIN_NAMES  # noqa: E402
+
+
+@pytest.fixture
+def figure(monkeypatch):
+    """The figure a plot function shows (plt.show kept from closing it)."""
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+    yield shown
+    plt.close("all")
+
+
+def horizontal_lines(ax):
+    return [line.get_ydata()[0] for line in ax.get_lines() if len(set(line.get_ydata())) == 1
+            and line.get_linestyle() == "--"]
+
+
+def curve_rows(curves, x, values):
+    return pd.DataFrame([{"curve": c, "domain": d, x: v, "diff": 0.01 * v, "ci_low": 0.0, "ci_high": 0.02 * v}
+                         for c in curves for d in DOMAIN_NAMES for v in values])
+
+
+def test_the_refresh_figure_marks_the_drop_to_recover(figure):
+    linear = "refresh from the chain's end (linear rate)"
+    recovery.plot_refresh_curves(curve_rows([linear, "control"], "steps", [0, 10, 50]), "math", -0.171, linear)
+    axes = figure[0].axes
+    assert len(axes) == 2 and horizontal_lines(axes[0]) == [pytest.approx(0.171)]
+    assert {t.get_text() for t in axes[1].get_legend().get_texts()} == {"Code", "QA", "CW"}
+
+
+def test_the_distance_figure_has_one_panel_per_distance(figure):
+    distance = pd.DataFrame([{"curve": c, "steps": s, "overall": 1.0 + s, "routes": 0.5, "subspace": 0.1}
+                             for c in ("a", "b") for s in (0, 10)])
+    recovery.plot_distances(distance)
+    axes = figure[0].axes
+    assert [ax.get_title() for ax in axes] == list(recovery.DISTANCE_PANELS.values())
+    assert [len(ax.get_lines()) for ax in axes] == [2, 2, 2]
+
+
+def test_the_rollback_figure_has_a_row_per_pair_and_the_drop_in_a(figure):
+    rows = []
+    for pair in ("math,qa", "math,cw"):
+        rows.append(curve_rows(["first_order", "random", "revert_stage"], "fraction", [0.01, 0.1])
+                    .rename(columns={"curve": "rule"}).assign(pair=pair))
+    drops = {p: pd.DataFrame([{"domain": "math", "diff": d}]) for p, d in (("math,qa", -0.2), ("math,cw", -0.1))}
+    recovery.plot_rollback_curves(pd.concat(rows), drops, [("math", "qa"), ("math", "cw")])
+    axes = figure[0].axes
+    assert len(axes) == 8 and axes[0].get_title() == "math,qa: Math (recovery)"
+    assert horizontal_lines(axes[0]) == [pytest.approx(0.2)] and horizontal_lines(axes[4]) == [pytest.approx(0.1)]
+    assert len(axes[0].get_lines()) == 2 + 1 + 1  # two rules (revert_stage left out), zero line, drop line
+    assert horizontal_lines(axes[1]) == []
+
+
+def test_the_cost_figure_draws_weight_only_rollbacks_as_dotted_lines(figure):
+    costs = pd.DataFrame({"cost": [2560, 5120, 1024, 0, 0], "A change": [0.01, 0.03, 0.08, 0.002, 0.02]},
+                         index=["refresh 10 steps (linear)", "refresh 20 steps (constant)",
+                                "rollback first_order (k = 0.01)", "rollback random (k = 0.01)",
+                                "rollback magnitude (k = 0.01)"])
+    recovery.plot_costs(costs, "math", 0.01)
+    ax = figure[0].axes[0]
+    dotted = [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert dotted == [0.002, 0.02] and ax.get_xscale() == "log"
+    assert ax.get_title() == "Math recovered against cost (dotted: weight-only rollbacks)"
