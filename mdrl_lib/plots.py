@@ -358,3 +358,101 @@ def plot_breakdown(table: pd.DataFrame, domain: str, title: str) -> plt.Axes:
     ax.tick_params(axis="x", labelrotation=20)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="answer")
     return ax
+
+
+# ----------------------------------------------------------------------------- notebook 05's figures
+
+def plot_refresh_curves(curves: pd.DataFrame, domain: str, drop: float, linear: str) -> None:
+    """Two panels: ``domain``'s change over each refresh curve against the budget, with the drop to recover
+    (``drop`` < 0, dashed), and the other domains' changes over the curve named ``linear``. ``curves``: one
+    row per (curve, domain, steps) with ``diff``, ``ci_low``, ``ci_high`` (budget 0 included)."""
+    from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+
+    title = DOMAIN_TITLES[domain]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    plot_budget_curves(curves[curves["domain"] == domain], f"{title}: change over the refresh", x="steps", ax=axes[0],
+                       xlabel=f"refresh budget (GRPO steps on {title})",
+                       ylabel=f"{title} score change (95% paired interval)")
+    axes[0].axhline(-drop, color="grey", ls="--", lw=1, label=f"the drop to recover ({-drop:.3f})")
+    axes[0].legend(fontsize=8)
+    along = curves[curves["curve"] == linear]
+    others = along[along["domain"] != domain].assign(curve=lambda t: t["domain"].map(DOMAIN_TITLES))
+    plot_budget_curves(others, "The other domains over the (linear) refresh", x="steps", ax=axes[1],
+                       xlabel=f"refresh budget (GRPO steps on {title})", ylabel="score change (95% paired interval)",
+                       colors={DOMAIN_TITLES[d]: DOMAIN_COLORS[d] for d in DOMAIN_NAMES})
+    plt.tight_layout()
+    plt.show()
+
+
+DISTANCE_PANELS = {"overall": "‖θ − θ_A*‖ (all weights)", "routes": "‖θ − θ_A*‖ on the shared-route coordinates",
+                   "subspace": "‖P_S(θ − θ_A*)‖ on the conflict subspace S"}
+
+
+def plot_distances(distance: pd.DataFrame) -> None:
+    """One panel per distance of :data:`DISTANCE_PANELS` against the refresh budget, one line per curve.
+    ``distance``: columns ``curve``, ``steps``, ``overall``, ``routes``, ``subspace``."""
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, (column, label) in zip(axes, DISTANCE_PANELS.items()):
+        plot_budget_curves(distance, label, x="steps", y=column, band=None, ax=ax, zero_line=False,
+                           xlabel="refresh budget (GRPO steps)", ylabel="distance to θ_A*")
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_rollback_curves(curves: pd.DataFrame, drops: Mapping[str, pd.DataFrame],
+                         pairs: Sequence[tuple[str, str]]) -> None:
+    """One row of panels per pair (A, B): A's change over the rollback budget by rule (with A's drop since
+    before B's stage, dashed), then each other domain's (collateral). ``curves``: rows of (pair, rule,
+    fraction, domain) with ``diff``, ``ci_low``, ``ci_high`` against the chain's end (``revert_stage``
+    left out); ``drops``: per pair ``"A,B"``, the :func:`mdrl_lib.recovery.paired_changes` from before B's stage to the end."""
+    from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+
+    from mdrl_lib import recovery
+
+    rule_colors = dict(zip(recovery.SWEEP_RULES, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(len(pairs), 4, figsize=(18, 4 * len(pairs)), squeeze=False)
+    for r, (a, b) in enumerate(pairs):
+        pair = f"{a},{b}"
+        frame = curves[(curves["pair"] == pair) & (curves["rule"] != "revert_stage")]
+        for c, domain in enumerate([a] + [d for d in DOMAIN_NAMES if d != a]):
+            part = frame[frame["domain"] == domain].rename(columns={"rule": "curve"})
+            what = "recovery" if domain == a else "collateral"
+            plot_budget_curves(part, f"{pair}: {DOMAIN_TITLES[domain]} ({what})", x="fraction", ax=axes[r, c],
+                               logx=True, band=("ci_low", "ci_high"),
+                               xlabel="rollback budget k (fraction of all parameters)",
+                               ylabel=f"{DOMAIN_TITLES[domain]} change vs chain end", colors=rule_colors)
+            if domain == a:
+                axes[r, c].axhline(-drops[pair].set_index("domain").loc[a, "diff"], color="grey", ls="--", lw=1)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_costs(costs: pd.DataFrame, domain: str, fraction: float) -> None:
+    """A's change against each method's cost (log scale): refreshes by schedule, rollbacks with a gradient
+    at budget ``fraction``, and the weight-only rollbacks (cost 0) as dotted lines. ``costs``: indexed by
+    method (``refresh ...``, ``rollback ...``) with columns ``cost`` and ``A change``."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+
+    title = DOMAIN_TITLES[domain]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for schedule, marker in (("linear", "o"), ("constant", "x")):
+        points = costs[costs.index.str.startswith("refresh") & costs.index.str.contains(schedule)]
+        ax.plot(points["cost"], points["A change"], marker=marker, ls="", label=f"refreshes ({schedule} rate)")
+    roll_points = costs[costs.index.str.startswith("rollback") & (costs["cost"] > 0)]
+    ax.plot(roll_points["cost"], roll_points["A change"], marker="s", ls="",
+            label=f"rollbacks with a gradient (k = {fraction:g})")
+    for name, point in costs[costs["cost"] > 0].iterrows():
+        short = name.replace("rollback ", "").replace(", the first-order rollback's cost", ", equal cost")
+        short = short.split(" (k")[0]
+        ax.annotate(short, (point["cost"], point["A change"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for name, point in costs[costs["cost"] == 0].iterrows():
+        ax.axhline(point["A change"], ls=":", lw=1, color="grey")
+        ax.annotate(name.replace("rollback ", "") + ", cost 0", (costs["cost"].max(), point["A change"]), ha="right",
+                    fontsize=7, color="grey", xytext=(0, 2), textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="cost (sequence passes, log scale)", ylabel=f"{title} change vs the chain's end",
+           title=f"{title} recovered against cost (dotted: weight-only rollbacks)")
+    ax.legend(fontsize=8)
+    plt.show()

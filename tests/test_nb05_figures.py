@@ -1,4 +1,4 @@
-"""Notebook 05's figures (mdrl_lib.recovery.plot_*): the panels, and the reference lines where the numbers say."""
+"""Notebook 05's figures (mdrl_lib.plots.plot_*): the panels, and the reference lines where the numbers say."""
 from __future__ import annotations
 
 import matplotlib
@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from mdrl_lib import recovery  # noqa: E402
+from mdrl_lib import plots  # noqa: E402
 from mdrl_lib.domains.base import DOMAIN_NAMES  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def curve_rows(curves, x, values):
 
 def test_the_refresh_figure_marks_the_drop_to_recover(figure):
     linear = "refresh from the chain's end (linear rate)"
-    recovery.plot_refresh_curves(curve_rows([linear, "control"], "steps", [0, 10, 50]), "math", -0.171, linear)
+    plots.plot_refresh_curves(curve_rows([linear, "control"], "steps", [0, 10, 50]), "math", -0.171, linear)
     axes = figure[0].axes
     assert len(axes) == 2 and horizontal_lines(axes[0]) == [pytest.approx(0.171)]
     assert {t.get_text() for t in axes[1].get_legend().get_texts()} == {"Code", "QA", "CW"}
@@ -43,9 +43,9 @@ def test_the_refresh_figure_marks_the_drop_to_recover(figure):
 def test_the_distance_figure_has_one_panel_per_distance(figure):
     distance = pd.DataFrame([{"curve": c, "steps": s, "overall": 1.0 + s, "routes": 0.5, "subspace": 0.1}
                              for c in ("a", "b") for s in (0, 10)])
-    recovery.plot_distances(distance)
+    plots.plot_distances(distance)
     axes = figure[0].axes
-    assert [ax.get_title() for ax in axes] == list(recovery.DISTANCE_PANELS.values())
+    assert [ax.get_title() for ax in axes] == list(plots.DISTANCE_PANELS.values())
     assert [len(ax.get_lines()) for ax in axes] == [2, 2, 2]
 
 
@@ -55,7 +55,7 @@ def test_the_rollback_figure_has_a_row_per_pair_and_the_drop_in_a(figure):
         rows.append(curve_rows(["first_order", "random", "revert_stage"], "fraction", [0.01, 0.1])
                     .rename(columns={"curve": "rule"}).assign(pair=pair))
     drops = {p: pd.DataFrame([{"domain": "math", "diff": d}]) for p, d in (("math,qa", -0.2), ("math,cw", -0.1))}
-    recovery.plot_rollback_curves(pd.concat(rows), drops, [("math", "qa"), ("math", "cw")])
+    plots.plot_rollback_curves(pd.concat(rows), drops, [("math", "qa"), ("math", "cw")])
     axes = figure[0].axes
     assert len(axes) == 8 and axes[0].get_title() == "math,qa: Math (recovery)"
     assert horizontal_lines(axes[0]) == [pytest.approx(0.2)] and horizontal_lines(axes[4]) == [pytest.approx(0.1)]
@@ -68,7 +68,7 @@ def test_the_cost_figure_draws_weight_only_rollbacks_as_dotted_lines(figure):
                          index=["refresh 10 steps (linear)", "refresh 20 steps (constant)",
                                 "rollback first_order (k = 0.01)", "rollback random (k = 0.01)",
                                 "rollback magnitude (k = 0.01)"])
-    recovery.plot_costs(costs, "math", 0.01)
+    plots.plot_costs(costs, "math", 0.01)
     ax = figure[0].axes[0]
     dotted = [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert dotted == [0.002, 0.02] and ax.get_xscale() == "log"
