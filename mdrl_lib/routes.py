@@ -19,22 +19,31 @@ for a ``Qwen2ForCausalLM``), and an MLP channel (a "neuron") by ``(layer, index)
   the rest; :func:`gradient_cosines` gives the global cosine and how each module adds to it.
 - Updates: :func:`route_coordinate_mask` and :func:`delta_cosine_on_coordinates` compare two
   experts' weight deltas on the coordinates of chosen channels and elsewhere.
+- Notebook 02's analyses, cached in the store like checkpoints (specs): :class:`ChannelActivity` (a
+  domain's activity), :class:`AblationScores` (per-item scores with a set ablated, or its random
+  control), :class:`ObjectiveGradient` (a domain objective's gradient), :class:`GradientsOnRoutes` and
+  :class:`UpdatesOnRoutes` (gradients' and experts' updates' cosines on shared channels);
+  :class:`GradientGeometry` holds the cosines of the cached gradients.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, ClassVar, Iterator, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from mdrl_lib.domains.base import DOMAIN_NAMES
 from mdrl_lib.edits import jaccard, top_neurons
+from mdrl_lib.specs import Spec, check_domain
 
 POSITIONS: tuple[str, ...] = ("prompt", "answer", "all")
 ABLATION_MODES: tuple[str, ...] = ("zero", "mean")
@@ -612,3 +621,484 @@ def delta_cosine_on_coordinates(delta_a: Mapping[str, torch.Tensor], delta_b: Ma
     return MaskedCosine(on=_cosine(on[0], math.sqrt(on[1]), math.sqrt(on[2])),
                         off=_cosine(off[0], math.sqrt(off[1]), math.sqrt(off[2])),
                         on_size=on[3], off_size=off[3])
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 02's analyses as cached artifacts (specs), and what the notebook computes from them
+# --------------------------------------------------------------------------------------------------
+
+ACTIVITY_FILE = "activity.safetensors"
+ABLATION_ITEMS = "ablation_items.jsonl"
+GRADIENT_FILE = "gradient.safetensors"
+ROWS_FILE = "rows.json"
+RANDOM_DRAWS = 20  # random channel sets per pair behind the "on random channels" mean and sd
+ABLATIONS: tuple[str, ...] = ("only", "shared")
+
+
+def channel_sizes(activity: RouteActivity) -> dict[str, int]:
+    """Layer -> number of MLP channels, in layer order, read off a :class:`RouteActivity`."""
+    return {layer: values.numel() for layer, values in activity.channels.items()}
+
+
+def off_diagonal(matrix: pd.DataFrame) -> pd.DataFrame:
+    """A square table with its diagonal blanked (a set overlaps itself fully; that says nothing)."""
+    return matrix.where(~np.eye(len(matrix), dtype=bool))
+
+
+def ablation_channels(answer_sets: Mapping[str, set[Channel]], ablate: str,
+                      domains: Sequence[str] = ()) -> tuple[set[Channel], tuple[str, ...]]:
+    """The channels a causal test switches off, and the domain(s) they belong to.
+
+    ``answer_sets``: each domain's active route (answer positions). ``ablate="only"``: the channels in
+    ``domains[0]``'s route and in no other domain's. ``ablate="shared"``: the channels in the routes of both
+    ``domains``; with ``domains`` empty, of the pair whose routes overlap most (largest Jaccard index, the
+    first pair in domain order on ties). Introduced in ``02_shared_routes``."""
+    if ablate not in ABLATIONS:
+        raise ValueError(f"ablate must be one of {ABLATIONS}, got {ablate!r}")
+    domains = tuple(domains)
+    if ablate == "only":
+        target = domains[0]
+        elsewhere = set().union(*(channels for n, channels in answer_sets.items() if n != target))
+        return set(answer_sets[target]) - elsewhere, (target,)
+    if not domains:
+        domains = max(combinations(answer_sets, 2),
+                      key=lambda pair: jaccard(set(answer_sets[pair[0]]), set(answer_sets[pair[1]])))
+    return set(answer_sets[domains[0]]) & set(answer_sets[domains[1]]), domains
+
+
+def token_weighted_means(activities: Sequence[RouteActivity]) -> dict[str, torch.Tensor]:
+    """Per layer, the signed mean activation of each channel over every domain's tokens together (each
+    domain's :attr:`RouteActivity.channel_means` weighted by its token count): what ``mode="mean"``
+    ablation patches in."""
+    tokens = sum(a.tokens for a in activities)
+    return {layer: sum(a.channel_means[layer] * a.tokens for a in activities) / tokens
+            for layer in activities[0].channel_means}
+
+
+def split_by_module(gradient: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A gradient by parameter name (in ``named_parameters`` order, e.g. ``DomainObjective.gradient``) split
+    as :func:`module_gradients` splits it: module -> flat fp32 vector, blocks in order, then ``"other"``."""
+    pieces: dict[str, list[torch.Tensor]] = {}
+    for name, grad in gradient.items():
+        pieces.setdefault(module_of(name), []).append(grad.detach().float().flatten())
+    ordered = sorted(pieces, key=lambda m: m == OTHER)
+    return {module: torch.cat(pieces[module]) for module in ordered}
+
+
+def on_channels(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.Tensor],
+                channels: set[Channel]) -> MaskedCosine:
+    """Cosine of two name -> tensor maps (gradients, weight deltas) on the weights of ``channels``, and on
+    every other coordinate (:func:`route_coordinate_mask`, :func:`delta_cosine_on_coordinates`)."""
+    return delta_cosine_on_coordinates(first, second, route_coordinate_mask(first, channels))
+
+
+def on_random_channels(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.Tensor],
+                       channels: set[Channel], sizes: Mapping[str, int], *, seed: int,
+                       draws: int = RANDOM_DRAWS) -> tuple[float, float]:
+    """Mean and standard deviation (ddof 1) of the cosine on ``draws`` random channel sets with the
+    per-layer counts of ``channels`` and none of them (seeds ``seed``, ``seed + 1``, ...)."""
+    values = [on_channels(first, second, random_channels(sizes, channels, seed=seed + k, exclude=channels)).on
+              for k in range(draws)]
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+@dataclass(frozen=True)
+class GradientGeometry:
+    """Gradient geometry of the domain objectives (notebook ``02_shared_routes``, section 3).
+
+    ``floors[n]``: domain n's batch 0 against its batch 1 (the noise floor); ``comparisons[(a, b)]``: one
+    :class:`GradientComparison` per replicate r (a's batch r against b's), pairs in domain order."""
+
+    floors: dict[str, GradientComparison]
+    comparisons: dict[tuple[str, str], list[GradientComparison]]
+    replicates: tuple[int, ...]
+
+    @classmethod
+    def of(cls, gradients: Mapping[tuple[str, int], Mapping[str, torch.Tensor]],
+           replicates: Sequence[int] = (0, 1)) -> "GradientGeometry":
+        """From each (domain, replicate)'s gradient by parameter name (:func:`split_by_module` splits it);
+        the noise floors compare the first two replicates."""
+        split = {k: split_by_module(g) for k, g in gradients.items()}
+        domains = list(dict.fromkeys(n for n, _ in split))
+        first, second = replicates[0], replicates[1]
+        floors = {n: gradient_cosines(split[(n, first)], split[(n, second)]) for n in domains}
+        comparisons = {(a, b): [gradient_cosines(split[(a, r)], split[(b, r)]) for r in replicates]
+                       for a, b in combinations(domains, 2)}
+        return cls(floors, comparisons, tuple(replicates))
+
+    def pair(self, x: str, y: str) -> list[GradientComparison]:
+        """The replicates' comparisons of ``x`` and ``y``, in either order."""
+        return self.comparisons[(x, y)] if (x, y) in self.comparisons else self.comparisons[(y, x)]
+
+    def noise_floor(self, x: str, y: str) -> float:
+        """The smaller of the two domains' global same-domain cosines."""
+        return min(self.floors[x].cosine, self.floors[y].cosine)
+
+    def module_floors(self, x: str, y: str) -> pd.Series:
+        """Per module, the smaller of the two domains' same-domain (two-batch) cosines."""
+        return pd.concat([self.floors[n].modules.set_index("module")["cosine"] for n in (x, y)], axis=1).min(axis=1)
+
+    def replicate_modules(self, x: str, y: str) -> pd.DataFrame:
+        """Every replicate's module rows (:attr:`GradientComparison.modules`) with ``replicate`` = "batch r"."""
+        return pd.concat([c.modules.assign(replicate=f"batch {r}") for r, c in zip(self.replicates, self.pair(x, y))])
+
+    def module_table(self, x: str, y: str) -> pd.DataFrame:
+        """Per attention/MLP module, its cosine and contribution on each replicate: mean, min and max."""
+        frame = pd.concat([c.modules.assign(replicate=r) for r, c in zip(self.replicates, self.pair(x, y))])
+        frame = frame[frame["kind"] != OTHER]
+        table = frame.groupby("module", sort=False)[["cosine", "contribution"]].agg(["mean", "min", "max"])
+        table.columns = [f"{value} ({stat})" for value, stat in table.columns]
+        return table
+
+    def module_cosines(self, x: str, y: str) -> dict[str, list[float]]:
+        """Attention/MLP module -> its cross-domain cosine on each replicate."""
+        reps = self.pair(x, y)
+        return {m: [float(c.modules.set_index("module").loc[m, "cosine"]) for c in reps]
+                for m in self.module_table(x, y).index}
+
+    def cancellation(self, x: str, y: str) -> float:
+        """The mean over replicates of :attr:`GradientComparison.cancellation`."""
+        return float(np.mean([c.cancellation for c in self.pair(x, y)]))
+
+    def cosine_matrix(self) -> pd.DataFrame:
+        """Domain x domain: the mean cross-domain cosine over replicates off the diagonal, the noise floor on it."""
+        names = list(self.floors)
+        matrix = pd.DataFrame(np.nan, index=names, columns=names)
+        for n, floor in self.floors.items():
+            matrix.loc[n, n] = floor.cosine
+        for (a, b), reps in self.comparisons.items():
+            matrix.loc[a, b] = matrix.loc[b, a] = float(np.mean([c.cosine for c in reps]))
+        return matrix
+
+
+def _save_tensors(tensors: Mapping[str, torch.Tensor], path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({n: t.detach().float().cpu().contiguous() for n, t in tensors.items()}, str(path))
+
+
+def _load_tensors(path, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file in the order ``names`` gives (the file keeps them sorted)."""
+    from safetensors.torch import load_file
+
+    stored = load_file(str(path))
+    return {name: stored[name] for name in names}
+
+
+@dataclass(frozen=True)
+class ChannelActivity(Spec):
+    """``domain``'s mean MLP channel and attention head activity on ``model`` (:func:`route_activity`), over
+    its first ``prompts`` RL training prompts with their reference answers appended, at ``positions``.
+    Opens as a :class:`RouteActivity`. Introduced in ``02_shared_routes`` (active routes)."""
+
+    model: Spec
+    domain: str
+    positions: str = "answer"
+    prompts: int = 300
+    kind: ClassVar[str] = "route_activity"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import ConfigError, Param
+
+        object.__setattr__(self, "domain", check_domain(self.domain))
+        if self.positions not in POSITIONS:
+            raise ConfigError(f"activity positions: unknown value {self.positions!r}; valid: {', '.join(POSITIONS)}")
+        Param(int, "", minimum=1, maximum=10**6).check("activity prompts", self.prompts)
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.model,)
+
+    def key_fields(self, kit) -> dict:
+        return {"model": kit.key(self.model), "domain": self.domain, "positions": self.positions,
+                "prompts": self.prompts, "dtype": str(kit.compute_dtype).removeprefix("torch.")}
+
+    def examples(self, kit) -> list:
+        """The examples whose activity this spec averages (fewer than ``prompts`` if the split is shorter)."""
+        return list(kit.splits(self.domain).train[:self.prompts])
+
+    def build(self, kit, directory, progress: bool) -> dict:
+        model, tokenizer = kit.load(self.model)
+        examples = self.examples(kit)
+        activity = route_activity(model, tokenizer, [e.prompt for e in examples], [e.answer for e in examples],
+                                  positions=self.positions)
+        tensors = {f"{part}/{layer}": values for part in ("channels", "channel_means", "heads")
+                   for layer, values in getattr(activity, part).items()}
+        _save_tensors(tensors, directory / ACTIVITY_FILE)
+        return {"tokens": activity.tokens, "prompts": len(examples), "layers": list(activity.channels)}
+
+    def open(self, kit, artifact) -> RouteActivity:
+        layers = artifact.metrics["layers"]
+        parts = {part: _load_tensors(artifact.path / ACTIVITY_FILE, [f"{part}/{layer}" for layer in layers])
+                 for part in ("channels", "channel_means", "heads")}
+        return RouteActivity(**{part: {layer: values[f"{part}/{layer}"] for layer in layers}
+                                for part, values in parts.items()}, tokens=artifact.metrics["tokens"])
+
+    def label(self) -> str:
+        return f"{self.domain} {self.positions} activity of {self.model.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 0.3
+
+
+def answer_activity_specs(model: Spec, prompts: int) -> tuple[ChannelActivity, ...]:
+    """Every domain's answer-position :class:`ChannelActivity` on ``model``, in domain order."""
+    return tuple(ChannelActivity(model, n, "answer", prompts) for n in DOMAIN_NAMES)
+
+
+def answer_routes(kit, model: Spec, prompts: int, fraction: float) -> tuple[dict[str, set[Channel]], dict[str, int]]:
+    """Each domain's active route at answer positions on ``model`` (its top ``fraction`` of channels) and
+    the model's channels per layer, from the cached :class:`ChannelActivity` artifacts."""
+    activity = {spec.domain: kit.open(spec) for spec in answer_activity_specs(model, prompts)}
+    sizes = channel_sizes(next(iter(activity.values())))
+    return {n: active_routes(a.channels, fraction) for n, a in activity.items()}, sizes
+
+
+@dataclass(frozen=True)
+class AblatedScores:
+    """What an :class:`AblationScores` artifact opens as: ``items`` (domain, item, score, completion; one row
+    per held-out item), the ablated ``channels`` (in layer order, then by index) and the ``domains`` they
+    were chosen for."""
+
+    items: pd.DataFrame
+    channels: tuple[Channel, ...]
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AblationScores(Spec):
+    """Per-item greedy held-out scores of ``model`` with one set of MLP channels switched off
+    (:func:`ablate_channels`). Introduced in ``02_shared_routes`` (the causal test of C4).
+
+    The set (:func:`ablation_channels`, on each domain's top ``route_fraction`` of channels at answer
+    positions over its first ``route_prompts`` RL prompts, :class:`ChannelActivity`): ``ablate="only"``,
+    the channels only ``domains[0]`` uses; ``"shared"``, those both ``domains`` use (empty ``domains``: the
+    pair sharing most). ``control``: instead, random channels with the set's per-layer counts and none of
+    its channels (:func:`random_channels` with ``seed``). ``mode``: ``zero``, or ``mean`` (every domain's
+    token-weighted mean at answer positions, :func:`token_weighted_means`)."""
+
+    model: Spec
+    ablate: str
+    domains: tuple[str, ...] = ()
+    control: bool = False
+    seed: int = 0
+    mode: str = "zero"
+    route_fraction: float = 0.1
+    route_prompts: int = 300
+    kind: ClassVar[str] = "route_ablation"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import ConfigError
+
+        object.__setattr__(self, "domains", tuple(check_domain(d) for d in self.domains))
+        if self.ablate not in ABLATIONS:
+            raise ConfigError(f"ablation ablate: unknown value {self.ablate!r}; valid: {', '.join(ABLATIONS)}")
+        wanted = (1,) if self.ablate == "only" else (0, 2)
+        if len(self.domains) not in wanted:
+            raise ConfigError(f"ablation domains: {self.ablate!r} takes {' or '.join(map(str, wanted))} domain(s), "
+                              f"got {self.domains!r}")
+        if self.mode not in ABLATION_MODES:
+            raise ConfigError(f"ablation mode: unknown value {self.mode!r}; valid: {', '.join(ABLATION_MODES)}")
+        if not 0 < self.route_fraction <= 1:
+            raise ConfigError(f"ablation route_fraction: expected a fraction in (0, 1], got {self.route_fraction!r}")
+
+    def activity(self) -> tuple[ChannelActivity, ...]:
+        return answer_activity_specs(self.model, self.route_prompts)
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.model, *self.activity())
+
+    def key_fields(self, kit) -> dict:
+        fields = {"model": kit.key(self.model), "activity": [kit.key(s) for s in self.activity()],
+                  "ablate": self.ablate, "domains": list(self.domains), "control": self.control, "mode": self.mode,
+                  "route_fraction": self.route_fraction, "max_new_tokens": kit.config.rl.max_completion_length,
+                  "dtype": str(kit.compute_dtype).removeprefix("torch.")}
+        if self.control:
+            fields["seed"] = self.seed
+        return fields
+
+    def build(self, kit, directory, progress: bool) -> dict:
+        from mdrl_lib.evaluation import score_items
+
+        activity = [kit.open(s) for s in self.activity()]
+        sizes = channel_sizes(activity[0])
+        sets = {s.domain: active_routes(a.channels, self.route_fraction) for s, a in zip(self.activity(), activity)}
+        channels, domains = ablation_channels(sets, self.ablate, self.domains)
+        if self.control:
+            channels = random_channels(sizes, channels, seed=self.seed, exclude=channels)
+        model, tokenizer = kit.load(self.model)
+        with ablate_channels(model, channels, mode=self.mode, means=token_weighted_means(activity)):
+            items = score_items(model, tokenizer, kit.evals, max_new_tokens=kit.config.rl.max_completion_length,
+                                batch_size=kit.config.compute.eval_batch_size or None)
+        with open(directory / ABLATION_ITEMS, "w") as handle:
+            for row in items[["domain", "item", "score", "completion"]].to_dict("records"):
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
+        order = list(sizes)
+        chosen = sorted(channels, key=lambda c: (order.index(c[0]), c[1]))
+        return {"channels": [list(c) for c in chosen], "domains": list(domains),
+                "scores": items.groupby("domain", sort=False)["score"].mean().round(6).to_dict()}
+
+    def open(self, kit, artifact) -> AblatedScores:
+        lines = (artifact.path / ABLATION_ITEMS).read_text().splitlines()
+        items = pd.DataFrame([json.loads(line) for line in lines], columns=["domain", "item", "score", "completion"])
+        metrics = artifact.metrics
+        return AblatedScores(items=items, channels=tuple((layer, int(i)) for layer, i in metrics["channels"]),
+                             domains=tuple(metrics["domains"]))
+
+    def label(self) -> str:
+        what = f"{'+'.join(self.domains) or 'most shared pair'} {self.ablate}"
+        return f"{'random control of ' if self.control else ''}{what} channels ablated in {self.model.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 2.0
+
+
+@dataclass(frozen=True)
+class ObjectiveGradient(Spec):
+    """The gradient of a domain objective (an :class:`~mdrl_lib.specs.ObjectiveBatch`) at the weights of
+    ``at``, by parameter name in ``named_parameters`` order (fp32, eager attention: ``placement="analysis"``).
+    Opens as name -> tensor; :func:`split_by_module` splits it by module. Introduced in ``02_shared_routes``.
+    Disk: 4 bytes a parameter (16 GB for a 4B model)."""
+
+    at: Spec
+    objective: Spec
+    kind: ClassVar[str] = "objective_gradient"
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.at, self.objective)
+
+    def key_fields(self, kit) -> dict:
+        return {"at": kit.key(self.at), "objective": kit.key(self.objective), "dtype": "fp32"}
+
+    def build(self, kit, directory, progress: bool) -> dict:
+        model, _ = kit.load(self.at, placement="analysis")
+        gradient = kit.objective(self.objective).gradient(model)
+        _save_tensors(gradient, directory / GRADIENT_FILE)
+        norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in gradient.values()))
+        return {"names": list(gradient), "norm": norm}
+
+    def open(self, kit, artifact) -> dict[str, torch.Tensor]:
+        return _load_tensors(artifact.path / GRADIENT_FILE, artifact.metrics["names"])
+
+    def label(self) -> str:
+        return f"gradient of {self.objective.label()} at {self.at.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class GradientsOnRoutes(Spec):
+    """Per domain pair sharing channels, the two domains' objective gradients restricted to the weights of
+    their shared channels (rows of ``gate_proj`` and ``up_proj``, columns of ``down_proj``): the cosine on
+    each batch replicate, the same-domain floor there, the mean and sd over ``draws`` random channel sets
+    of the same per-layer counts (replicate 0; seeds ``seed``, ``seed + 1``, ...) and the mean cosine on
+    every other coordinate. ``gradients``: one :class:`ObjectiveGradient` per (domain, replicate), each
+    domain's replicates in order; routes as :class:`AblationScores` measures them on ``routes_at``.
+    Introduced in ``02_shared_routes`` (section 3b)."""
+
+    gradients: tuple[ObjectiveGradient, ...]
+    routes_at: Spec
+    route_fraction: float = 0.1
+    route_prompts: int = 300
+    draws: int = RANDOM_DRAWS
+    seed: int = 0
+    kind: ClassVar[str] = "route_gradients"
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (*self.gradients, *answer_activity_specs(self.routes_at, self.route_prompts))
+
+    def key_fields(self, kit) -> dict:
+        return {"gradients": [kit.key(g) for g in self.gradients],
+                "activity": [kit.key(s) for s in answer_activity_specs(self.routes_at, self.route_prompts)],
+                "route_fraction": self.route_fraction, "draws": self.draws, "seed": self.seed}
+
+    def by_domain(self) -> dict[str, list[ObjectiveGradient]]:
+        out: dict[str, list[ObjectiveGradient]] = {}
+        for spec in self.gradients:
+            out.setdefault(spec.objective.domain, []).append(spec)
+        return out
+
+    def build(self, kit, directory, progress: bool) -> dict:
+        sets, sizes = answer_routes(kit, self.routes_at, self.route_prompts, self.route_fraction)
+        grads = {n: [kit.open(s) for s in specs] for n, specs in self.by_domain().items()}
+        rows = []
+        for x, y in combinations([n for n in DOMAIN_NAMES if n in grads], 2):
+            both = sets[x] & sets[y]
+            if not both:
+                continue
+            cross = [on_channels(gx, gy, both) for gx, gy in zip(grads[x], grads[y])]
+            floor = min(on_channels(grads[n][0], grads[n][1], both).on for n in (x, y))
+            random_mean, random_sd = on_random_channels(grads[x][0], grads[y][0], both, sizes, seed=self.seed,
+                                                        draws=self.draws)
+            rows.append({"a": x, "b": y, "shared": len(both), "on": [c.on for c in cross], "floor": floor,
+                         "random_mean": random_mean, "random_sd": random_sd,
+                         "elsewhere": float(np.mean([c.off for c in cross]))})
+        (directory / ROWS_FILE).write_text(json.dumps(rows))
+        return {"pairs": len(rows)}
+
+    def open(self, kit, artifact) -> list[dict]:
+        """One row per pair: ``a``, ``b``, ``shared`` (channels), ``on`` (cosine per replicate), ``floor``,
+        ``random_mean``, ``random_sd``, ``elsewhere``."""
+        return json.loads((artifact.path / ROWS_FILE).read_text())
+
+    def label(self) -> str:
+        return f"objective gradients on the shared routes of {self.routes_at.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class UpdatesOnRoutes(Spec):
+    """Per pair of ``experts`` (model specs with a ``domain``, e.g. ``Stage(Base(), n)``) whose domains
+    share channels on ``base``: the cosine of their weight updates (expert - base, fp32) on the weights of
+    the shared channels, the mean and sd over ``draws`` random channel sets of the same per-layer counts
+    (seeds ``seed``, ``seed + 1``, ...) and the cosine on every other coordinate. Routes as
+    :class:`AblationScores` measures them, on ``base``. Introduced in ``02_shared_routes`` (section 4)."""
+
+    base: Spec
+    experts: tuple[Spec, ...]
+    route_fraction: float = 0.1
+    route_prompts: int = 300
+    draws: int = RANDOM_DRAWS
+    seed: int = 0
+    kind: ClassVar[str] = "route_updates"
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.base, *self.experts, *answer_activity_specs(self.base, self.route_prompts))
+
+    def key_fields(self, kit) -> dict:
+        return {"base": kit.key(self.base), "experts": [kit.key(e) for e in self.experts],
+                "activity": [kit.key(s) for s in answer_activity_specs(self.base, self.route_prompts)],
+                "route_fraction": self.route_fraction, "draws": self.draws, "seed": self.seed}
+
+    def build(self, kit, directory, progress: bool) -> dict:
+        from mdrl_lib.edits import paired_tensors
+
+        sets, sizes = answer_routes(kit, self.base, self.route_prompts, self.route_fraction)
+        base_file = kit.weights_file(self.base)
+        deltas = {e.domain: {name: after - before for name, before, after
+                             in paired_tensors(base_file, kit.weights_file(e))} for e in self.experts}
+        rows = []
+        for x, y in combinations(list(deltas), 2):
+            both = sets[x] & sets[y]
+            if not both:
+                continue
+            on_shared = on_channels(deltas[x], deltas[y], both)
+            random_mean, random_sd = on_random_channels(deltas[x], deltas[y], both, sizes, seed=self.seed,
+                                                        draws=self.draws)
+            rows.append({"a": x, "b": y, "shared": len(both), "on": on_shared.on, "random_mean": random_mean,
+                         "random_sd": random_sd, "elsewhere": on_shared.off})
+        (directory / ROWS_FILE).write_text(json.dumps(rows))
+        return {"pairs": len(rows)}
+
+    def open(self, kit, artifact) -> list[dict]:
+        """One row per pair: ``a``, ``b``, ``shared`` (channels), ``on``, ``random_mean``, ``random_sd``,
+        ``elsewhere``."""
+        return json.loads((artifact.path / ROWS_FILE).read_text())
+
+    def label(self) -> str:
+        return f"updates of {', '.join(e.label() for e in self.experts)} on shared routes"
+
+    def toy_seconds(self, config) -> float:
+        return 1.0

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from mdrl_lib.claims import AblationContrast, ablation_contrasts, base_preconditions, check_c3, check_c4
+from mdrl_lib.claims.nb02 import agreement, c3_pairs_table
 
 MODULES_MIXED = {"model.layers.0.self_attn": [0.12, 0.09], "model.layers.0.mlp": [-0.15, -0.11],
                  "model.layers.1.mlp": [0.01, -0.01]}
@@ -140,6 +141,43 @@ def test_ablation_contrasts_pair_items_and_report_changes_against_the_unablated_
     assert math_row.control_change == 0.0 and math_row.difference == pytest.approx(-broken)
     assert math_row.p_value < 1e-6
     assert cw_row.difference == 0.0 and cw_row.p_value == 1.0  # nothing changed: Wilcoxon on no differences
+
+
+# ---- C3 and C4 in words ---------------------------------------------------------------------------
+
+def test_agreement_says_which_part_of_each_claim_holds():
+    c3 = check_c3(("math", "qa"), [0.01, -0.02], 0.6, MODULES_MIXED, FLOORS, cancellation=0.9)
+    table = _overlaps([1e-5, 0.01, 0.2, 0.03, 0.5, 0.04], jaccards=[0.2, 0.1, 0.05, 0.08, 0.03, 0.11])
+    weak = [HURT[0], AblationContrast("math", -0.02, -0.01, -0.01, 0.3)]
+    c4 = check_c4(table, chance=0.053, pair=("code", "math"), shared_channels=18, contrasts=weak, q=0.1)
+    lines = agreement(c3, c4).splitlines()
+    assert lines[0].startswith("C3 (math vs qa), global part agrees: the global cosine is -0.0050, against a noise "
+                               "floor of 0.600.")
+    assert lines[1].startswith("C3, module part agrees: 1 module(s) conflict and 1 cooperate")
+    assert "most conflicting module (model.layers.0.mlp) has cosine -0.1300 against its own floor 0.500" in lines[1]
+    assert lines[2] == ("C4, sharing: 4 of 6 pairs share more answer-position channels than chance; the largest "
+                        "overlap is code-math (0.200 against 0.053).")
+    assert lines[3] == ("C4, use: ablating the 18 channels code-math share hurts 1 of its 2 domains more than random "
+                        "channels (code).")
+    large = check_c3(("qa", "cw"), [0.05, 0.15], 0.6, {"a": [0.0, 0.0]}, {"a": 0.5})
+    untested = check_c4(table, chance=0.053, pair=("code", "math"), shared_channels=0, contrasts=None, q=0.1)
+    lines = agreement(large, untested).splitlines()
+    assert lines[0].startswith("C3 (qa vs cw), global part disagrees")
+    assert "module part disagrees: 0 module(s)" in lines[1]
+    assert len(lines) == 3  # C4's use part is not testable: no line for it
+    noisy = check_c3(("math", "qa"), [0.0], 0.05, {"a": [0.05]}, {"a": 0.1})
+    assert agreement(noisy, untested).splitlines()[0] == f"C3 (math vs qa): not testable on this run: {noisy.why}."
+
+
+def test_c3_pairs_table_has_one_row_per_checked_pair():
+    checks = [check_c3(("math", "qa"), [0.01, -0.02], 0.6, MODULES_MIXED, FLOORS),
+              check_c3(("code", "cw"), [0.0], 0.05, {"a": [0.05]}, {"a": 0.1})]
+    table = c3_pairs_table(checks)
+    assert list(table.index) == ["math-qa", "code-cw"]
+    assert list(table["verdict"]) == ["supported", "not testable"]
+    assert table.loc["math-qa", "conflicting / cooperating modules"] == "1 / 1"
+    assert table.loc["math-qa", "global cosine"] == -0.005 and table.loc["code-cw", "noise floor"] == 0.05
+    assert table.loc["code-cw", "why"] == checks[1].why
 
 
 def test_base_preconditions_flag_a_base_that_did_not_learn_math():

@@ -211,3 +211,49 @@ def ablation_contrasts(scores: pd.DataFrame, ablated: str, control: str, unablat
                              control_change=float(means[(control, d)] - means[(unablated, d)]),
                              difference=float(contrast.loc[d, "diff"]), p_value=float(contrast.loc[d, "p_value"]))
             for d in contrast.index]
+
+
+# ------------------------------------------------------------------------------------------- in words
+
+
+def c3_pairs_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
+    """One row per C3 check (a domain pair): verdict, global cosine, noise floor, how many modules conflict
+    and cooperate beyond their bands, and why."""
+    return pd.DataFrame([{"pair": c.name.removesuffix("-gradients"), "verdict": c.verdict,
+                          "global cosine": round(c.figures["global_cosine"], 4),
+                          "noise floor": round(c.figures["noise_floor"], 3),
+                          "conflicting / cooperating modules":
+                              f"{c.figures['conflicting_modules']} / {c.figures['cooperating_modules']}",
+                          "why": c.why} for c in checks]).set_index("pair")
+
+
+def agreement(c3: ClaimCheck, c4: ClaimCheck) -> str:
+    """Where a run agrees with the paper on C3 and C4, part by part, from the two checks' figures: C3's
+    global part (orthogonal within its band) and module part (a module conflicts and one cooperates), C4's
+    sharing part (pairs above chance) and use part (which of the ablated pair's domains the shared
+    channels hurt more than random channels do)."""
+    f3, f4 = c3.figures, c4.figures
+    pair = " vs ".join(c3.name.removesuffix("-gradients").split("-"))
+    lines = []
+    if c3.supported is None:
+        lines.append(f"C3 ({pair}): not testable on this run: {c3.why}.")
+    else:
+        orthogonal = f3["max_abs_global_cosine"] <= f3["ratio"] * f3["noise_floor"]
+        modules = f3["conflicting_modules"] and f3["cooperating_modules"]
+        lines.append(f"C3 ({pair}), global part {'agrees' if orthogonal else 'disagrees'}: the global cosine is "
+                     f"{f3['global_cosine']:+.4f}, against a noise floor of {f3['noise_floor']:.3f}.")
+        lines.append(f"C3, module part {'agrees' if modules else 'disagrees'}: {f3['conflicting_modules']} module(s) "
+                     f"conflict and {f3['cooperating_modules']} cooperate beyond their noise bands; the most "
+                     f"conflicting module ({f3['most_conflicting']}) has cosine {f3['most_conflicting_cosine']:+.4f} "
+                     f"against its own floor {f3['most_conflicting_floor']:.3f}, the most synergistic "
+                     f"({f3['most_synergistic']}) {f3['most_synergistic_cosine']:+.4f} against "
+                     f"{f3['most_synergistic_floor']:.3f}.")
+    lines.append(f"C4, sharing: {f4['pairs_above_chance']} of {f4['pairs']} pairs share more answer-position channels "
+                 f"than chance; the largest overlap is {f4['largest_pair']} ({f4['largest_overlap']:.3f} against "
+                 f"{f4['chance']:.3f}).")
+    if c4.supported is not None:
+        ablated = f4["ablated_pair"].split("-")
+        used = [d for d in ablated if f4[f"{d}_shared_minus_random"] < 0 and f4[f"{d}_p"] < f4["alpha"]]
+        lines.append(f"C4, use: ablating the {f4['shared_channels']} channels {f4['ablated_pair']} share hurts "
+                     f"{len(used)} of its 2 domains more than random channels ({', '.join(used) or 'none'}).")
+    return "\n".join(lines)

@@ -1,15 +1,25 @@
-"""Notebook ``02_shared_routes``'s recipe: its parameters and what it asks the kit for."""
+"""Notebook ``02_shared_routes``'s recipe: its parameters, what it asks the kit for, and what its cells and
+claim checks read from the cached artifacts (route activity, ablations, objective gradients, the
+gradients' and the experts' cosines on shared routes: the specs of :mod:`mdrl_lib.routes`)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from mdrl_lib.domains.base import DOMAIN_NAMES
+from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
 from mdrl_lib.recipes.params import NotebookParams, option
-from mdrl_lib.specs import Base, Scores, Stage, ObjectiveBatch
+from mdrl_lib.specs import Base, ObjectiveBatch, Scores, Stage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mdrl_lib.routes import (AblationScores, ChannelActivity, GradientGeometry, GradientsOnRoutes,
+                                 ObjectiveGradient, RouteActivity, UpdatesOnRoutes)
 
 PAIRS = tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)
 REPLICATES = (0, 1)  # two objective batches per domain: their gradient cosine is the noise floor
+POSITIONS = ("prompt", "answer")
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,9 @@ class Params(NotebookParams):
         return a, b
 
 
+# ------------------------------------------------------------------------------------------- the specs
+
+
 def objective_batch(params: Params, domain: str, replicate: int) -> ObjectiveBatch:
     """One of ``domain``'s two objective batches at the base (``replicate`` 0 or 1 seeds its prompts)."""
     return ObjectiveBatch(Base(), domain, prompts=params.gradient_prompts, samples=params.gradient_samples,
@@ -48,20 +61,341 @@ def objective_batch(params: Params, domain: str, replicate: int) -> ObjectiveBat
 
 
 def expert_specs() -> dict[str, Stage]:
-    """The single-domain experts notebook 01 trains, whose updates section 3b compares on shared routes."""
+    """The single-domain experts notebook 01 trains, whose updates section 4 compares on shared routes."""
     return {n: Stage(Base(), n) for n in DOMAIN_NAMES}
 
 
+def activity_specs(params: Params) -> dict[str, dict[str, ChannelActivity]]:
+    """positions -> domain -> the base's :class:`~mdrl_lib.routes.ChannelActivity` over ``route_prompts`` prompts."""
+    from mdrl_lib.routes import ChannelActivity
+
+    return {p: {n: ChannelActivity(Base(), n, p, params.route_prompts) for n in DOMAIN_NAMES} for p in POSITIONS}
+
+
+def ablation_specs(params: Params) -> dict[str, AblationScores]:
+    """The four ablations of section 2: ``only`` (``ablation_domain``'s route-only channels), ``shared``
+    (``ablation_pair``'s shared channels, or the pair sharing most) and each one's random ``control``."""
+    from mdrl_lib.routes import AblationScores
+
+    common = {"mode": params.ablation_mode, "route_fraction": params.route_fraction,
+              "route_prompts": params.route_prompts}
+    pair = tuple(params.ablation_pair.split(",")) if params.ablation_pair else ()
+    only = AblationScores(Base(), "only", (params.ablation_domain,), **common)
+    shared = AblationScores(Base(), "shared", pair, **common)
+    return {"only": only, "only control": dataclasses.replace(only, control=True, seed=params.seed),
+            "shared": shared, "shared control": dataclasses.replace(shared, control=True, seed=params.seed + 1)}
+
+
+def gradient_specs(params: Params) -> dict[tuple[str, int], ObjectiveGradient]:
+    """(domain, replicate) -> the gradient of that objective batch at the base."""
+    from mdrl_lib.routes import ObjectiveGradient
+
+    return {(n, r): ObjectiveGradient(Base(), objective_batch(params, n, r)) for n in DOMAIN_NAMES for r in REPLICATES}
+
+
+def route_gradients_spec(params: Params) -> GradientsOnRoutes:
+    """Section 3b: the gradients' cosines on the weights of the channels two domains share."""
+    from mdrl_lib.routes import GradientsOnRoutes
+
+    return GradientsOnRoutes(tuple(gradient_specs(params).values()), Base(), params.route_fraction,
+                             params.route_prompts, seed=params.seed)
+
+
+def expert_updates_spec(kit, params: Params) -> tuple[UpdatesOnRoutes | None, str]:
+    """Section 4's spec, or ``None`` with the reason it is skipped: ``compare_experts`` is ``no``, fewer than
+    two experts are stored under ``auto``, or the scale is full (the pretrained base's weights are not in
+    the run directory)."""
+    from mdrl_lib.routes import UpdatesOnRoutes
+
+    experts = expert_specs()
+    stored = [n for n, spec in experts.items() if kit.store.get(kit.key(spec)) is not None]
+    wanted = list(DOMAIN_NAMES) if params.compare_experts == "yes" else stored
+    if params.compare_experts == "no" or len(wanted) < 2:
+        return None, (f"Skipped: compare_experts={params.compare_experts!r}, experts stored: {stored or 'none'}. "
+                      "Run notebook 01 first, or set compare_experts = 'yes'.")
+    if params.config.scale == "full":
+        return None, ("Skipped at full scale: the pretrained base's weights live in the Hugging Face cache, not in "
+                      "the run directory, and this comparison reads both weight files.")
+    return UpdatesOnRoutes(Base(), tuple(experts[n] for n in wanted), params.route_fraction, params.route_prompts,
+                           seed=params.seed), ""
+
+
 def plan(kit, params: Params) -> list:
-    """Every spec notebook 02 asks for: the base and its scores, two objective batches per domain, and the
-    experts when ``compare_experts`` is ``yes``."""
+    """Every spec notebook 02 asks for: the base and its scores, each domain's route activity, the four
+    ablations, two objective batches per domain and their gradients, the gradients on shared routes and
+    the experts' updates there (the experts themselves when ``compare_experts`` is ``yes``)."""
     specs: list = [Base(), Scores(Base())]
+    specs += [spec for by_domain in activity_specs(params).values() for spec in by_domain.values()]
+    specs += list(ablation_specs(params).values())
     specs += [objective_batch(params, n, r) for n in DOMAIN_NAMES for r in REPLICATES]
+    specs += list(gradient_specs(params).values()) + [route_gradients_spec(params)]
     if params.compare_experts == "yes":
         specs += list(expert_specs().values())
-    return specs
+    updates, _ = expert_updates_spec(kit, params)
+    return specs + ([updates] if updates is not None else [])
 
 
 def if_stored(kit, params: Params) -> list:
-    """Specs notebook 02 reads only when they are already stored (``compare_experts`` ``auto``)."""
-    return list(expert_specs().values()) if params.compare_experts == "auto" else []
+    """Specs notebook 02 reads only when they are already stored (``compare_experts`` ``auto``): the
+    experts, and the comparison of those stored."""
+    if params.compare_experts != "auto":
+        return []
+    updates, _ = expert_updates_spec(kit, params)
+    return list(expert_specs().values()) + ([updates] if updates is not None else [])
+
+
+def check_gradient_prompts(kit, params: Params) -> None:
+    """A ``ValueError`` when ``gradient_prompts`` asks for more prompts than the smallest RL training split has."""
+    smallest = min(len(kit.splits(n).train) for n in DOMAIN_NAMES)
+    if params.gradient_prompts > smallest:
+        raise ValueError(f"gradient_prompts: {params.gradient_prompts} asked, but the smallest RL training split "
+                         f"has {smallest} prompts; ask for at most {smallest}")
+
+
+# ------------------------------------------------------------------------------------------- 1. routes
+
+
+def route_activity(kit, params: Params) -> dict[str, dict[str, RouteActivity]]:
+    """positions -> domain -> the base's :class:`~mdrl_lib.routes.RouteActivity`, from the cached artifacts."""
+    return {p: {n: kit.open(spec) for n, spec in by_domain.items()} for p, by_domain in activity_specs(params).items()}
+
+
+def route_sets(activity: dict[str, RouteActivity], fraction: float) -> dict[str, set]:
+    """Each domain's active route: its top ``fraction`` of MLP channels (``activity``: domain -> activity)."""
+    from mdrl_lib.routes import active_routes
+
+    return {n: active_routes(a.channels, fraction) for n, a in activity.items()}
+
+
+def route_size_table(kit, params: Params, activity: dict, sets: dict) -> pd.DataFrame:
+    """Per domain: prompts read, prompt and answer tokens averaged, and the route's size in channels."""
+    import pandas as pd
+
+    return pd.DataFrame({DOMAIN_TITLES[n]: {"prompts": len(kit.splits(n).train[:params.route_prompts]),
+                                            "prompt tokens": activity["prompt"][n].tokens,
+                                            "answer tokens": activity["answer"][n].tokens,
+                                            "route size (channels)": len(sets["answer"][n])}
+                         for n in DOMAIN_NAMES}).T
+
+
+def overlap_table(sets: dict[str, dict[str, set]], units: int) -> pd.DataFrame:
+    """Per positions and domain pair: shared channels, the count expected by chance, Jaccard index and p-value."""
+    import pandas as pd
+
+    from mdrl_lib.routes import pairwise_overlaps
+
+    overlaps = pd.concat([pairwise_overlaps(sets[p], units).assign(positions=p) for p in POSITIONS])
+    overlaps["pair"] = overlaps["a"].map(DOMAIN_TITLES) + "-" + overlaps["b"].map(DOMAIN_TITLES)
+    return overlaps.set_index(["positions", "pair"])[["shared", "chance_shared", "jaccard", "p_value"]]
+
+
+def overlap_explorer(activity: dict[str, dict[str, RouteActivity]]) -> Callable[[float, str], None]:
+    """A function ``(fraction, positions)`` that draws the domains' route overlap (off the diagonal) for
+    routes of the top ``fraction`` of channels: the figures of section 1 and its widget."""
+
+    def explore_overlap(fraction: float, positions: str = "answer") -> None:
+        import matplotlib.pyplot as plt
+
+        from mdrl_lib import routes
+        from mdrl_lib.plots import plot_domain_matrix
+
+        matrix = routes.off_diagonal(routes.overlap_matrix(route_sets(activity[positions], fraction)))
+        plot_domain_matrix(matrix, vmin=0, title=f"Active-route overlap, {positions} positions (top {fraction:.0%})",
+                           colorbar_label="Jaccard index", note=f"chance level {routes.chance_jaccard(fraction):.3f}")
+        plt.show()
+
+    return explore_overlap
+
+
+# ------------------------------------------------------------------------------------------- 2. ablations
+
+
+@dataclass(frozen=True)
+class AblationStudy:
+    """Section 2's causal test, read from the cached :class:`~mdrl_lib.routes.AblationScores`.
+
+    ``scores``: per item, columns ``checkpoint`` (``unablated`` or an ablated set's name), ``domain``,
+    ``item``, ``score``; ``channel_sets``: name -> channels, in the order ablated (the shared set and its
+    control only when the pair shares a channel); ``controls``: ablated set -> its random control's name."""
+
+    scores: Any
+    channel_sets: dict[str, tuple]
+    controls: dict[str, str]
+    only_name: str
+    shared_name: str
+    pair: tuple[str, str]
+    only: tuple
+    shared: tuple
+    mode: str
+
+    def describe(self) -> str:
+        """The sets' sizes, the shared set's channels by layer, and the mode, in one line."""
+        by_layer: dict[str, int] = {}
+        for layer, _ in self.shared:
+            by_layer[layer] = by_layer.get(layer, 0) + 1
+        by_layer = dict(sorted(by_layer.items(), key=lambda item: -item[1]))
+        return (f"{self.only_name}: {len(self.only)} channels; {self.shared_name}: {len(self.shared)} channels "
+                f"(by layer: {by_layer}); mode: {self.mode}")
+
+    def changes(self) -> pd.DataFrame:
+        """Per ablated set and domain, the paired change against the unablated model (``change``, interval, p)."""
+        import pandas as pd
+
+        from mdrl_lib.domains.base import FRACTIONAL_DOMAINS
+        from mdrl_lib.stats import paired_difference_table
+
+        changes = pd.concat([paired_difference_table(self.scores, before="unablated", after=name,
+                                                     kind=FRACTIONAL_DOMAINS).assign(ablated=name)
+                             for name in self.channel_sets], ignore_index=True)
+        return changes.rename(columns={"diff": "change"})
+
+    def contrasts(self, name: str, domains=None) -> list:
+        """:func:`~mdrl_lib.claims.nb02.ablation_contrasts` of set ``name`` against its random control."""
+        from mdrl_lib.claims.nb02 import ablation_contrasts
+
+        return ablation_contrasts(self.scores, ablated=name, control=self.controls[name], unablated="unablated",
+                                  domains=domains)
+
+    def contrast_table(self) -> pd.DataFrame:
+        """Per ablated set and domain: its change, its control's, their paired difference and its p-value."""
+        import pandas as pd
+
+        rows = [{"ablated": name, "domain": c.domain, "change": c.change, "random change": c.control_change,
+                 "ablated - random": c.difference, "p (ablated vs random)": c.p_value}
+                for name in (self.only_name, self.shared_name) if name in self.channel_sets
+                for c in self.contrasts(name)]
+        return pd.DataFrame(rows).set_index(["ablated", "domain"])
+
+
+def ablation_study(kit, params: Params) -> AblationStudy:
+    """Section 2's ablations with the unablated base, from the cached artifacts (:func:`ablation_specs`)."""
+    import pandas as pd
+
+    opened = {role: kit.open(spec) for role, spec in ablation_specs(params).items()}
+    pair = opened["shared"].domains
+    only_name, shared_name = f"{params.ablation_domain}-only", f"{pair[0]}+{pair[1]} shared"
+    names = {"only": only_name, "only control": f"random, as many as {only_name}", "shared": shared_name,
+             "shared control": f"random, as many as {shared_name}"}
+    roles = ["only", "only control"] + (["shared", "shared control"] if opened["shared"].channels else [])
+    per_item = [kit.item_results(Base()).assign(checkpoint="unablated")]
+    per_item += [opened[role].items.assign(checkpoint=names[role]) for role in roles]
+    scores = pd.concat(per_item, ignore_index=True)[["checkpoint", "domain", "item", "score"]]
+    return AblationStudy(scores=scores, channel_sets={names[r]: opened[r].channels for r in roles},
+                         controls={only_name: names["only control"], shared_name: names["shared control"]},
+                         only_name=only_name, shared_name=shared_name, pair=pair, only=opened["only"].channels,
+                         shared=opened["shared"].channels, mode=params.ablation_mode)
+
+
+# ------------------------------------------------------------------------------------------- 3. gradients
+
+
+def batch_table(kit, params: Params) -> pd.DataFrame:
+    """Per domain and batch: completions sampled, kept (verified-correct) and the acceptance rate."""
+    import pandas as pd
+
+    rows = [{"domain": DOMAIN_TITLES[n], "batch": r, **kit.get(objective_batch(params, n, r)).metrics}
+            for n in DOMAIN_NAMES for r in REPLICATES]
+    return pd.DataFrame(rows).set_index(["domain", "batch"])
+
+
+def gradient_geometry(kit, params: Params) -> GradientGeometry:
+    """Section 3's cosines, from the cached gradient of every objective batch (:func:`gradient_specs`)."""
+    from mdrl_lib.routes import GradientGeometry
+
+    return GradientGeometry.of({k: kit.open(spec) for k, spec in gradient_specs(params).items()}, REPLICATES)
+
+
+def pair_table(geometry: GradientGeometry) -> pd.DataFrame:
+    """Per domain pair: the global cosine per batch, the noise floor, the cancellation, and the modules with
+    the lowest and highest mean cosine."""
+    import pandas as pd
+
+    rows = []
+    for (a, b), reps in geometry.comparisons.items():
+        table = geometry.module_table(a, b)
+        worst, best = table["cosine (mean)"].idxmin(), table["cosine (mean)"].idxmax()
+        rows.append({"pair": f"{DOMAIN_TITLES[a]}-{DOMAIN_TITLES[b]}",
+                     **{f"cosine, batch {r}": c.cosine for r, c in zip(geometry.replicates, reps)},
+                     "noise floor": geometry.noise_floor(a, b), "cancellation": geometry.cancellation(a, b),
+                     "most conflicting": worst, "its cosine": table.loc[worst, "cosine (mean)"],
+                     "most synergistic": best, "its cosine ": table.loc[best, "cosine (mean)"]})
+    return pd.DataFrame(rows).set_index("pair")
+
+
+def module_bands(geometry: GradientGeometry, a: str, b: str) -> dict[str, float]:
+    """Per module, the half-width of the band C3 counts as orthogonal: ``C3_RATIO`` x the lower module floor."""
+    from mdrl_lib.claims.nb02 import C3_RATIO
+
+    return (C3_RATIO * geometry.module_floors(a, b)).to_dict()
+
+
+def module_cosine_table(geometry: GradientGeometry, a: str, b: str) -> pd.DataFrame:
+    """Per module of pair ``a``, ``b``: cosine and contribution (mean, min, max over batches), both domains'
+    same-domain floors and the orthogonal band."""
+    import pandas as pd
+
+    from mdrl_lib.claims.nb02 import C3_RATIO
+
+    same_domain = pd.DataFrame({f"{DOMAIN_TITLES[n]} vs {DOMAIN_TITLES[n]} (noise floor)":
+                                geometry.floors[n].modules.set_index("module")["cosine"] for n in (a, b)})
+    same_domain[f"orthogonal band (±{C3_RATIO} x the lower floor)"] = pd.Series(module_bands(geometry, a, b))
+    return geometry.module_table(a, b).round(4).join(same_domain.round(3))
+
+
+def cancellation_lines(geometry: GradientGeometry, a: str, b: str) -> str:
+    """Per batch: the global cosine as the sum of the positive and the negative module contributions."""
+    return "\n".join(f"batch {r}: global cosine {c.cosine:+.4f} = positive contributions {c.positive:+.4f} "
+                     f"+ negative {c.negative:+.4f}; cancellation {c.cancellation:.2f}"
+                     for r, c in zip(geometry.replicates, geometry.pair(a, b)))
+
+
+def route_gradient_table(kit, params: Params) -> pd.DataFrame:
+    """Section 3b's table, from the cached :class:`~mdrl_lib.routes.GradientsOnRoutes`."""
+    import pandas as pd
+
+    rows = [{"pair": f"{DOMAIN_TITLES[row['a']]}-{DOMAIN_TITLES[row['b']]}", "shared channels": row["shared"],
+             **{f"on shared channels, batch {r}": on for r, on in zip(REPLICATES, row["on"])},
+             "noise floor there": row["floor"], "on random channels (batch 0)": row["random_mean"],
+             "sd over draws": row["random_sd"], "elsewhere (mean)": row["elsewhere"]}
+            for row in kit.open(route_gradients_spec(params))]
+    return pd.DataFrame(rows).set_index("pair")
+
+
+def expert_updates(kit, params: Params) -> tuple[pd.DataFrame | None, str]:
+    """Section 4's table (from the cached :class:`~mdrl_lib.routes.UpdatesOnRoutes`), or ``None`` and why not."""
+    import pandas as pd
+
+    spec, skipped = expert_updates_spec(kit, params)
+    if spec is None:
+        return None, skipped
+    rows = [{"pair": f"{DOMAIN_TITLES[row['a']]}-{DOMAIN_TITLES[row['b']]}", "shared channels": row["shared"],
+             "update cosine on shared channels": row["on"], "on random channels": row["random_mean"],
+             "sd over draws": row["random_sd"], "elsewhere": row["elsewhere"]} for row in kit.open(spec)]
+    return pd.DataFrame(rows).set_index("pair"), ""
+
+
+# ------------------------------------------------------------------------------------------- the claims
+
+
+def c3_inputs(kit, params: Params, pair: tuple[str, str] | None = None) -> dict:
+    """:func:`~mdrl_lib.claims.nb02.check_c3`'s arguments for ``pair`` (default: ``gradient_pair``)."""
+    x, y = pair or params.gradient_domains
+    geometry = gradient_geometry(kit, params)
+    return {"pair": (x, y), "global_cosines": [c.cosine for c in geometry.pair(x, y)],
+            "noise_floor": geometry.noise_floor(x, y), "module_cosines": geometry.module_cosines(x, y),
+            "module_floors": geometry.module_floors(x, y).to_dict(), "cancellation": geometry.cancellation(x, y)}
+
+
+def c4_inputs(kit, params: Params) -> dict:
+    """:func:`~mdrl_lib.claims.nb02.check_c4`'s arguments: the answer-position overlaps of every pair and the
+    shared set's ablation against its control (``None`` when the pair shares no channel)."""
+    from mdrl_lib import routes
+
+    activity = {n: kit.open(spec) for n, spec in activity_specs(params)["answer"].items()}
+    units = sum(routes.channel_sizes(activity[DOMAIN_NAMES[0]]).values())
+    study = ablation_study(kit, params)
+    contrasts = study.contrasts(study.shared_name, domains=study.pair) if study.shared else None
+    return {"overlaps": routes.pairwise_overlaps(route_sets(activity, params.route_fraction), units),
+            "chance": routes.chance_jaccard(params.route_fraction), "pair": study.pair,
+            "shared_channels": len(study.shared), "contrasts": contrasts, "q": params.route_fraction}
+
