@@ -495,3 +495,61 @@ class ObjectiveBatch(Spec):
 
     def label(self) -> str:
         return f"L_{self.domain} from samples of {self.source.label()}"
+
+
+SIGNAL_GENERATIONS = 8  # completions per prompt when measuring GRPO's signal, as in a GRPO group
+SIGNAL_FILE = "signal.json"
+SIGNAL_COLUMNS = {"mixed": "share of mixed groups", "any_right": "share with a full-score sample",
+                  "mean_reward": "mean sampled reward"}
+
+
+@dataclass(frozen=True)
+class GroupSignal(Spec):
+    """How often GRPO gets a signal from the model ``of``: ``num_generations`` completions sampled (temperature
+    1, seeded by the run seed) for every RL training prompt of every domain, scored by the verifier
+    (:func:`mdrl_lib.evaluation.mixed_group_share`). A derived artifact (introduced in ``00_toy_world``, read
+    again by ``04_sequential_rl``'s precondition check): ``signal.json`` holds, per domain, the share of
+    prompts whose group is mixed, the share with a full-score sample and the mean sampled reward."""
+
+    of: Spec
+    num_generations: int = SIGNAL_GENERATIONS
+    kind: ClassVar[str] = "signal"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import Param
+
+        Param(int, "", minimum=2, maximum=256).check("signal num_generations", self.num_generations)
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.of,)
+
+    def key_fields(self, kit) -> dict:
+        return {"of": kit.key(self.of), "num_generations": self.num_generations, "seed": kit.config.seed,
+                "temperature": 1.0, "max_new_tokens": kit.config.rl.max_completion_length,
+                "dtype": str(kit.compute_dtype).removeprefix("torch.")}
+
+    def build(self, kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib.evaluation import mixed_group_share
+
+        model, tokenizer = kit.load(self.of)
+        shares = {name: mixed_group_share(model, tokenizer, kit.domain(name), kit.splits(name).train,
+                                          num_generations=self.num_generations,
+                                          max_new_tokens=kit.config.rl.max_completion_length, seed=kit.config.seed)
+                  for name in DOMAIN_NAMES}
+        (directory / SIGNAL_FILE).write_text(json.dumps(shares, indent=1, sort_keys=True))
+        return {"mixed": {name: round(share["mixed"], 6) for name, share in shares.items()}}
+
+    def open(self, kit, artifact):
+        """One row per domain (index: domain names, in :data:`DOMAIN_NAMES` order), the columns of
+        :data:`SIGNAL_COLUMNS`: share of mixed groups, share with a full-score sample, mean sampled reward."""
+        import pandas as pd
+
+        shares = json.loads((artifact.path / SIGNAL_FILE).read_text())
+        table = pd.DataFrame({name: shares[name] for name in DOMAIN_NAMES}).T[list(SIGNAL_COLUMNS)]
+        return table.rename(columns=SIGNAL_COLUMNS)
+
+    def label(self) -> str:
+        return f"GRPO signal of {self.of.label()} ({self.num_generations} samples)"
+
+    def toy_seconds(self, config) -> float:
+        return 6.0 * self.num_generations / SIGNAL_GENERATIONS

@@ -188,7 +188,7 @@ def own_world(kit, **params):
 
 
 def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_path):
-    from mdrl_lib.claims.nb00 import GroupSignal
+    from mdrl_lib.specs import GroupSignal
     from mdrl_lib.recipes import nb04
     from mdrl_lib.specs import Base, Scores
 

@@ -1,15 +1,15 @@
-"""The base's GRPO signal as a cached artifact (mdrl_lib.claims.nb00.GroupSignal), the precondition table that
+"""The base's GRPO signal as a cached artifact (mdrl_lib.specs.GroupSignal), the precondition table that
 reads it, and the right-number share; notebooks 00 and 04 plan the same artifact."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from mdrl_lib.claims.nb00 import (SIGNAL_COLUMNS, GroupSignal, base_precondition_table, base_preconditions,
-                                  right_number_share)
+from mdrl_lib.claims.nb00 import base_precondition_table, base_preconditions, right_number_share
 from mdrl_lib.config import ConfigError, RunConfig
 from mdrl_lib.domains.base import DOMAIN_NAMES
 from mdrl_lib.kit import Kit
+from mdrl_lib.specs import SIGNAL_COLUMNS, GroupSignal
 from mdrl_lib.specs import Base, Stage
 
 

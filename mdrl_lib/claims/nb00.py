@@ -1,79 +1,19 @@
 """The base's preconditions, introduced in notebook ``00_toy_world`` and checked again at the top of
 ``04_sequential_rl``: what a toy base must meet before the later claim checks mean anything.
 
-:class:`GroupSignal` caches how often GRPO gets a signal from a model (sampled groups on every domain's RL
-prompts), so that both notebooks read one stored measurement.
+The base's GRPO signal comes from its cached :class:`~mdrl_lib.specs.GroupSignal`, so that both notebooks
+read one stored measurement.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, Mapping
+from typing import Mapping
 
 import pandas as pd
 
-from mdrl_lib.domains.base import DOMAIN_NAMES
-from mdrl_lib.specs import Base, Spec
+from mdrl_lib.specs import SIGNAL_COLUMNS, SIGNAL_GENERATIONS, Base, GroupSignal
 
 SCORE_CEILING = 0.95  # a held-out base score at or above this leaves an RL stage nothing to raise
 MATH_RIGHT_NUMBER_FLOOR = 0.8  # the base must know its arithmetic, box ignored (good bases reach 0.85-0.96)
-SIGNAL_GENERATIONS = 8  # completions per prompt when measuring GRPO's signal, as in a GRPO group
-SIGNAL_FILE = "signal.json"
-SIGNAL_COLUMNS = {"mixed": "share of mixed groups", "any_right": "share with a full-score sample",
-                  "mean_reward": "mean sampled reward"}
-
-
-@dataclass(frozen=True)
-class GroupSignal(Spec):
-    """How often GRPO gets a signal from the model ``of``: ``num_generations`` completions sampled (temperature
-    1, seeded by the run seed) for every RL training prompt of every domain, scored by the verifier
-    (:func:`mdrl_lib.evaluation.mixed_group_share`). A derived artifact (introduced in ``00_toy_world``, read
-    again by ``04_sequential_rl``'s precondition check): ``signal.json`` holds, per domain, the share of
-    prompts whose group is mixed, the share with a full-score sample and the mean sampled reward."""
-
-    of: Spec
-    num_generations: int = SIGNAL_GENERATIONS
-    kind: ClassVar[str] = "signal"
-
-    def __post_init__(self) -> None:
-        from mdrl_lib.config import Param
-
-        Param(int, "", minimum=2, maximum=256).check("signal num_generations", self.num_generations)
-
-    def inputs(self) -> tuple[Spec, ...]:
-        return (self.of,)
-
-    def key_fields(self, kit) -> dict:
-        return {"of": kit.key(self.of), "num_generations": self.num_generations, "seed": kit.config.seed,
-                "temperature": 1.0, "max_new_tokens": kit.config.rl.max_completion_length,
-                "dtype": str(kit.compute_dtype).removeprefix("torch.")}
-
-    def build(self, kit, directory: Path, progress: bool) -> dict:
-        from mdrl_lib.evaluation import mixed_group_share
-
-        model, tokenizer = kit.load(self.of)
-        shares = {name: mixed_group_share(model, tokenizer, kit.domain(name), kit.splits(name).train,
-                                          num_generations=self.num_generations,
-                                          max_new_tokens=kit.config.rl.max_completion_length, seed=kit.config.seed)
-                  for name in DOMAIN_NAMES}
-        (directory / SIGNAL_FILE).write_text(json.dumps(shares, indent=1, sort_keys=True))
-        return {"mixed": {name: round(share["mixed"], 6) for name, share in shares.items()}}
-
-    def open(self, kit, artifact) -> pd.DataFrame:
-        """One row per domain (index: domain names, in :data:`DOMAIN_NAMES` order), the columns of
-        :data:`SIGNAL_COLUMNS`: share of mixed groups, share with a full-score sample, mean sampled reward."""
-        shares = json.loads((artifact.path / SIGNAL_FILE).read_text())
-        table = pd.DataFrame({name: shares[name] for name in DOMAIN_NAMES}).T[list(SIGNAL_COLUMNS)]
-        return table.rename(columns=SIGNAL_COLUMNS)
-
-    def label(self) -> str:
-        return f"GRPO signal of {self.of.label()} ({self.num_generations} samples)"
-
-    def toy_seconds(self, config) -> float:
-        return 6.0 * self.num_generations / SIGNAL_GENERATIONS
-
-
 def right_number_share(items: pd.DataFrame, domain: str) -> float:
     """Share of ``domain``'s held-out answers (a :meth:`Kit.item_results` table) whose number is right, the
     answer convention ignored (the verifier's ``right_number`` detail; Math and QA). Introduced in

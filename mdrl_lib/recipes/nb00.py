@@ -22,6 +22,6 @@ class Params(NotebookParams):
 def plan(kit, params: Params) -> list:
     """Every spec notebook 00 asks for: the base, its held-out scores and its GRPO signal (sampled with
     ``num_generations`` completions per prompt)."""
-    from mdrl_lib.claims.nb00 import GroupSignal
+    from mdrl_lib.specs import GroupSignal
 
     return [Base(), Scores(Base()), GroupSignal(Base(), params.num_generations)]

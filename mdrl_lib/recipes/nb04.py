@@ -61,7 +61,7 @@ class ChainPlan:
     :func:`~mdrl_lib.interference.control_specs` of the first RL seed (``after``, ``real chain``, ``shuffled
     rewards``, ``more of the same``); ``worlds``: other run configurations (other world seeds, the digit-free
     world) -> their chain for the first RL seed, each on its own base (empty unless asked for); and the
-    base's :class:`~mdrl_lib.claims.nb00.GroupSignal` (its precondition check, :meth:`analysis_specs`)."""
+    base's :class:`~mdrl_lib.specs.GroupSignal` (its precondition check, :meth:`analysis_specs`)."""
 
     order: tuple[str, ...]
     domain: str
@@ -89,7 +89,7 @@ class ChainPlan:
 
     def analysis_specs(self) -> list[Spec]:
         """The cached analyses: the base's GRPO signal, read by the precondition check of section 0."""
-        from mdrl_lib.claims.nb00 import GroupSignal
+        from mdrl_lib.specs import GroupSignal
 
         return [GroupSignal(Base())]
 
