@@ -456,3 +456,30 @@ def plot_costs(costs: pd.DataFrame, domain: str, fraction: float) -> None:
            title=f"{title} recovered against cost (dotted: weight-only rollbacks)")
     ax.legend(fontsize=8)
     plt.show()
+
+
+# ----------------------------------------------------------------------------- notebook 01's widget
+
+
+def show_overlap(magnitudes: dict, pairs: dict, fraction: float, *, seed: int) -> None:
+    """Draw C2's heatmap at ``fraction`` (fp32 magnitudes by name) and print the mean of each reference."""
+    from mdrl_lib.edits import overlap
+
+    matrix, table = overlap(magnitudes, pairs, fraction)
+    means = table.groupby("reference", sort=False)["jaccard"].mean()
+    chance = table["random_expectation"].iloc[0]
+    plot_domain_matrix(matrix, vmin=0, vmax=1, fmt=".3f", colorbar_label="Jaccard index of top neurons",
+                       title=f"Top-{fraction:.0%} neuron overlap of the experts (seed {seed})",
+                       note=f"diagonal: same domain, two RL seeds; random sets: {chance:.3f}")
+    plt.show()
+    print(f"top {fraction:.0%} = {table['k'].iloc[0]} of {table['neurons'].iloc[0]} neurons; mean Jaccard: "
+          + ", ".join(f"{ref} {value:.3f}" for ref, value in means.items()) + f"; random sets {chance:.3f}")
+
+
+def overlap_drawer(magnitudes: dict, pairs: dict, *, seed: int):
+    """:func:`show_overlap` of these magnitudes and pairs as a function of the fraction alone (the widget's)."""
+
+    def draw(fraction: float) -> None:
+        show_overlap(magnitudes, pairs, fraction, seed=seed)
+
+    return draw

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mdrl_lib import plots
 from mdrl_lib.claims import C1_COLUMNS, check_c1, check_c2
 from mdrl_lib.config import RunConfig
 from mdrl_lib.domains.base import DOMAIN_NAMES
@@ -185,5 +186,5 @@ def test_the_scores_the_notebook_shows(hand, capsys):
 
     matplotlib.use("Agg")
     pairs = recipe.reference_pairs(params)
-    recipe.overlap_drawer(recipe.neuron_magnitudes(kit, params)["fp32"], pairs, seed=0)(0.2)
+    plots.overlap_drawer(recipe.neuron_magnitudes(kit, params)["fp32"], pairs, seed=0)(0.2)
     assert capsys.readouterr().out.startswith("top 20% = 4 of 20 neurons; mean Jaccard: cross-domain ")

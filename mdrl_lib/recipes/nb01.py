@@ -225,33 +225,6 @@ def neuron_magnitudes(kit, params: Params) -> dict[str, dict]:
     return {p: {name: by_precision[p] for name, by_precision in opened.items()} for p in PRECISIONS}
 
 
-def show_overlap(magnitudes: dict, pairs: dict, fraction: float, *, seed: int) -> None:
-    """Draw C2's heatmap at ``fraction`` (fp32 magnitudes by name) and print the mean of each reference."""
-    import matplotlib.pyplot as plt
-
-    from mdrl_lib.edits import overlap
-    from mdrl_lib.plots import plot_domain_matrix
-
-    matrix, table = overlap(magnitudes, pairs, fraction)
-    means = table.groupby("reference", sort=False)["jaccard"].mean()
-    chance = table["random_expectation"].iloc[0]
-    plot_domain_matrix(matrix, vmin=0, vmax=1, fmt=".3f", colorbar_label="Jaccard index of top neurons",
-                       title=f"Top-{fraction:.0%} neuron overlap of the experts (seed {seed})",
-                       note=f"diagonal: same domain, two RL seeds; random sets: {chance:.3f}")
-    plt.show()
-    print(f"top {fraction:.0%} = {table['k'].iloc[0]} of {table['neurons'].iloc[0]} neurons; mean Jaccard: "
-          + ", ".join(f"{ref} {value:.3f}" for ref, value in means.items()) + f"; random sets {chance:.3f}")
-
-
-def overlap_drawer(magnitudes: dict, pairs: dict, *, seed: int):
-    """:func:`show_overlap` of these magnitudes and pairs as a function of the fraction alone (the widget's)."""
-
-    def draw(fraction: float) -> None:
-        show_overlap(magnitudes, pairs, fraction, seed=seed)
-
-    return draw
-
-
 def seed_scores(kit, params: Params) -> pd.DataFrame:
     """Each second-seed domain's held-out score on its own domain with RL seed 0 and 1 (one row)."""
     import pandas as pd
