@@ -7,6 +7,11 @@ Introduced in notebook ``03_perturbation_theory`` (claims C5 and C6). Everything
 parameters. Curvature enters only through Hessian-vector products by double backward; a Hessian is
 never materialised.
 
+Notebook 03's costly measurements are cached artifacts (specs at the end of this module, named by
+:mod:`mdrl_lib.recipes.nb03`): :class:`HvpCheck`, :class:`TaylorSegment`, :class:`TaylorAlong`,
+:class:`ConflictRoutes`, :class:`ConflictEigenpairs`, :class:`CapturedShares`, :class:`TopCurvature` and
+:class:`GDContraction`; the notebook opens them (``kit.open``) and draws.
+
 Pitfalls measured on the toy models, which the functions cannot check for you:
 - double backward through ``sdpa`` attention fails on CPU: call
   ``model.set_attn_implementation("eager")`` first;
@@ -17,15 +22,24 @@ Pitfalls measured on the toy models, which the functions cannot check for you:
 """
 from __future__ import annotations
 
+import json
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+from mdrl_lib.config import ConfigError
+from mdrl_lib.specs import Spec
+from mdrl_lib.store import Artifact
+
+if TYPE_CHECKING:
+    from mdrl_lib.kit import Kit
 
 LossFn = Callable[[torch.nn.Module], torch.Tensor]
 Vector = torch.Tensor
@@ -763,3 +777,579 @@ def gd_trajectory(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace
             space.set(model, path[-1])
             path.append(path[-1] - alpha * gradient(loss_fn, model, space).to(path[-1]))
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 03's analyses as cached artifacts
+# --------------------------------------------------------------------------------------------------
+# Each spec reads A's expert theta_A* (the source of L_A's objective batch) and writes its result as
+# JSON or npz; ``kit.open(spec)`` reads it back. The notebook then only reads: a rerun with the store
+# built takes seconds. The builds run the same calls the notebook made, in the same order, so their
+# numbers are the ones the notebook computed itself.
+
+TABLE_FILE = "table.json"
+RESULT_FILE = "result.json"
+EIGENPAIRS_FILE = "eigenpairs.npz"
+
+
+def write_table(path, frame: pd.DataFrame) -> None:
+    """``frame`` (index dropped) as JSON columns and rows; floats round-trip exactly."""
+    split = frame.to_dict("split")
+    path.write_text(json.dumps({"columns": split["columns"], "data": split["data"]}))
+
+
+def read_table(path) -> pd.DataFrame:
+    """The table :func:`write_table` wrote."""
+    stored = json.loads(path.read_text())
+    return pd.DataFrame(stored["data"], columns=stored["columns"])
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedExpert:
+    """A's expert theta_A* loaded for analysis (notebook ``03_perturbation_theory``): ``model`` (fp32, eager
+    attention, eval mode), ``objective`` (L_A, a :class:`~mdrl_lib.objectives.DomainObjective`), ``space`` (every
+    parameter) and ``theta`` = theta_A*, shape ``(space.dim,)``."""
+
+    model: torch.nn.Module
+    objective: object
+    space: ParameterSpace
+    theta: Vector
+
+    @property
+    def loss(self) -> LossFn:
+        return self.objective.loss
+
+
+def load_expert(kit: Kit, objective: Spec) -> LoadedExpert:
+    """The source model of the :class:`~mdrl_lib.specs.ObjectiveBatch` ``objective`` (A's expert) with L_A."""
+    model, _ = kit.load(objective.source, placement="analysis")
+    space = ParameterSpace.from_model(model)
+    return LoadedExpert(model=model, objective=kit.objective(objective), space=space, theta=space.get(model))
+
+
+def weights_vector(kit: Kit, space: ParameterSpace, source) -> Vector:
+    """A stored model's weights as an fp32 vector of ``space``, shape ``(space.dim,)``: ``source`` is a spec
+    or a safetensors file (a checkpoint along a stage, :meth:`~mdrl_lib.kit.Kit.checkpoints_along`)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(source)) if isinstance(source, (str, Path)) else dict(kit.weights(source))
+    return space.flatten([tensors[name].float() for name in space.names])
+
+
+def _objective_spec(spec: Spec) -> Spec:
+    if getattr(spec, "kind", "") != "objective":
+        raise ConfigError(f"expected an ObjectiveBatch spec (L_A), got {spec!r}")
+    return spec
+
+
+@dataclass(frozen=True)
+class HvpCheck(Spec):
+    """:func:`hvp_check` of L_A at theta_A* (the ``objective``'s source) for each finite-difference step in
+    ``eps``, along one seeded random unit vector. Opens as a table: one row per ``eps`` (``eps = 0.1``...),
+    columns ``relative_error``, ``hvp_norm``, ``fd_norm``, ``cosine``. Introduced in ``03_perturbation_theory``."""
+
+    objective: Spec
+    eps: tuple[float, ...] = (1e-1, 1e-2)
+    seed: int = 0
+    kind: ClassVar[str] = "hvp-check"
+
+    def __post_init__(self) -> None:
+        _objective_spec(self.objective)
+        object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
+        if not self.eps or any(not e > 0 for e in self.eps):
+            raise ConfigError(f"hvp-check eps: expected positive steps, got {self.eps!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.objective,)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"objective": kit.key(self.objective), "eps": list(self.eps), "seed": self.seed}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        expert = load_expert(kit, self.objective)
+        rows = [{"eps": eps, **hvp_check(expert.loss, expert.model, expert.space, eps=eps, seed=self.seed)}
+                for eps in self.eps]
+        write_table(directory / TABLE_FILE, pd.DataFrame(rows))
+        return {"relative_error": [row["relative_error"] for row in rows]}
+
+    def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
+        table = read_table(artifact.path / TABLE_FILE)
+        return table.set_index(table["eps"].map(lambda e: f"eps = {e:g}")).drop(columns="eps").rename_axis(None)
+
+    def label(self) -> str:
+        return f"HVP check of L_{self.objective.domain} at {self.objective.source.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 3.0
+
+
+@dataclass(frozen=True)
+class TaylorSegment(Spec):
+    """:func:`taylor_terms` of L_A along theta_A* + t delta_B, ``t = 1/points, 2/points, ..., 1``, on a float64
+    copy of the model: theta_A* is the ``objective``'s source, delta_B = ``stage``'s weights - theta_A*.
+    Opens as :func:`taylor_terms`'s table. Introduced in ``03_perturbation_theory``."""
+
+    stage: Spec
+    objective: Spec
+    points: int = 4
+    kind: ClassVar[str] = "taylor-segment"
+
+    def __post_init__(self) -> None:
+        _objective_spec(self.objective)
+        if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:
+            raise ConfigError(f"taylor-segment points: expected a positive integer, got {self.points!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.objective, self.stage)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"objective": kit.key(self.objective), "stage": kit.key(self.stage), "points": self.points,
+                "dtype": "float64"}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        expert = load_expert(kit, self.objective)
+        delta = weights_vector(kit, expert.space, self.stage) - expert.theta
+        ts = np.linspace(1 / self.points, 1, self.points)
+        model64, theta64 = expert.model.double(), expert.theta.double()
+        table = taylor_terms(expert.loss, model64, expert.space, theta64, delta.double(), ts)
+        write_table(directory / TABLE_FILE, table)
+        return {"at_t1": table.iloc[-1].to_dict()}
+
+    def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
+        return read_table(artifact.path / TABLE_FILE)
+
+    def label(self) -> str:
+        return f"Taylor terms of L_{self.objective.domain} towards {self.stage.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 1.5 + 0.3 * self.points
+
+
+@dataclass(frozen=True)
+class TaylorAlong(Spec):
+    """The Taylor terms of L_A at the checkpoints ``stage`` kept along its way (``save_every``): for each, with
+    delta = its weights - theta_A*, the measured change of L_A against ``g_A^T delta`` and
+    ``1/2 delta^T H_A delta`` (one gradient and one Hessian operator at theta_A*, one product per
+    checkpoint), on a float64 copy of the model. Opens as a table: ``step``, ``first_order``,
+    ``second_order``, ``measured``, ``predicted``, ``relative_error``. Introduced in ``03_perturbation_theory``."""
+
+    stage: Spec
+    objective: Spec
+    kind: ClassVar[str] = "taylor-along"
+
+    def __post_init__(self) -> None:
+        _objective_spec(self.objective)
+        if not getattr(self.stage, "save_every", 0):
+            raise ConfigError(f"taylor-along: {self.stage.label()} keeps no checkpoints along the way "
+                              f"(save_every = 0)")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.objective, self.stage)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"objective": kit.key(self.objective), "stage": kit.key(self.stage), "dtype": "float64"}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        expert = load_expert(kit, self.objective)
+        loss, space, theta = expert.loss, expert.space, expert.theta
+        model64, theta64 = expert.model.double(), expert.theta.double()
+        g64, op64 = gradient(loss, model64, space), hessian_operator(loss, model64, space)
+        rows, displacements = [], []
+        for step, path in kit.checkpoints_along(self.stage):
+            d = (weights_vector(kit, space, path) - theta).double()
+            displacements.append(d)
+            rows.append({"step": step, "first_order": float(g64 @ d), "second_order": 0.5 * float(d @ op64(d))})
+        op64.release()
+        base = loss_value(loss, model64)
+        for row, d in zip(rows, displacements):
+            with displaced(model64, space, theta64 + d):
+                row["measured"] = loss_value(loss, model64) - base
+        table = pd.DataFrame(rows).assign(predicted=lambda t: t["first_order"] + t["second_order"],
+                                          relative_error=lambda t: (t["predicted"] - t["measured"]).abs()
+                                          / t["measured"].abs())
+        write_table(directory / TABLE_FILE, table)
+        return {"checkpoints": len(rows)}
+
+    def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
+        return read_table(artifact.path / TABLE_FILE)
+
+    def label(self) -> str:
+        return f"Taylor terms of L_{self.objective.domain} along {self.stage.label()}"
+
+    def toy_seconds(self, config) -> float:
+        steps = self.stage.steps if self.stage.steps is not None else config.rl.steps
+        return 3.0 + 0.8 * (steps // self.stage.save_every + 1)
+
+
+@dataclass(frozen=True)
+class ConflictRoutes(Spec):
+    """The routes A and B use at ``source`` (theta_A*): each domain's top ``fraction`` of MLP channels by mean
+    activity at answer positions over its first ``prompts`` RL training prompts (notebook ``02_shared_routes``'s
+    active routes), and the channels both use. Opens as ``{domain_a: set, domain_b: set, "shared": set}`` of
+    (layer, channel) pairs. Introduced in ``03_perturbation_theory`` (the conflict subspace's search space)."""
+
+    source: Spec
+    domain_a: str
+    domain_b: str
+    fraction: float = 0.2
+    prompts: int = 100
+    kind: ClassVar[str] = "conflict-routes"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.specs import check_domain
+
+        object.__setattr__(self, "domain_a", check_domain(self.domain_a))
+        object.__setattr__(self, "domain_b", check_domain(self.domain_b))
+        if self.domain_a == self.domain_b:
+            raise ConfigError(f"conflict-routes: A and B must differ, got {self.domain_a!r} twice")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"conflict-routes fraction: expected a fraction in (0, 1], got {self.fraction!r}")
+        if isinstance(self.prompts, bool) or not isinstance(self.prompts, int) or self.prompts < 1:
+            raise ConfigError(f"conflict-routes prompts: expected a positive integer, got {self.prompts!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.source,)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"source": kit.key(self.source), "domains": [self.domain_a, self.domain_b],
+                "fraction": self.fraction, "prompts": self.prompts, "positions": "answer"}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib import routes
+
+        model, tokenizer = kit.load(self.source, placement="analysis")
+        found = {}
+        for domain in (self.domain_a, self.domain_b):
+            examples = kit.splits(domain).train[:self.prompts]
+            activity = routes.route_activity(model, tokenizer, [e.prompt for e in examples],
+                                             [e.answer for e in examples], positions="answer")
+            found[domain] = routes.active_routes(activity.channels, self.fraction)
+        shared = found[self.domain_a] & found[self.domain_b]
+        if not shared:
+            raise ValueError(f"{self.domain_a} and {self.domain_b} share no channel in the top {self.fraction:.0%}; "
+                             f"raise conflict_route_fraction")
+        found["shared"] = shared
+        (directory / RESULT_FILE).write_text(json.dumps({name: sorted(map(list, channels))
+                                                         for name, channels in found.items()}))
+        return {name: len(channels) for name, channels in found.items()}
+
+    def open(self, kit: Kit, artifact: Artifact) -> dict[str, set]:
+        stored = json.loads((artifact.path / RESULT_FILE).read_text())
+        return {name: {(layer, int(channel)) for layer, channel in channels} for name, channels in stored.items()}
+
+    def label(self) -> str:
+        return f"routes of {self.domain_a} and {self.domain_b} at {self.source.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class RouteEigenpairs:
+    """What a :class:`ConflictEigenpairs` artifact holds: the top ``values`` (shape ``(R,)``, descending) and
+    ``vectors`` (``(m, R)``) of H_A restricted to the shared-route coordinates, at positions ``index``
+    (``(m,)``) of the full parameter vector; ``hvps``: the products Lanczos used."""
+
+    values: np.ndarray
+    vectors: np.ndarray
+    index: torch.Tensor
+    hvps: int
+
+    @property
+    def dim(self) -> int:
+        """m, the number of shared-route coordinates."""
+        return int(self.index.numel())
+
+    def restricted(self, space: ParameterSpace) -> ParameterSpace:
+        """``space`` (the full one) restricted to these coordinates."""
+        mask = torch.zeros(space.numel, dtype=torch.bool)
+        mask[self.index] = True
+        return space.restrict(mask)
+
+    def basis(self, dim: int) -> torch.Tensor:
+        """The eigenvectors as vectors of the full space, zero off the routes, shape ``(dim, R)`` float64."""
+        basis = torch.zeros(dim, self.vectors.shape[1], dtype=torch.float64)
+        basis[self.index] = torch.as_tensor(self.vectors)
+        return basis
+
+    def projector(self, dim: int) -> Projector:
+        """``P_S`` on full vectors (:func:`as_projector` of :meth:`basis`)."""
+        return as_projector(self.basis(dim), dim)
+
+    def mass(self, space: ParameterSpace, k: int = 3) -> pd.DataFrame:
+        """The squared mass of the top ``k`` eigenvectors per weight matrix: one row per matrix, columns
+        ``v1..vk`` (each column sums to 1)."""
+        names = [name for name, _ in self.restricted(space).coordinate_names()]
+        mass = pd.DataFrame(self.vectors[:, :k] ** 2, columns=[f"v{i + 1}" for i in range(k)]).assign(
+            matrix=[n.removeprefix("model.").removesuffix(".weight") for n in names])
+        return mass.groupby("matrix", sort=False).sum()
+
+
+@dataclass(frozen=True)
+class ConflictEigenpairs(Spec):
+    """The conflict subspace's candidates: the top-``rank`` eigenpairs of H_A (L_A = ``objective``, at its
+    source theta_A*) restricted to the coordinates of the ``routes`` A and B share, by Lanczos
+    (:func:`top_eigenpairs`, seeded start, relative accuracy ``tol``) on Hessian-vector products. Opens as a
+    :class:`RouteEigenpairs`. Introduced in ``03_perturbation_theory``."""
+
+    routes: ConflictRoutes
+    objective: Spec
+    rank: int = 16
+    seed: int = 0
+    tol: float = 1e-4
+    kind: ClassVar[str] = "conflict-eigenpairs"
+
+    def __post_init__(self) -> None:
+        _objective_spec(self.objective)
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ConfigError(f"conflict-eigenpairs rank: expected a positive integer, got {self.rank!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.routes, self.objective)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"routes": kit.key(self.routes), "objective": kit.key(self.objective), "rank": self.rank,
+                "seed": self.seed, "tol": self.tol}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib import routes
+
+        shared = kit.open(self.routes)["shared"]
+        expert = load_expert(kit, self.objective)
+        sub = expert.space.restrict(routes.route_coordinate_mask(expert.model, shared))
+        operator = hessian_operator(expert.loss, expert.model, sub)
+        values, vectors = top_eigenpairs(operator.numpy_matvec, sub.dim, self.rank, tol=self.tol, seed=self.seed)
+        operator.release()
+        np.savez(directory / EIGENPAIRS_FILE, values=values, vectors=vectors, index=sub.index.numpy())
+        return {"coordinates": sub.dim, "hvps": operator.calls, "eigenvalues": [float(v) for v in values]}
+
+    def open(self, kit: Kit, artifact: Artifact) -> RouteEigenpairs:
+        with np.load(artifact.path / EIGENPAIRS_FILE) as stored:
+            return RouteEigenpairs(values=stored["values"], vectors=stored["vectors"],
+                                   index=torch.as_tensor(stored["index"]), hvps=int(artifact.metrics["hvps"]))
+
+    def label(self) -> str:
+        return f"top-{self.rank} eigenpairs of H_{self.objective.domain} on the {self.routes.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 0.3 * (4 * self.rank)
+
+
+@dataclass(frozen=True)
+class CapturedShares(Spec):
+    """For each of ``stages`` (delta = its weights - theta_A*): :func:`captured_shares` of delta on the
+    shared-route coordinates against ``random`` seeded random subspaces (one set of products for all), and
+    ``coordinates_part`` = ``delta_S^T H_A delta_S / delta^T H_A delta`` over the full space (delta_S: delta on
+    those coordinates only). Opens as one ``{"shares": table, "coordinates_part": float}`` per stage, in
+    order. Introduced in ``03_perturbation_theory``."""
+
+    subspace: ConflictEigenpairs
+    stages: tuple[Spec, ...]
+    random: int = 5
+    seed: int = 0
+    kind: ClassVar[str] = "captured-shares"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages:
+            raise ConfigError("captured-shares stages: give at least one stage")
+        if isinstance(self.random, bool) or not isinstance(self.random, int) or self.random < 0:
+            raise ConfigError(f"captured-shares random: expected an integer >= 0, got {self.random!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.subspace, *self.stages)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"subspace": kit.key(self.subspace), "stages": [kit.key(s) for s in self.stages],
+                "random": self.random, "seed": self.seed}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        eigen = kit.open(self.subspace)
+        expert = load_expert(kit, self.subspace.objective)
+        deltas = [weights_vector(kit, expert.space, stage) - expert.theta for stage in self.stages]
+        index = eigen.index
+        operator = hessian_operator(expert.loss, expert.model, eigen.restricted(expert.space))
+        shares = captured_shares({i: d[index] for i, d in enumerate(deltas)}, eigen.vectors, operator,
+                                 n_random=self.random, seed=self.seed)
+        operator.release()
+        full_operator = hessian_operator(expert.loss, expert.model, expert.space)
+        parts = []
+        for d in deltas:
+            restricted = torch.zeros_like(d)
+            restricted[index] = d[index]
+            parts.append(quadratic_form(full_operator, restricted) / quadratic_form(full_operator, d))
+        full_operator.release()
+        for i, table in shares.items():
+            write_table(directory / f"shares-{i}.json", table)
+        (directory / RESULT_FILE).write_text(json.dumps({"coordinates_part": parts}))
+        return {"top_share": [float(shares[i]["top"].iloc[-1]) for i in shares], "coordinates_part": parts}
+
+    def open(self, kit: Kit, artifact: Artifact) -> list[dict]:
+        parts = json.loads((artifact.path / RESULT_FILE).read_text())["coordinates_part"]
+        return [{"shares": read_table(artifact.path / f"shares-{i}.json"), "coordinates_part": part}
+                for i, part in enumerate(parts)]
+
+    def label(self) -> str:
+        return (f"captured shares of {len(self.stages)} displacement(s) on the top-{self.subspace.rank} route "
+                f"subspace of H_{self.subspace.objective.domain}")
+
+    def toy_seconds(self, config) -> float:
+        return 0.3 * ((1 + self.random) * self.subspace.rank + 3 * len(self.stages))
+
+
+@dataclass(frozen=True)
+class TopCurvature(Spec):
+    """lambda_max(H_A): the largest eigenvalue of L_A's Hessian (``objective``, at its source theta_A*) over
+    every parameter, by Lanczos on Hessian-vector products (relative accuracy ``tol``, seeded start). Opens as
+    that float. Introduced in ``03_perturbation_theory`` (the gradient-descent rate alpha = scale / lambda_max)."""
+
+    objective: Spec
+    tol: float = 1e-3
+    seed: int = 0
+    kind: ClassVar[str] = "top-curvature"
+
+    def __post_init__(self) -> None:
+        _objective_spec(self.objective)
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.objective,)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"objective": kit.key(self.objective), "tol": self.tol, "seed": self.seed}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        expert = load_expert(kit, self.objective)
+        operator = hessian_operator(expert.loss, expert.model, expert.space)
+        values, _ = top_eigenpairs(operator.numpy_matvec, expert.space.dim, 1, tol=self.tol, seed=self.seed)
+        operator.release()
+        return {"lambda_max": float(values[0]), "hvps": operator.calls}
+
+    def open(self, kit: Kit, artifact: Artifact) -> float:
+        return float(artifact.metrics["lambda_max"])
+
+    def label(self) -> str:
+        return f"lambda_max of H_{self.objective.domain}"
+
+    def toy_seconds(self, config) -> float:
+        return 12.0
+
+
+@dataclass(frozen=True)
+class GDContraction(Spec):
+    """The contraction theorem's refresh, measured: plain gradient descent on L_A (:func:`gd_trajectory`, in
+    memory: no model is stored) for ``steps`` steps at alpha = ``rate_scale`` / lambda_max (``curvature``),
+    from the damaged point (``stage``'s weights) and from theta_A* itself, with S the span of the
+    ``subspace``'s eigenvectors. Opens as ``{"alpha", "mu", "to_fixed", "to_path"}``: ``to_fixed[t]`` =
+    ``||P_S(theta_t - theta_A*)||`` and ``to_path[t]`` = ``||P_S(theta_t - theta'_t)||`` against the path
+    theta'_t from theta_A*, ``t = 0..steps``; mu = the smallest of the subspace's eigenvalues. Introduced in
+    ``03_perturbation_theory``."""
+
+    stage: Spec
+    subspace: ConflictEigenpairs
+    curvature: TopCurvature
+    rate_scale: float = 1.0
+    steps: int = 30
+    kind: ClassVar[str] = "gd-contraction"
+
+    def __post_init__(self) -> None:
+        if self.subspace.objective != self.curvature.objective:
+            raise ConfigError("gd-contraction: the subspace and the curvature must be of one objective (L_A)")
+        if not self.rate_scale > 0:
+            raise ConfigError(f"gd-contraction rate_scale: expected a positive number, got {self.rate_scale!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"gd-contraction steps: expected a positive integer, got {self.steps!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.stage, self.subspace, self.curvature)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"stage": kit.key(self.stage), "subspace": kit.key(self.subspace),
+                "curvature": kit.key(self.curvature), "rate_scale": self.rate_scale, "steps": self.steps}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        eigen = kit.open(self.subspace)
+        alpha = self.rate_scale / kit.open(self.curvature)
+        expert = load_expert(kit, self.curvature.objective)
+        loss, model, space, theta_a = expert.loss, expert.model, expert.space, expert.theta
+        project = eigen.projector(space.dim)
+        damaged_start = theta_a + (weights_vector(kit, space, self.stage) - theta_a)
+        clean = gd_trajectory(loss, model, space, theta_a, alpha, self.steps)
+        damaged = gd_trajectory(loss, model, space, damaged_start, alpha, self.steps)
+        result = {"alpha": alpha, "mu": float(eigen.values.min()),
+                  "to_fixed": [float(project((theta - theta_a).double()).norm()) for theta in damaged],
+                  "to_path": [float(project((theta - ref).double()).norm()) for theta, ref in zip(damaged, clean)]}
+        (directory / RESULT_FILE).write_text(json.dumps(result))
+        return {"alpha": alpha, "ratio": result["to_fixed"][-1] / result["to_fixed"][0]}
+
+    def open(self, kit: Kit, artifact: Artifact) -> dict:
+        return json.loads((artifact.path / RESULT_FILE).read_text())
+
+    def label(self) -> str:
+        return f"{self.steps} GD steps on L_{self.curvature.objective.domain} from {self.stage.label()}"
+
+    def toy_seconds(self, config) -> float:
+        return 0.3 * 2 * self.steps
+
+
+# ---- the notebook's tables from those artifacts ---------------------------------------------------
+
+
+def displacement_table(deltas: Mapping[str, Vector], theta: Vector) -> pd.DataFrame:
+    """One row per named displacement: ``‖δ_B‖`` and ``‖δ_B‖ / ‖θ_A*‖`` (``theta`` = theta_A*)."""
+    return pd.DataFrame({name: {"‖δ_B‖": float(d.norm()), "‖δ_B‖ / ‖θ_A*‖": float(d.norm() / theta.norm())}
+                         for name, d in deltas.items()}).T
+
+
+def taylor_summary(segments: Mapping[str, pd.DataFrame], rtol: float) -> pd.DataFrame:
+    """One row per regime: the terms at ``t = 1`` of its :func:`taylor_terms` table and the largest ``t`` up
+    to which the quadratic prediction is within ``rtol`` (:func:`quadratic_validity`)."""
+    return pd.DataFrame({name: {**table.iloc[-1][["measured", "first_order", "second_order",
+                                                  "relative_error"]].to_dict(),
+                                f"quadratic within {rtol:.0%} up to t": quadratic_validity(table, rtol=rtol)}
+                         for name, table in segments.items()}).T
+
+
+def share_summary(shares: Mapping[str, Mapping], rank: int) -> pd.DataFrame:
+    """One row per regime (values of :meth:`CapturedShares.open`): the top-``rank`` share, the largest random
+    share of the same dimension and the shared-route coordinates' part of the full quadratic term."""
+    return pd.DataFrame({name: {f"top-{rank} share": s["shares"]["top"].iloc[-1],
+                                f"random {rank}-dim (max)": s["shares"]["random_max"].iloc[-1],
+                                "δ_Sᵀ H δ_S / δᵀ H δ (these coordinates' part of the full quadratic term)":
+                                    s["coordinates_part"]} for name, s in shares.items()}).T
+
+
+def contraction_curves(contraction: Mapping) -> pd.DataFrame:
+    """The curves of one :class:`GDContraction` (its opened value) for :func:`~mdrl_lib.plots.plot_contraction`:
+    columns ``step``, ``distance``, ``curve`` (to theta_A*, to the GD path from theta_A*, the bound)."""
+    to_fixed, to_path = contraction["to_fixed"], contraction["to_path"]
+    steps = np.arange(len(to_fixed))
+    bound = contraction_bound(contraction["mu"], contraction["alpha"], steps, to_fixed[0])
+    return pd.concat([pd.DataFrame({"step": steps, "distance": to_fixed, "curve": "‖P_S(θ_t − θ_A*)‖"}),
+                      pd.DataFrame({"step": steps, "distance": to_path, "curve": "‖P_S(θ_t − GD path from θ_A*)‖"}),
+                      pd.DataFrame({"step": steps, "distance": bound, "curve": "bound (1 − αμ)^t ‖P_S δ_B‖"})])
+
+
+def contraction_table(contractions: Mapping[str, Mapping]) -> pd.DataFrame:
+    """One row per regime (values of :meth:`GDContraction.open`): ``‖P_S δ_B‖``, the distance after the last
+    step to theta_A* and to the GD path from theta_A*, and the bound's value there."""
+    rows = {}
+    for name, c in contractions.items():
+        f, p, steps = c["to_fixed"], c["to_path"], len(c["to_fixed"]) - 1
+        rows[name] = {"‖P_S δ_B‖": f[0], f"after {steps} steps (to θ_A*)": f[-1], "(to the GD path from θ_A*)": p[-1],
+                      "bound": contraction_bound(c["mu"], c["alpha"], steps, f[0])}
+    return pd.DataFrame(rows).T
+
+
+def distance_table(kit: Kit, expert: LoadedExpert, models: Mapping[str, Spec], project: Projector,
+                   index: torch.Tensor) -> pd.DataFrame:
+    """One row per named model: L_A there, ``‖θ − θ_A*‖``, ``‖P_S(θ − θ_A*)‖`` and the distance on the
+    shared-route coordinates ``index`` (notebook 03's look at the kit's real refresh)."""
+    rows = {}
+    for label, spec in models.items():
+        diff = weights_vector(kit, expert.space, spec) - expert.theta
+        with displaced(expert.model, expert.space, expert.theta + diff):
+            value = loss_value(expert.loss, expert.model)
+        rows[label] = {"L_A": value, "‖θ − θ_A*‖": float(diff.norm()),
+                       "on S: ‖P_S(θ − θ_A*)‖": float(project(diff.double()).norm()),
+                       "on the shared-route coordinates": float(diff[index].norm())}
+    return pd.DataFrame(rows).T

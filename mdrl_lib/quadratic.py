@@ -211,3 +211,98 @@ def sweep_overlap(overlaps, t: float = 1.0, **world_kwargs) -> pd.DataFrame:
         rows.append({"overlap": world.overlap, "damage": world.damage(t), "first_order": world.first_order(t),
                      "second_order": world.second_order(t), "subspace_second_order": world.subspace_second_order(t)})
     return pd.DataFrame(rows)
+
+
+# ---- the algebra, checked by sympy ---------------------------------------------------------------
+
+
+def symbolic_taylor_and_step() -> dict:
+    """For ``L(x) = 1/2 (x - a)^T H (x - a)`` with a symbolic symmetric 2x2 ``H``: the remainder
+    ``L(theta + delta) - L(theta) - g^T delta - 1/2 delta^T H delta`` (``remainder``, 0: the expansion is exact)
+    and ``(theta - alpha g - a) - (I - alpha H)(theta - a)`` (``gd_step``, [0, 0]: one gradient step multiplies
+    the displacement from ``a`` by ``I - alpha H``)."""
+    import sympy as sp
+
+    t1, t2, a1, a2, d1, d2, h11, h12, h22, alpha = sp.symbols("theta1 theta2 a1 a2 delta1 delta2 h11 h12 h22 alpha",
+                                                              real=True)
+    H = sp.Matrix([[h11, h12], [h12, h22]])
+    theta, a, delta = sp.Matrix([t1, t2]), sp.Matrix([a1, a2]), sp.Matrix([d1, d2])
+    half = sp.Rational(1, 2)
+    L_theta, L_moved = ((half * (x - a).T * H * (x - a))[0] for x in (theta, theta + delta))
+    g = H * (theta - a)  # the gradient of L at theta
+    remainder = sp.expand(L_moved - L_theta - (g.T * delta)[0] - half * (delta.T * H * delta)[0])
+    gd_step = sp.simplify((theta - alpha * g - a) - (sp.eye(2) - alpha * H) * (theta - a))
+    return {"remainder": remainder, "gd_step": list(gd_step)}
+
+
+def symbolic_contraction() -> dict:
+    """The contraction step by step: the ``eigenvalues`` of one gradient step on S in ``H_S``'s eigenbasis,
+    ``I - alpha diag(lambda1, lambda2)``; ``|1 - alpha lambda|`` at ``lambda = mu`` (``at_mu``, for alpha = 1/10,
+    mu = 2) and at ``lambda = 1/alpha`` (``at_top``, 0); and the S-component of a displacement ``(x_S, x_perp)``
+    after one step when a coupling ``c`` joins S to its complement (``s_component``: the term in ``c x_perp``
+    is the back-flow)."""
+    import sympy as sp
+
+    alpha, lam1, lam2, mu, xs, xp, hs, hp, c = sp.symbols("alpha lambda1 lambda2 mu x_S x_perp h_S h_perp c", real=True)
+    step_s = sp.eye(2) - alpha * sp.diag(lam1, lam2)  # one GD step on S, in H_S's eigenbasis
+    coupled = sp.Matrix([[hs, c], [c, hp]])
+    x_next = (sp.eye(2) - alpha * coupled) * sp.Matrix([xs, xp])  # displacement from the minimum, (S, complement)
+    return {"eigenvalues": list(step_s.eigenvals()),
+            "at_mu": sp.simplify(sp.Abs(1 - alpha * mu).subs({alpha: sp.Rational(1, 10), mu: 2})),
+            "at_top": sp.simplify(1 - alpha * (1 / alpha)), "s_component": sp.expand(x_next[0])}
+
+
+# ---- notebook 03's figures and widget ------------------------------------------------------------
+
+
+def explore_world(b_support: int = 20, overlap: float = 0.5, top_curvature: float = 5.0, alpha: float = 0.15,
+                  residual: float = 0.0, seed: int = 0) -> None:
+    """Draw, in a world of :func:`make_quadratic_world`, the damage along theta_A + t delta_B against its Taylor
+    terms, and the GD refresh's distance on S against the bound (notebook 03's widget)."""
+    import matplotlib.pyplot as plt
+
+    from mdrl_lib.plots import plot_contraction, plot_taylor_terms
+
+    world = make_quadratic_world(b_support=b_support, overlap=overlap, curvature=(top_curvature, 1.0),
+                                 residual=residual, seed=seed)
+    table = world.taylor_table(np.linspace(0, 1, 11))
+    refresh = world.refresh(alpha, 30)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    plot_taylor_terms(table, title=f"Damage along θ_A* + t δ_B (overlap {world.overlap:.2f})", ax=axes[0])
+    axes[0].plot(table["t"], table["subspace_second_order"], ls="-.", color="purple", label="½ (P_S δ)ᵀH(P_S δ)")
+    axes[0].legend(fontsize=8)
+    curves = pd.concat([
+        refresh.assign(distance=refresh["distance_s"], curve="GD: ||P_S(θ_t − a)||"),
+        refresh.assign(distance=refresh["bound"], curve=f"bound (1 − αμ)^t, μ = {world.mu:.2f}"),
+        refresh.assign(distance=refresh["distance_complement"], curve="GD: off S (curvature ε)")])
+    plot_contraction(curves[curves["distance"] > 0], title=f"GD refresh at α = {alpha:.2f} "
+                     f"(1/λ_max = {1 / world.max_curvature:.2f})", ax=axes[1], ylabel="distance to a")
+    plt.tight_layout()
+    plt.show()
+
+
+def world_sliders() -> dict:
+    """The sliders of :func:`explore_world`'s widget, by argument name (ipywidgets, no continuous update)."""
+    from ipywidgets import FloatSlider, IntSlider
+
+    still = {"continuous_update": False}
+    return {"b_support": IntSlider(value=20, min=2, max=100, step=2, description="B's support", **still),
+            "overlap": FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="overlap", **still),
+            "top_curvature": FloatSlider(value=5.0, min=1.0, max=20.0, step=0.5, description="top λ", **still),
+            "alpha": FloatSlider(value=0.15, min=0.01, max=0.5, step=0.01, description="α", **still),
+            "residual": FloatSlider(value=0.0, min=0.0, max=0.5, step=0.05, description="residual", **still)}
+
+
+def plot_overlap_sweep(seed: int = 0):
+    """The exact damage and the subspace term as B's overlap with A's curvature support goes from 0 to 1
+    (:func:`sweep_overlap`, same sparsity throughout); returns the axes."""
+    import matplotlib.pyplot as plt
+
+    sweep = sweep_overlap(np.linspace(0, 1, 11), seed=seed)
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for column, label in (("damage", "damage (exact)"), ("subspace_second_order", "½ (P_S δ)ᵀH(P_S δ)")):
+        ax.plot(sweep["overlap"], sweep[column], marker="o", markersize=4, label=label)
+    ax.set(xlabel="share of B's coordinates on A's curvature support", ylabel="damage to A",
+           title="Same sparsity, different overlap")
+    ax.legend(fontsize=8)
+    return ax

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from mdrl_lib.claims import C5_MIN_SHARE, check_c5, check_c6_theory
+from mdrl_lib.claims.nb03 import agreement_text, taylor_text
 from mdrl_lib.perturbation import contraction_bound
 
 LOCAL = {"measured": 1.34e-6, "first_order": -1.7e-7, "second_order": 1.53e-6, "predicted": 1.36e-6}
@@ -151,3 +152,55 @@ def test_c5_a_subspace_dominant_only_on_few_coordinates_is_not_support():
     check = check_c5(LOCAL, shares, r=3, coordinates_part=0.007)
     assert check.supported is False and check.figures["share_of_whole"] == pytest.approx(1.03 * 0.007)
     assert check_c5(LOCAL, shares, r=3, coordinates_part=0.6).supported is True
+
+
+# ---- the narration of notebook 03 -----------------------------------------------------------------------
+
+def _segment(measured, first, second):
+    """A two-point Taylor table whose t = 1 row holds the given terms (exact at t = 1/2)."""
+    return pd.DataFrame({"t": [0.5, 1.0], "measured": [first / 2 + second / 4, measured],
+                         "first_order": [first / 2, first], "second_order": [second / 4, second], "predicted": [first / 2 + second / 4, first + second],
+                         "relative_error": [0.0, abs(first + second - measured) / abs(measured)]})
+
+
+def test_the_taylor_text_says_which_term_dominates_and_where_the_quadratic_fails():
+    far, local = _segment(0.048, 0.0004, 0.037), _segment(0.00122, 0.00104, 0.000177)
+    along = pd.DataFrame({"step": [0, 20, 40], "relative_error": [float("nan"), 0.05, 0.3]})
+    text = taylor_text(far, local, along, displacement=0.027)
+    first, second = text.splitlines()
+    assert first.startswith("Default rate: B moved the weights by 2.7% of their norm.")
+    assert "(22% off): this is far from local" in first and "holds up to t = 0.5 on the segment" in first
+    assert first.endswith("first more than 10% off at step 40.")
+    assert "(first dominates)" in second
+    near = taylor_text(_segment(1.0, 0.1, 0.95), _segment(1.0, 0.1, 0.9), along.iloc[:2], displacement=0.001)
+    assert "this is still local" in near and "(second dominates)" in near and near.splitlines()[0].endswith("segment.")
+
+
+def _c5(measured=1.0, first=0.2, second=0.9, share=0.9, random_max=0.1, part=1.0, far=(0.5, 0.01, 0.3)):
+    local = {"measured": measured, "first_order": first, "second_order": second, "predicted": first + second}
+    far = dict(zip(("measured", "first_order", "second_order"), far))
+    return check_c5(local, _shares([0.3, 0.6, share], [0.0, 0.0, random_max]), r=3, coordinates_part=part, far=far)
+
+
+def _real():
+    return pd.DataFrame({"L_A": [0.1, 0.3, 0.2], "‖θ − θ_A*‖": [0.0, 1.0, 1.2],
+                         "on S: ‖P_S(θ − θ_A*)‖": [0.0, 0.02, 0.03]}, index=["start", "after", "refresh"])
+
+
+def test_the_agreement_text_follows_the_checks():
+    c6 = check_c6_theory([1.0, 0.5], mu=1.0, alpha=0.1, name="gd-contraction-local", drift_corrected=[1.0, 0.4])
+    agree = agreement_text(_c5(), [c6], displacement=0.02, coordinates=100, real=_real(), b_title="QA", refresh_steps=5)
+    lines = agree.splitlines()
+    assert lines[0].startswith("C5, second order (agrees)") and "carried by the second-order term 0.9" in lines[0]
+    assert "is 1.6x the quadratic prediction 0.31" in lines[1] and "far outside" in lines[1]
+    assert lines[2].startswith("C5, subspace (agrees)") and "most of it lies on the shared MLP routes" in lines[2]
+    assert lines[3].startswith("C6 theory, gd-contraction-local (supported)") and "0.4000" in lines[3]
+    assert lines[4] == ("Real refresh: L_A 0.3000 after QA -> 0.2000 after 5 GRPO steps (θ_A*: 0.1000); distance to "
+                        "θ_A* 1 -> 1.2, on S 0.02 -> 0.03.")
+    disagree = agreement_text(_c5(first=0.95, second=0.05, part=0.01, random_max=0.95, far=(0.5, 0.01, 0.48)), [c6],
+                              displacement=0.001, coordinates=100, real=_real(), b_title="QA", refresh_steps=5)
+    lines = disagree.splitlines()
+    assert lines[0].startswith("C5, second order (disagrees)") and "closer to the first-order term 0.95" in lines[0]
+    assert "still within the region" in lines[1]
+    assert lines[2].startswith("C5, subspace (disagrees)") and "do no better than random ones" in lines[2]
+    assert "most of it lies off the shared MLP routes" in lines[2]

@@ -432,3 +432,34 @@ def test_hvp_benchmark_runs_on_the_toy_model(tmp_path, capsys):
     (row,) = json.loads((tmp_path / "r.json").read_text())
     assert row["model"] == "toy" and row["params"] == 335_488 and row["tokens"] == 768
     assert row["reuse_vs_fresh"] < 1e-6 and row["fd_rel_err@0.01"] < 1e-2
+
+
+# ---------------------------------------------------------------------- notebook 03's stored tables
+def test_a_stored_table_round_trips_exactly(tmp_path):
+    frame = pd.DataFrame({"step": [0, 20], "measured": [0.1 + 0.2, float("nan")], "relative_error": [math.inf, 1e-300]})
+    pt.write_table(tmp_path / "t.json", frame)
+    back = pt.read_table(tmp_path / "t.json")
+    assert list(back.columns) == list(frame.columns) and back["step"].dtype == frame["step"].dtype
+    assert back["measured"][0] == 0.1 + 0.2 and math.isnan(back["measured"][1])
+    assert back["relative_error"].tolist() == [math.inf, 1e-300]
+
+
+def test_the_summary_tables_read_the_last_row_and_the_closed_form_bound():
+    segment = pd.DataFrame({"t": [0.5, 1.0], "measured": [1.0, 2.0], "first_order": [0.5, 1.0],
+                            "second_order": [0.5, 0.5], "predicted": [1.0, 1.5], "relative_error": [0.0, 0.25]})
+    summary = pt.taylor_summary({"far": segment}, rtol=0.1)
+    assert summary.loc["far", "measured"] == 2.0 and summary.loc["far", "quadratic within 10% up to t"] == 0.5
+    shares = {"local": {"shares": pd.DataFrame({"r": [1, 2], "top": [0.2, 0.7], "random_max": [0.1, 0.3]}),
+                        "coordinates_part": 0.4}}
+    row = pt.share_summary(shares, rank=2).loc["local"].tolist()
+    assert row == [0.7, 0.3, 0.4]
+    contraction = {"to_fixed": [2.0, 1.5, 1.0], "to_path": [2.0, 1.0, 0.5], "mu": 2.0, "alpha": 0.1}
+    curves = pt.contraction_curves(contraction)
+    bound = curves[curves["curve"].str.startswith("bound")]
+    assert bound["distance"].tolist() == pytest.approx([2.0, 1.6, 1.28])
+    assert curves.groupby("curve").size().tolist() == [3, 3, 3]
+    table = pt.contraction_table({"local": contraction})
+    assert table.loc["local"].tolist() == pytest.approx([2.0, 1.0, 0.5, 1.28])
+    assert list(table.columns)[1] == "after 2 steps (to θ_A*)"
+    deltas = {"b": torch.tensor([3.0, 4.0])}
+    assert pt.displacement_table(deltas, torch.tensor([0.0, 10.0])).loc["b"].tolist() == [5.0, 0.5]

@@ -133,3 +133,50 @@ def test_seeded_and_validated():
         make_quadratic_world(support=5, b_support=20, overlap=1.0)
     with pytest.raises(ValueError, match="alpha"):
         one.refresh(alpha=-1.0, steps=3)
+
+
+# ---- notebook 03's algebra, figures and widget ----------------------------------------------------------
+
+def test_the_symbolic_checks_find_the_expansion_exact_and_the_back_flow_term():
+    import sympy as sp
+
+    from mdrl_lib.quadratic import symbolic_contraction, symbolic_taylor_and_step
+
+    assert symbolic_taylor_and_step() == {"remainder": 0, "gd_step": [0, 0]}
+    found = symbolic_contraction()
+    alpha, lam1, lam2, xs, xp, hs, c = sp.symbols("alpha lambda1 lambda2 x_S x_perp h_S c", real=True)
+    assert set(found["eigenvalues"]) == {1 - alpha * lam1, 1 - alpha * lam2}
+    assert found["at_mu"] == sp.Rational(4, 5) and found["at_top"] == 0
+    assert sp.expand(found["s_component"] - (xs - alpha * hs * xs - alpha * c * xp)) == 0
+
+
+def test_the_widget_sliders_are_the_drawing_functions_arguments_at_their_defaults():
+    import inspect
+
+    from mdrl_lib.quadratic import explore_world, world_sliders
+
+    sliders = world_sliders()
+    parameters = inspect.signature(explore_world).parameters
+    assert set(sliders) == set(parameters) - {"seed"}
+    assert all(slider.value == parameters[name].default and not slider.continuous_update
+               for name, slider in sliders.items())
+
+
+def test_the_figures_draw_what_they_say():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mdrl_lib.quadratic import explore_world, plot_overlap_sweep
+
+    plt.close("all")
+    explore_world(overlap=0.25, seed=3)
+    taylor, refresh = plt.gcf().axes
+    assert "½ (P_S δ)ᵀH(P_S δ)" in [line.get_label() for line in taylor.get_lines()]
+    assert "GD refresh at α = 0.15" in refresh.get_title()
+    ax = plot_overlap_sweep(seed=0)
+    damage, subspace = ax.get_lines()
+    sweep = sweep_overlap(np.linspace(0, 1, 11), seed=0)
+    assert np.allclose(damage.get_ydata(), sweep["damage"]) and np.allclose(subspace.get_xdata(), sweep["overlap"])
+    plt.close("all")

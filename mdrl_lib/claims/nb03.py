@@ -158,3 +158,74 @@ def check_c6_theory(distance_s: Sequence[float], mu: float, alpha: float, *, nam
                 f"{figures['drift_corrected_ratio']:.4f}, {'within' if drift_ok else 'beyond'} the bound)")
     return ClaimCheck(claim="C6", name=name, statement=C6_STATEMENT, paper=C6_PAPER, measured=measured,
                       baseline=baseline, supported=bool(ok), why=why, figures=figures)
+
+
+# ------------------------------------------------------------------------------------ narration
+
+
+def taylor_text(far: pd.DataFrame, local: pd.DataFrame, far_along: pd.DataFrame, displacement: float,
+                rtol: float = C5_RTOL) -> str:
+    """What notebook 03's Taylor terms say, in two lines: ``far`` and ``local``, the
+    :func:`~mdrl_lib.perturbation.taylor_terms` tables of the default-rate and local B stages; ``far_along``,
+    the default-rate stage's table at its checkpoints (columns ``step``, ``relative_error``);
+    ``displacement``, that stage's ``||delta_B|| / ||theta_A*||``."""
+    from mdrl_lib.perturbation import quadratic_validity
+
+    at_far, at_local = far.iloc[-1], local.iloc[-1]
+    off = far_along[(far_along["step"] > 0) & ~(far_along["relative_error"] <= rtol)]["step"]
+    locality = "this is far from local" if not at_far["relative_error"] <= rtol else "this is still local"
+    first_line = (f"Default rate: B moved the weights by {displacement:.1%} of their norm. At t = 1 the measured "
+                  f"damage is {at_far['measured']:.3g}, the quadratic prediction {at_far['predicted']:.3g} "
+                  f"({at_far['relative_error']:.0%} off): {locality}. The quadratic picture holds up to t = "
+                  f"{quadratic_validity(far, rtol=rtol)} on the segment"
+                  + (f"; along B's training it is first more than {rtol:.0%} off at step {int(off.min())}."
+                     if len(off) else "."))
+    dominant = "second" if abs(at_local["second_order"]) > abs(at_local["first_order"]) else "first"
+    second_line = (f"Local regime: at t = 1 the measured damage is {at_local['measured']:.3g}; first order "
+                   f"{at_local['first_order']:.3g}, second order {at_local['second_order']:.3g} ({dominant} "
+                   f"dominates); quadratic prediction {at_local['relative_error']:.1%} off.")
+    return f"{first_line}\n{second_line}"
+
+
+def agreement_text(c5: ClaimCheck, c6: Sequence[ClaimCheck], *, displacement: float, coordinates: int,
+                   real: pd.DataFrame, b_title: str, refresh_steps: int) -> str:
+    """Where notebook 03's run agrees with the paper and where it does not, one line per point, from the checks'
+    figures: ``c5`` (:func:`check_c5` with ``far``), ``c6`` (:func:`check_c6_theory` with ``drift_corrected``);
+    ``displacement``, the default-rate stage's ``||delta_B|| / ||theta_A*||``; ``coordinates``, the number of
+    shared-route coordinates; ``real``, the table of L_A and distances at theta_A*, after B and after the
+    real refresh (rows in that order)."""
+    f5 = c5.figures
+    measured, first, second = f5["local_measured"], f5["local_first_order"], f5["local_second_order"]
+    closer = abs(measured - second) < abs(measured - first)
+    carried = (f"is carried by the second-order term {second:.3g}, not the first {first:.3g}" if closer else
+               f"is closer to the first-order term {first:.3g} than to the second-order term {second:.3g}")
+    lines = [f"C5, second order ({'agrees' if closer else 'disagrees'}): in the local regime the damage {measured:.3g} "
+             f"{carried}; the quadratic prediction is {f5['local_relative_error']:.1%} off."]
+    far_error = abs(f5["far_predicted"] - f5["far_measured"]) / abs(f5["far_measured"])
+    reach = ("far outside the region where a Taylor expansion at θ_A* describes the loss" if far_error > f5["rtol"]
+             else "still within the region where a Taylor expansion at θ_A* describes the loss")
+    lines.append(f"C5, the default rate (not judged): the measured damage {f5['far_measured']:.3g} is "
+                 f"{f5['far_measured'] / f5['far_predicted']:.2g}x the quadratic prediction {f5['far_predicted']:.3g}. "
+                 f"A stage at the run's rate moves the weights by {displacement:.1%}, {reach}.")
+    r, beats_random = f5["r"], f5["top_share"] > f5["random_share_max"]
+    concentrated = f5["share_of_whole"] >= f5["min_share"] and beats_random
+    within = ("within the shared routes the damage is low-dimensional" if beats_random else
+              "even within the shared routes the top directions do no better than random ones")
+    where = ("most of it lies off the shared MLP routes" if f5["coordinates_part"] < 0.5 else
+             "most of it lies on the shared MLP routes")
+    lines.append(f"C5, subspace ({'agrees' if concentrated else 'disagrees'}): on the {coordinates} shared-route "
+                 f"coordinates, the top-{r} eigenvectors carry {f5['top_share']:.2f} of the local second-order damage "
+                 f"there (random {r}-dim subspaces at most {f5['random_share_max']:.3f}): {within}. But these "
+                 f"coordinates hold {f5['coordinates_part']:.1%} of the whole second-order term, so the subspace "
+                 f"carries {f5['share_of_whole']:.1%} of the damage: {where}.")
+    for check in c6:
+        f6 = check.figures
+        lines.append(f"C6 theory, {check.name} ({check.verdict}): ‖P_S(θ_t − θ_A*)‖ ratio {f6['measured_ratio']:.4f} "
+                     f"after {f6['steps']} steps against the bound's {f6['bound_ratio']:.4f} (α μ = "
+                     f"{f6['alpha_mu']:.2g}); against the GD path from θ_A*: {f6['drift_corrected_ratio']:.4f}.")
+    start, after, refreshed = (real.iloc[i] for i in range(3))
+    lines.append(f"Real refresh: L_A {after['L_A']:.4f} after {b_title} -> {refreshed['L_A']:.4f} after "
+                 f"{refresh_steps} GRPO steps (θ_A*: {start['L_A']:.4f}); distance to θ_A* {after['‖θ − θ_A*‖']:.3g} -> "
+                 f"{refreshed['‖θ − θ_A*‖']:.3g}, on S {after['on S: ‖P_S(θ − θ_A*)‖']:.3g} -> "
+                 f"{refreshed['on S: ‖P_S(θ − θ_A*)‖']:.3g}.")
+    return "\n".join(lines)
