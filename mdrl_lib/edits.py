@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mdrl_lib.specs import ITEMS_FILE, Scores, Spec
+from mdrl_lib.specs import Scores, Spec
 
 ABS_TOL = 1e-7
 REL_TOL = 1e-3
@@ -1006,21 +1006,14 @@ class RoundedScores(Scores):
     def key_fields(self, kit) -> dict:
         return {**super().key_fields(kit), "precision": self.precision}
 
-    def build(self, kit, directory: Path, progress: bool) -> dict:
-        from mdrl_lib.evaluation import score_items, summarize_items
-
-        model, tokenizer = kit.load(self.of)
+    def prepare(self, model) -> None:
+        """Round every weight to ``precision`` and back, in place."""
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.copy_(parameter.to(ROUNDINGS[self.precision]).to(parameter.dtype))
-        items = score_items(model, tokenizer, kit.evals, max_new_tokens=kit.config.rl.max_completion_length,
-                            batch_size=kit.config.compute.eval_batch_size or None)
-        with open(directory / ITEMS_FILE, "w") as handle:
-            for row in items.to_dict("records"):
-                handle.write(json.dumps(row, sort_keys=True) + "\n")
-        table = summarize_items(items).set_index("domain")
-        return {"scores": table["score"].round(6).to_dict(), "se": table["se"].round(6).to_dict(),
-                "n": table["n"].astype(int).to_dict(), "precision": self.precision}
+
+    def build(self, kit, directory: Path, progress: bool) -> dict:
+        return {**super().build(kit, directory, progress), "precision": self.precision}
 
     def label(self) -> str:
         return f"scores of {self.of.label()} rounded to {self.precision}"

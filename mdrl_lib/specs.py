@@ -354,6 +354,7 @@ class Scores(Spec):
         from mdrl_lib.evaluation import score_items, summarize_items
 
         model, tokenizer = kit.load(self.of)
+        self.prepare(model)
         items = score_items(model, tokenizer, kit.evals, max_new_tokens=kit.config.rl.max_completion_length,
                             batch_size=kit.config.compute.eval_batch_size or None)
         with open(directory / ITEMS_FILE, "w") as handle:
@@ -362,6 +363,9 @@ class Scores(Spec):
         table = summarize_items(items).set_index("domain")
         return {"scores": table["score"].round(6).to_dict(), "se": table["se"].round(6).to_dict(),
                 "n": table["n"].astype(int).to_dict(), "device": str(next(model.parameters()).device)}
+
+    def prepare(self, model) -> None:
+        """Change the loaded model before it is scored (a subclass's hook; :class:`Scores` scores it as stored)."""
 
     def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
         """Per-item results: one row per held-out item (domain, item, prompt, completion, score, details).

@@ -147,3 +147,25 @@ def test_literal_writes_what_a_parameters_cell_holds():
 def test_each_default_has_the_type_its_cell_declares(notebook):
     for f in dataclasses.fields(recipe(notebook).Params):
         assert f.default is None or isinstance(f.default, f.metadata["type"]), f.name
+
+
+def test_a_shared_parameter_is_declared_once():
+    """A name several notebooks declare (beyond the base class's run parameters) comes from one shared
+    declaration in recipes/params.py, so its default is written once."""
+    import inspect
+    import re
+
+    from mdrl_lib.recipes.params import NotebookParams
+
+    owners: dict[str, list[str]] = {}
+    for notebook in RECIPE_MODULES:
+        for name in recipe(notebook).Params.names():
+            if name not in NotebookParams.names():
+                owners.setdefault(name, []).append(notebook)
+    shared = {name: notebooks for name, notebooks in owners.items() if len(notebooks) > 1}
+    assert {"order", "objective_prompts", "conflict_route_fraction"} <= set(shared)
+    for name, notebooks in shared.items():
+        for notebook in notebooks:
+            source = inspect.getsource(recipe(notebook))
+            assert re.search(rf"^    {name}: \w+ = common\.{name if name != 'order' else 'chain_order'}\(\)$", source,
+                             re.M), f"{notebook} declares {name} itself"

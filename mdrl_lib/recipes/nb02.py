@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
 from mdrl_lib.recipes.params import NotebookParams, option
+from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, ObjectiveBatch, Scores, Stage
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from mdrl_lib.routes import (AblationScores, ChannelActivity, GradientGeometry, GradientsOnRoutes,
                                  ObjectiveGradient, RouteActivity, UpdatesOnRoutes)
 
-PAIRS = tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)
+PAIRS = common.domain_pairs()
 REPLICATES = (0, 1)  # two objective batches per domain: their gradient cosine is the noise floor
 POSITIONS = ("prompt", "answer")
 

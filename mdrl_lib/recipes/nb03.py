@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mdrl_lib.config import ConfigError
-from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+from mdrl_lib.domains.base import DOMAIN_TITLES
 from mdrl_lib.recipes.params import NotebookParams, option
+from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, ObjectiveBatch, Refresh, Stage
 
-PAIRS = tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)
+PAIRS = common.domain_pairs()
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,8 @@ class Params(NotebookParams):
 
     perturbation_pair: str = option("math,qa", "A,B: A's expert is then trained on B; the damage to A is studied",
                                     choices=PAIRS)
-    objective_prompts: int = option(64, "prompts of the objective batch of A (L_A: the NLL of verified-correct "
-                                        "samples of A)", minimum=1, maximum=10**6)
-    objective_samples: int = option(4, "completions sampled per prompt for L_A; only verified-correct ones enter",
-                                    minimum=1, maximum=1024)
+    objective_prompts: int = common.objective_prompts()
+    objective_samples: int = common.objective_samples()
     checkpoint_every: int = option(20, "keep B's weights every this many steps along both B stages", minimum=1,
                                    maximum=10**6)
     local_lr: float = option(1e-5, "rate of the local-regime B stage (the default-rate stage uses the run's rate)",
@@ -32,11 +31,8 @@ class Params(NotebookParams):
     local_steps: int = option(60, "GRPO steps of the local-regime B stage", minimum=1, maximum=10**6)
     taylor_points: int = option(4, "points along theta_A + t delta_B, t from 1/n to 1 in steps of 1/n", minimum=2,
                                 maximum=50)
-    conflict_route_fraction: float = option(0.2, "q: a domain's active route is its top q of MLP channels at answer "
-                                                 "positions; A's and B's shared ones hold the conflict subspace",
-                                            above=0.0, maximum=0.5)
-    conflict_route_prompts: int = option(100, "RL training prompts per domain whose activity defines those routes",
-                                         minimum=1, maximum=10**6)
+    conflict_route_fraction: float = common.conflict_route_fraction()
+    conflict_route_prompts: int = common.conflict_route_prompts()
     subspace_rank: int = option(16, "R: top Hessian eigenvectors on the shared-route coordinates (each costs a few "
                                     "HVPs)", minimum=1, maximum=200)
     random_subspaces: int = option(5, "random r-dimensional subspaces per r that the top-r subspace is held against",

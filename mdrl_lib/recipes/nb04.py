@@ -7,6 +7,7 @@ from typing import ClassVar
 from mdrl_lib.config import ConfigError, RunConfig
 from mdrl_lib.domains.base import DOMAIN_NAMES
 from mdrl_lib.recipes.params import NotebookParams, option, run_param
+from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, Scores, Spec
 
 DIGIT_FREE = "digit-free world"
@@ -20,7 +21,7 @@ class Params(NotebookParams):
 
     seed: int = run_param(0, "seeds the data splits, the model's initialisation and the warm-up: the run's one world "
                              "and base")
-    order: str = run_param("code,math,qa,cw", "the chain's domain order (the paper's: Code -> Math -> QA -> CW)")
+    order: str = common.chain_order()
     rl_seeds: str = option("0", "RL seeds of the chain, all on the run's one base; \"0,1,2\" adds the spread of RL on one "
                                 "model (8 more stages, about 5 CPU-minutes)", type=int, minimum=0, maximum=2**31 - 1,
                            number_list=True)

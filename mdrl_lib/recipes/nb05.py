@@ -8,10 +8,11 @@ from typing import ClassVar
 
 from mdrl_lib.config import ConfigError
 from mdrl_lib.domains.base import DOMAIN_NAMES
-from mdrl_lib.recipes.params import NotebookParams, option, run_param
+from mdrl_lib.recipes.params import NotebookParams, option
+from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, ObjectiveBatch, Refresh, Scores, Spec, Stage
 
-PAIRS = tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)
+PAIRS = common.domain_pairs()
 MAIN_RULES: tuple[str, ...] = ("first_order", "first_order_routes", "second_order", "random", "magnitude",
                                "other_delta", "gradient_step", "revert_stage")
 SECOND_PAIR_RULES: tuple[str, ...] = ("first_order", "random", "magnitude", "revert_stage")
@@ -23,7 +24,7 @@ class Params(NotebookParams):
 
     notebook: ClassVar[str] = "05_refresh_vs_rollback"
 
-    order: str = run_param("code,math,qa,cw", "the chain's domain order (the chain notebook 04 builds, RL seed 0)")
+    order: str = common.chain_order()
     refresh_domain: str = option("math", "A: the damaged domain, refreshed from the end of the chain",
                                  choices=DOMAIN_NAMES)
     refresh_budgets: str = option("10,20,50", "GRPO steps of the shorter refreshes; the run's rl_refresh_steps is "
@@ -42,15 +43,10 @@ class Params(NotebookParams):
                                  maximum=10**4)
     c7_fraction: float = option(0.01, "the budget at which C7 is judged (one of rollback_fractions), fixed in "
                                       "advance", above=0.0, maximum=1.0)
-    objective_prompts: int = option(64, "prompts of the objective batch of A (L_A: the NLL of verified-correct "
-                                        "samples of A)", minimum=1, maximum=10**6)
-    objective_samples: int = option(4, "completions sampled per prompt for L_A; only verified-correct ones enter",
-                                    minimum=1, maximum=1024)
-    conflict_route_fraction: float = option(0.2, "q: a domain's active route is its top q of MLP channels at answer "
-                                                 "positions; A's and B's shared ones hold the conflict subspace",
-                                            above=0.0, maximum=0.5)
-    conflict_route_prompts: int = option(100, "RL training prompts per domain whose activity defines those routes",
-                                         minimum=1, maximum=10**6)
+    objective_prompts: int = common.objective_prompts()
+    objective_samples: int = common.objective_samples()
+    conflict_route_fraction: float = common.conflict_route_fraction()
+    conflict_route_prompts: int = common.conflict_route_prompts()
     distance_subspace_rank: int = option(8, "R: top Hessian eigenvectors of the conflict subspace on which the "
                                             "refresh's distance to theta_A* is measured", minimum=1, maximum=200)
 

@@ -42,6 +42,38 @@ def option(default: Any, help: str, type: type | None = None, **bounds: Any) -> 
     return field(default=default, metadata={"param": Param(kind, help, **bounds), "type": written, "help": help})
 
 
+def domain_pairs() -> tuple[str, ...]:
+    """Every ordered pair ``"a,b"`` of two different domains (the choices of a pair parameter)."""
+    from mdrl_lib.domains.base import DOMAIN_NAMES
+
+    return tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)
+
+
+# Options several notebooks declare: one declaration each, so a shared name has one meaning and one default.
+def chain_order() -> Any:
+    return run_param("code,math,qa,cw", "the chain's domain order (the paper's: Code -> Math -> QA -> CW)")
+
+
+def objective_prompts() -> Any:
+    return option(64, "prompts of the objective batch of A (L_A: the NLL of verified-correct samples of A)",
+                  minimum=1, maximum=10**6)
+
+
+def objective_samples() -> Any:
+    return option(4, "completions sampled per prompt for L_A; only verified-correct ones enter", minimum=1,
+                  maximum=1024)
+
+
+def conflict_route_fraction() -> Any:
+    return option(0.2, "q: a domain's active route is its top q of MLP channels at answer positions; A's and B's "
+                       "shared ones hold the conflict subspace", above=0.0, maximum=0.5)
+
+
+def conflict_route_prompts() -> Any:
+    return option(100, "RL training prompts per domain whose activity defines those routes", minimum=1,
+                  maximum=10**6)
+
+
 def builtin_type(value: Any) -> type:
     """The declared type of a default: ``bool``, ``int``, ``float`` or ``str``."""
     for kind in (bool, int, float, str):
