@@ -26,7 +26,7 @@ import torch
 from mdrl_lib.config import ConfigError, RunConfig, parse_order
 from mdrl_lib.domains.base import DOMAIN_NAMES, Domain, Splits, domain_class, get_domain
 from mdrl_lib.specs import (
-    ITEMS_FILE, TOY_WARMUP_WEIGHTS, Base, GradientSteps, ObjectiveBatch, Processes, Refresh, Scores, Spec, Stage,
+    ITEMS_FILE, PAIRS_FILE, TOY_WARMUP_WEIGHTS, Base, GradientSteps, ObjectiveBatch, Processes, Refresh, Scores, Spec, Stage,
     Stored, as_spec, check_domain,
 )
 from mdrl_lib.store import Artifact, Store, cache_key
@@ -325,7 +325,7 @@ class Kit:
         if isinstance(spec, Stored):
             from mdrl_lib.objectives import DomainObjective
 
-            return DomainObjective.from_artifact(self.get(spec), self.tokenizer, device=self.device)
+            return DomainObjective.from_file(self.get(spec).path / PAIRS_FILE, self.tokenizer, device=self.device)
         return self.open(spec)
 
     # ---- scores -------------------------------------------------------------------------------

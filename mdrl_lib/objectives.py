@@ -32,10 +32,7 @@ from typing import Sequence
 
 import torch
 
-from mdrl_lib.specs import PAIRS_FILE, SPLITS, ObjectiveBatch
-from mdrl_lib.store import Artifact
-
-__all__ = ["PAIRS_FILE", "SPLITS", "DomainObjective", "ObjectiveBatch"]
+from pathlib import Path
 
 
 class DomainObjective:
@@ -71,9 +68,10 @@ class DomainObjective:
                 self.batches.append((torch.tensor(rows), ids.to(self.device), mask.to(self.device)))
 
     @classmethod
-    def from_artifact(cls, artifact: Artifact, tokenizer, device: str | torch.device = "cpu") -> "DomainObjective":
-        """The objective of a stored :class:`ObjectiveBatch`."""
-        rows = [json.loads(line) for line in (artifact.path / PAIRS_FILE).read_text().splitlines()]
+    def from_file(cls, path: Path, tokenizer, device: str | torch.device = "cpu") -> "DomainObjective":
+        """The objective of the pairs in a JSON-lines file (one ``{"prompt", "completion", ...}`` per line), as a
+        stored :class:`~mdrl_lib.specs.ObjectiveBatch` holds them."""
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
         return cls([(r["prompt"], r["completion"]) for r in rows], tokenizer, device=device)
 
     def __len__(self) -> int:

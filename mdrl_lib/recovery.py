@@ -389,7 +389,7 @@ class RollbackScores(Spec):
     :func:`sparse_gradient_step`) and ``revert_stage`` (the chain end minus B's whole stage displacement,
     ``stage_after - reference``; ``fractions`` ignored, one row at fraction 1). ``gradient_at``: where g_A
     (and the Hessian diagonal) is evaluated, ``current`` or A's own trained weights ``own``. ``objective``:
-    A's :class:`~mdrl_lib.objectives.ObjectiveBatch` (gradient rules only). ``routes_at`` with
+    A's :class:`~mdrl_lib.specs.ObjectiveBatch` (gradient rules only). ``routes_at`` with
     ``route_fraction``/``route_prompts``: where and how A's and B's shared routes are measured
     (``first_order_routes``). ``other``: (after, before) of another stage, for ``other_delta``.
 

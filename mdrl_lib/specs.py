@@ -495,7 +495,7 @@ class ObjectiveBatch(Spec):
         returns (notebook ``02_shared_routes``)."""
         from mdrl_lib.objectives import DomainObjective
 
-        return DomainObjective.from_artifact(artifact, kit.tokenizer, device=kit.device)
+        return DomainObjective.from_file(artifact.path / PAIRS_FILE, kit.tokenizer, device=kit.device)
 
     def label(self) -> str:
         return f"L_{self.domain} from samples of {self.source.label()}"

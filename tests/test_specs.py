@@ -207,7 +207,7 @@ def test_specs_kit_and_objectives_import_without_a_circle_in_any_order():
     assert "mdrl_lib.objectives" not in imports["kit"]
     script = ("import sys, mdrl_lib.specs; assert 'torch' not in sys.modules and 'mdrl_lib.kit' not in sys.modules; "
               "import mdrl_lib.objectives, mdrl_lib.kit; "
-              "from mdrl_lib.kit import Base, Stage, Scores, open_kit; from mdrl_lib.objectives import ObjectiveBatch; "
+              "from mdrl_lib.kit import Base, Stage, Scores, open_kit; from mdrl_lib.specs import ObjectiveBatch; "
               "import mdrl_lib.specs as s; assert ObjectiveBatch is s.ObjectiveBatch and Stage is s.Stage")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
