@@ -169,3 +169,16 @@ def test_a_shared_parameter_is_declared_once():
             source = inspect.getsource(recipe(notebook))
             assert re.search(rf"^    {name}: \w+ = common\.{name if name != 'order' else 'chain_order'}\(\)$", source,
                              re.M), f"{notebook} declares {name} itself"
+
+
+def test_a_recipe_does_not_declare_a_run_parameter_of_the_base_class_again():
+    """``scale``, ``seed``, ``model``, ``warmup_steps`` and ``run_dir`` are declared once, on NotebookParams."""
+    import inspect
+    import re
+
+    from mdrl_lib.recipes.params import NotebookParams
+
+    for notebook in RECIPE_MODULES:
+        source = inspect.getsource(recipe(notebook).Params)
+        for name in NotebookParams.names():
+            assert not re.search(rf"^    {name}: ", source, re.M), f"{notebook} declares {name} again"

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from mdrl_lib.config import ConfigError, RunConfig
 from mdrl_lib.domains.base import DOMAIN_NAMES
-from mdrl_lib.recipes.params import NotebookParams, option, run_param
+from mdrl_lib.recipes.params import NotebookParams, option
 from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, Scores, Spec
 
@@ -19,8 +19,6 @@ class Params(NotebookParams):
 
     notebook: ClassVar[str] = "04_sequential_rl"
 
-    seed: int = run_param(0, "seeds the data splits, the model's initialisation and the warm-up: the run's one world "
-                             "and base")
     order: str = common.chain_order()
     rl_seeds: str = option("0", "RL seeds of the chain, all on the run's one base; \"0,1,2\" adds the spread of RL on one "
                                 "model (8 more stages, about 5 CPU-minutes)", type=int, minimum=0, maximum=2**31 - 1,
