@@ -25,3 +25,37 @@ def plan(kit, params: Params) -> list:
     from mdrl_lib.specs import GroupSignal
 
     return [Base(), Scores(Base()), GroupSignal(Base(), params.num_generations)]
+
+
+def example_tables(kit, params: Params):
+    """Section 1's two tables: ``examples_per_domain`` RL prompts of each domain with their reference answers
+    (columns domain, prompt, reference answer), and each domain's split sizes (RL train, eval, warm-up pool)."""
+    import pandas as pd
+
+    from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+
+    examples = pd.DataFrame([{"domain": DOMAIN_TITLES[n], "prompt": e.prompt, "reference answer": e.answer}
+                             for n in DOMAIN_NAMES for e in kit.splits(n).train[:params.examples_per_domain]])
+    sizes = pd.DataFrame({DOMAIN_TITLES[n]: {"RL train": len(kit.splits(n).train), "eval": len(kit.splits(n).eval),
+                                             "warm-up pool": len(kit.splits(n).warmup)} for n in DOMAIN_NAMES}).T
+    return examples, sizes
+
+
+def verifier_demo(kit):
+    """Section 2's table: each domain's verifier on the first RL prompt's right answer, on the first other
+    prompt's answer that it scores below 1 (a wrong one), and on a malformed string. Columns: domain,
+    prompt, kind (right, wrong, malformed), answer, score."""
+    import pandas as pd
+
+    from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
+
+    rows = []
+    for name in DOMAIN_NAMES:
+        domain, examples = kit.domain(name), kit.splits(name).train
+        example = examples[0]
+        wrong = next(e.answer for e in examples[1:] if domain.score([e.answer], [example.spec])[0] < 1)
+        candidates = {"right": example.answer, "wrong": wrong, "malformed": "=?= )("}
+        scores = domain.score(list(candidates.values()), [example.spec] * len(candidates))
+        rows += [{"domain": DOMAIN_TITLES[name], "prompt": example.prompt, "kind": kind, "answer": answer,
+                  "score": score} for (kind, answer), score in zip(candidates.items(), scores)]
+    return pd.DataFrame(rows)
