@@ -285,6 +285,7 @@ def _execute(path: Path, out_dir: Path, params: dict[str, Any], cwd: Path, log_o
 def format_ledger(run_dir: Path) -> str:
     """The claims ledger of ``run_dir`` as text: one block per check, claim order."""
     from mdrl_lib.claims import ledger
+    from mdrl_lib.claims.record import verdict_counts
 
     try:
         table = ledger(run_dir)
@@ -294,9 +295,10 @@ def format_ledger(run_dir: Path) -> str:
     for row in table.to_dict("records"):
         head = f"{row['claim']} {row['check']}".strip()
         lines.append(f"\n{head}: {row['verdict'].upper()}" + (f"  ({row['notebook']})" if row["notebook"] else ""))
-        for label in ("paper", "this run", "baseline / control", "why"):
+        for label in ("paper", "this run", "baseline / control", "premises", "tested", "caveats", "why"):
             if row[label]:
                 lines.append(f"  {label}: {row[label]}")
-    counts = table["verdict"].value_counts()
-    lines.append("\n" + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+    versions = sorted({v for v in table["rules"] if v})
+    lines.append("\n" + ", ".join(f"{n} {verdict}" for verdict, n in verdict_counts(table).items())
+                 + (f" (rules version {', '.join(versions)})" if versions else ""))
     return "\n".join(lines)

@@ -51,7 +51,7 @@ def test_c1_a_regime_needs_every_expert_sparse_and_learned():
 
 def test_c1_not_testable_without_experts_and_rejects_malformed_input():
     check = check_c1(_experts([]), name="paper-regime")
-    assert check.supported is None and check.verdict == "not testable"
+    assert check.supported is None and check.verdict == "not testable here"
     with pytest.raises(ValueError, match="lacks columns .'gain_p'."):
         check_c1(_experts(GRID).drop(columns="gain_p"), name="x")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

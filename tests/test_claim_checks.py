@@ -54,7 +54,7 @@ def test_c3_modules_with_a_low_floor_count_as_neither():
 
 def test_c3_not_testable_when_batches_of_one_domain_barely_agree():
     check = check_c3(("math", "qa"), [0.0], 0.05, {"a": [0.05], "b": [-0.05]}, {"a": 0.1, "b": 0.1})
-    assert check.supported is None and check.verdict == "not testable" and "noise floor" in check.why
+    assert check.supported is None and check.verdict == "not testable here" and "noise floor" in check.why
 
 
 def test_c3_rejects_malformed_input():
@@ -174,7 +174,7 @@ def test_c3_pairs_table_has_one_row_per_checked_pair():
               check_c3(("code", "cw"), [0.0], 0.05, {"a": [0.05]}, {"a": 0.1})]
     table = c3_pairs_table(checks)
     assert list(table.index) == ["math-qa", "code-cw"]
-    assert list(table["verdict"]) == ["supported", "not testable"]
+    assert list(table["verdict"]) == ["supported", "not testable here"]
     assert table.loc["math-qa", "conflicting / cooperating modules"] == "1 / 1"
     assert table.loc["math-qa", "global cosine"] == -0.005 and table.loc["code-cw", "noise floor"] == 0.05
     assert table.loc["code-cw", "why"] == checks[1].why

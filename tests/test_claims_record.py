@@ -32,7 +32,7 @@ def test_record_check_with_a_kit_records_the_run(tmp_path):
     config = SimpleNamespace(scale="toy", seed=7, model=SimpleNamespace(name="toy"))
     kit = SimpleNamespace(config=config, run_dir=tmp_path / "run")
     record = json.loads(record_check(kit, _check(supported=None)).read_text())
-    assert record["run"] == {"scale": "toy", "seed": 7, "model": "toy"} and record["verdict"] == "not testable"
+    assert record["run"] == {"scale": "toy", "seed": 7, "model": "toy"} and record["verdict"] == "not testable here"
 
 
 def test_record_check_replaces_atomically_and_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_the_ledger_gathers_recorded_checks_in_claim_order_and_names_the_missing
     record_check(tmp_path, check("C1", "default-regime", None))
     table = ledger(tmp_path)
     assert list(table["claim"]) == ["C0", "C1", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
-    assert list(table["verdict"][1:3]) == ["not testable", "supported"]  # checks of one claim by name
+    assert list(table["verdict"][1:3]) == ["not testable here", "supported"]  # checks of one claim by name
     assert set(table[table["claim"].isin(["C2", "C3", "C5"])]["verdict"]) == {"not measured"}
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -11,9 +11,10 @@ from typing import Mapping
 import pandas as pd
 
 from mdrl_lib.specs import SIGNAL_COLUMNS, SIGNAL_GENERATIONS, Base, GroupSignal
+from mdrl_lib.claims.rules import rule
 
-SCORE_CEILING = 0.95  # a held-out base score at or above this leaves an RL stage nothing to raise
-MATH_RIGHT_NUMBER_FLOOR = 0.8  # the base must know its arithmetic, box ignored (good bases reach 0.85-0.96)
+SCORE_CEILING = rule("base", "score_ceiling")  # a held-out base score at or above this leaves an RL stage nothing to raise
+MATH_RIGHT_NUMBER_FLOOR = rule("base", "math_right_number_floor")  # the base must know its arithmetic, box ignored (good bases reach 0.85-0.96)
 def right_number_share(items: pd.DataFrame, domain: str) -> float:
     """Share of ``domain``'s held-out answers (a :meth:`Kit.item_results` table) whose number is right, the
     answer convention ignored (the verifier's ``right_number`` detail; Math and QA). Introduced in

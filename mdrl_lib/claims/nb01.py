@@ -7,14 +7,15 @@ import pandas as pd
 
 from mdrl_lib.claims._format import _fmt
 from mdrl_lib.claims.record import ClaimCheck
+from mdrl_lib.claims.rules import rule
 
 # ------------------------------------------------------------------------------------------- C1
 
 C1_STATEMENT = "Single-domain RL edits are sparse and small."
 C1_PAPER = ("77-89% of parameters change by less than 1e-7 absolute and less than 1e-3 relative, per "
             "single-domain expert vs base (the paper's rate and precision are not published)")
-C1_PAPER_RANGE = (0.77, 0.89)  # the paper's range of unchanged shares
-C1_ALPHA = 0.05  # significance level of an expert's held-out gain
+C1_PAPER_RANGE = rule("C1", "paper_range")  # the paper's range of unchanged shares
+C1_ALPHA = rule("C1", "alpha")  # significance level of an expert's held-out gain
 C1_COLUMNS = ("regime", "expert", "share", "gain", "gain_p")
 
 
@@ -89,8 +90,8 @@ def check_c1(experts: pd.DataFrame, *, name: str, low: float = C1_PAPER_RANGE[0]
 C2_STATEMENT = "The top-changed neurons of single-domain experts overlap weakly across domains."
 C2_PAPER = ("neuron = one MLP intermediate channel, its edit magnitude aggregating its gate, up and down "
             "projection changes; top 10% per domain; mean pairwise Jaccard below 0.19")
-C2_PAPER_MAX = 0.19  # the paper's bound on the mean cross-domain Jaccard
-C2_RATIO = 0.5  # cross-domain overlap must be at most this fraction of the same-domain (two-seed) overlap
+C2_PAPER_MAX = rule("C2", "paper_max")  # the paper's bound on the mean cross-domain Jaccard
+C2_RATIO = rule("C2", "ratio")  # cross-domain overlap must be at most this fraction of the same-domain (two-seed) overlap
 
 
 def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float], random_expectation: float, *,

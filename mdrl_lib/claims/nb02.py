@@ -9,6 +9,7 @@ import pandas as pd
 from mdrl_lib.claims._format import _fmt
 from mdrl_lib.claims.record import ClaimCheck
 from mdrl_lib.domains.base import FRACTIONAL_DOMAINS
+from mdrl_lib.claims.rules import rule
 
 # ------------------------------------------------------------------------------------------- C3
 
@@ -16,8 +17,8 @@ C3_STATEMENT = ("Global gradients of two domains are near-orthogonal, yet indivi
                 "(negative cosine) or cooperate (positive cosine), and cancel in the global average.")
 C3_PAPER = ("Math vs QA: global cosine about 0; a most-conflicting and a most-synergistic attention/MLP "
             "module whose effects cancel in the global average")
-C3_RATIO = 0.2  # a cosine within this fraction of its noise floor of 0 counts as orthogonal
-C3_MIN_FLOOR = 0.2  # below this noise floor a gradient is mostly sampling noise
+C3_RATIO = rule("C3", "ratio")  # a cosine within this fraction of its noise floor of 0 counts as orthogonal
+C3_MIN_FLOOR = rule("C3", "min_floor")  # below this noise floor a gradient is mostly sampling noise
 
 
 def check_c3(pair: Sequence[str], global_cosines: Sequence[float], noise_floor: float,
@@ -116,8 +117,8 @@ class AblationContrast:
 
 
 OVERLAP_COLUMNS = ("a", "b", "shared", "jaccard", "p_value")
-C4_ALPHA = 0.05  # significance level of the overlap and ablation tests
-C4_MIN_SHARE = 0.5  # share of domain pairs that must share routes beyond chance
+C4_ALPHA = rule("C4", "alpha")  # significance level of the overlap and ablation tests
+C4_MIN_SHARE = rule("C4", "min_share")  # share of domain pairs that must share routes beyond chance
 
 
 def check_c4(overlaps: pd.DataFrame, chance: float, pair: Sequence[str], shared_channels: int,

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from mdrl_lib.claims.record import ClaimCheck
+from mdrl_lib.claims.rules import rule
 
 # ------------------------------------------------------------------------------------------- C5
 
@@ -16,8 +17,8 @@ C5_STATEMENT = ("Later-domain damage is mainly second-order and concentrated in 
                 "conflict subspace.")
 C5_PAPER = ("derivation only: Delta_{B->A} ~= g_A^T delta_B + 1/2 delta_B^T H_A delta_B with the first-order "
             "term suppressed near theta_A*, and the dominant term 1/2 (P_S delta_B)^T H_A (P_S delta_B); no figure")
-C5_RTOL = 0.1  # the quadratic prediction must be within this fraction of the measured damage at t = 1
-C5_MIN_SHARE = 0.5  # the top-r subspace must carry at least this share of the second-order damage on its coordinates
+C5_RTOL = rule("C5", "rtol")  # the quadratic prediction must be within this fraction of the measured damage at t = 1
+C5_MIN_SHARE = rule("C5", "min_share")  # the top-r subspace must carry at least this share of the second-order damage on its coordinates
 
 
 def check_c5(local: Mapping[str, float], shares: pd.DataFrame, *, r: int, coordinates_part: float = 1.0,

@@ -9,13 +9,14 @@ import pandas as pd
 
 from mdrl_lib.claims._format import _fmt
 from mdrl_lib.claims.record import ClaimCheck
+from mdrl_lib.claims.rules import rule
 
 C0_STATEMENT = ("RL on later domains lowers an earlier domain: after Code -> Math -> QA -> CW, Math ends below "
                 "the score it reached in its own stage, and by more than RL without the later domains' "
                 "learning signal would move it.")
 C0_PAPER = ("Math 66.49 right after its own stage (secondary summaries of the full text) -> 57.66 at the end of "
             "Code -> Math -> QA -> CW (abstract), AIME25 accuracy in %; one training run")
-C0_ALPHA = 0.05  # significance level of the paired comparison with the shuffled-reward control
+C0_ALPHA = rule("C0", "alpha")  # significance level of the paired comparison with the shuffled-reward control
 DROP_COLUMNS = ("rl_seed", "change", "ci_low", "ci_high", "p_value")
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mdrl_lib.claims._format import _interval, _share
 from mdrl_lib.claims.record import ClaimCheck
+from mdrl_lib.claims.rules import rule
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,7 +18,7 @@ C6_REFRESH_STATEMENT = ("After a later domain damaged A, a short refresh on A re
                         "other domains hold, and the refresh does more than further training on A would.")
 C6_REFRESH_PAPER = ("Code -> Math -> QA -> CW, then a brief Re-Math refresh: Math 57.66 -> 66.04 (peak 66.49), "
                     "average 64.25 -> 66.39 at best")
-C6_COLLATERAL = 0.02  # no other domain may fall by more than this (about one evaluation standard error)
+C6_COLLATERAL = rule("C6", "collateral")  # no other domain may fall by more than this (about one evaluation standard error)
 C7_STATEMENT = ("Training-free rollback of a sparse set of proxy conflict coordinates (A-B pair) partially restores "
                 "A, beyond random coordinates and the largest changes of the same count.")
 C7_PAPER = "Math-QA pair: partial restoration of Math; selection rule and numbers not published"

@@ -1,8 +1,10 @@
 """The record of a claim check: what one notebook found about one of the paper's claims, on its own run.
 
 Introduced in notebook ``02_shared_routes``. A :class:`ClaimCheck` holds the claim, the paper's figure, this
-run's figure, the baseline or control it was held against, a verdict (``True``, ``False``, or ``None`` when
-this run cannot test it), why, and the cache keys of the artifacts it was computed from.
+run's figure, the baseline or control it was held against, the premises it rests on (each measured, with its
+threshold from the rules file), a verdict (``True``, ``False``, or ``None`` when this run cannot test it: a
+failed premise forces ``None``), whether it tested the claim's mechanism or only its outcome, its caveats,
+why, and the cache keys of the artifacts it was computed from.
 :func:`record_check` writes it to ``<run_dir>/claims/<claim>-<name>.json`` so that :func:`ledger` can
 gather every notebook's checks.
 """
@@ -14,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -25,6 +27,43 @@ CLAIMS_DIR = "claims"
 # C1-C7 are the claims that explain it.
 CLAIM_IDS: tuple[str, ...] = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+TESTED = ("mechanism", "outcome")  # what a check tested: the claim's mechanism, or only the outcome it predicts
+# The four verdicts, in the order a ledger counts them.
+VERDICTS: tuple[str, ...] = ("supported", "supported (outcome only)", "not supported", "not testable here")
+
+
+def premise(name: str, value: Any, threshold: Any, holds: bool) -> dict[str, Any]:
+    """One premise of a claim check as its record stores it: ``{name, value, threshold, holds}``.
+
+    ``name``: what must hold, in words with its direction (``"stationarity: ||grad L_A|| on S / (mu ||P_S
+    delta_B||) <= threshold"``); ``value``: the measured number (or a short string); ``threshold``: the
+    rules file's bound; ``holds``: whether the measured value meets it. Introduced in notebook ``03``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a premise needs a non-empty name, got {name!r}")
+    if not isinstance(holds, bool) and not (hasattr(holds, "dtype") and str(holds.dtype) == "bool"):
+        raise TypeError(f"premise {name!r}: holds must be a bool, got {holds!r}")
+    return {"name": name, "value": _plain(value), "threshold": _plain(threshold), "holds": bool(holds)}
+
+
+def _premises(premises: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(premises, (str, bytes, Mapping)):
+        raise TypeError(f"premises must be a list of premise dicts, got {premises!r}")
+    out = []
+    for p in premises:
+        missing = {"name", "value", "threshold", "holds"} - set(p)
+        if missing:
+            raise ValueError(f"premise {p!r} lacks {sorted(missing)}; build it with premise(name, value, threshold, holds)")
+        out.append(premise(p["name"], p["value"], p["threshold"], p["holds"]))
+    return out
+
+
+def premises_text(premises: Sequence[Mapping[str, Any]]) -> str:
+    """Premises in words, failed ones first marked ``FAILS``: ``"stationarity ...: 3.61 (threshold 0.1) FAILS"``."""
+    def value(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    ordered = sorted(premises, key=lambda p: p["holds"])
+    return "; ".join(f"{p['name']}: {value(p['value'])} (threshold {value(p['threshold'])}) "
+                     f"{'holds' if p['holds'] else 'FAILS'}" for p in ordered)
 
 
 @dataclass(frozen=True)
@@ -38,7 +77,15 @@ class ClaimCheck:
     testable on this run); ``why``: the rule and which part of it decided; ``figures``: the numbers
     behind the verdict by name (floats, ints, strings or None), for a ledger to tabulate; ``artifacts``:
     the cache keys of the artifacts the check was computed from (filled in by :func:`record_check` from
-    the kit; empty for a record written before the field existed or against a bare run directory).
+    the kit; empty for a record written before the field existed or against a bare run directory);
+    ``premises``: what must hold for the check to mean anything (:func:`premise` dicts); ``tested``:
+    ``"mechanism"`` when the check tested the claim's mechanism, ``"outcome"`` when only the outcome it
+    predicts; ``caveats``: what a reader must know about a verdict (one domain, one seed, the best of
+    several settings, a schedule it depends on).
+
+    A failed premise makes the verdict "not testable here" whatever the rule said: ``supported`` becomes
+    ``None``, ``why`` starts with the failed premises and the verdict the rule would have given is kept in
+    ``figures["verdict_if_premises_held"]``.
     """
 
     claim: str
@@ -51,6 +98,9 @@ class ClaimCheck:
     why: str
     figures: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    premises: list[dict[str, Any]] = field(default_factory=list)
+    tested: str = "mechanism"
+    caveats: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.claim not in CLAIM_IDS:
@@ -59,13 +109,36 @@ class ClaimCheck:
             raise ValueError(f"check name {self.name!r} must be a lowercase slug of letters, digits and '-'")
         if self.supported not in (True, False, None):
             raise TypeError(f"supported must be True, False or None, got {self.supported!r}")
+        if self.tested not in TESTED:
+            raise ValueError(f"tested must be one of {', '.join(TESTED)}, got {self.tested!r}")
+        if isinstance(self.caveats, (str, bytes)) or not all(isinstance(c, str) and c for c in self.caveats):
+            raise TypeError(f"caveats must be a list of non-empty strings, got {self.caveats!r}")
+        object.__setattr__(self, "caveats", list(self.caveats))
         object.__setattr__(self, "figures", {k: _plain(v) for k, v in dict(self.figures).items()})
         object.__setattr__(self, "artifacts", _keys(self.artifacts))
+        object.__setattr__(self, "premises", _premises(self.premises))
+        failed = [p for p in self.premises if not p["holds"]]
+        if failed and self.supported is not None:
+            would = self.verdict
+            object.__setattr__(self, "figures", {**self.figures, "verdict_if_premises_held": would})
+            object.__setattr__(self, "supported", None)
+            object.__setattr__(self, "why", f"not testable here: {premises_text(failed)}. Had the premises held, the "
+                                            f"rule would have said {would}: {self.why}")
 
     @property
     def verdict(self) -> str:
-        """``supported``, ``not supported`` or ``not testable``, as a table shows it."""
-        return {True: "supported", False: "not supported", None: "not testable"}[self.supported]
+        """One of :data:`VERDICTS`: ``supported`` (``supported (outcome only)`` when only the outcome was
+        tested), ``not supported`` or ``not testable here``, as a table shows it."""
+        if self.supported is None:
+            return "not testable here"
+        if self.supported:
+            return "supported" if self.tested == "mechanism" else "supported (outcome only)"
+        return "not supported"
+
+    @property
+    def failed_premises(self) -> list[dict[str, Any]]:
+        """The premises that do not hold (empty when all hold or none were measured)."""
+        return [p for p in self.premises if not p["holds"]]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +186,9 @@ def record_check(kit_or_run_dir, check: ClaimCheck, notebook: str = "", *,
         requested = getattr(kit_or_run_dir, "requested_keys", None)
         artifacts = requested() if callable(requested) else check.artifacts
     check = replace(check, artifacts=artifacts)
-    record = {**check.as_dict(), "verdict": check.verdict, "notebook": notebook,
+    from mdrl_lib.claims.rules import RULES_VERSION
+
+    record = {**check.as_dict(), "verdict": check.verdict, "notebook": notebook, "rules_version": RULES_VERSION,
               "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if config is not None:
         record["run"] = {"scale": config.scale, "seed": config.seed, "model": config.model.name}
@@ -125,24 +200,39 @@ def record_check(kit_or_run_dir, check: ClaimCheck, notebook: str = "", *,
 
 def load_check(path: str | Path) -> ClaimCheck:
     """The :class:`ClaimCheck` recorded at ``path`` (the extra fields of the record are dropped; a record
-    written before ``artifacts`` existed loads with none)."""
+    written before ``artifacts``, ``premises``, ``tested`` or ``caveats`` existed loads with their defaults)."""
     record = json.loads(Path(path).read_text())
     names = ClaimCheck.__dataclass_fields__
     return ClaimCheck(**{k: v for k, v in record.items() if k in names})
 
 
 def checks_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
-    """One row per check (claim, check, paper, this run, baseline, verdict, why), as a notebook shows them."""
+    """One row per check (claim, check, paper, this run, baseline, premises, verdict, tested, caveats, why), as a
+    notebook shows them."""
     return pd.DataFrame([{"claim": c.claim, "check": c.name, "paper": c.paper, "this run": c.measured,
-                          "baseline / control": c.baseline, "verdict": c.verdict, "why": c.why} for c in checks])
+                          "baseline / control": c.baseline, "premises": premises_text(c.premises),
+                          "verdict": c.verdict, "tested": c.tested, "caveats": "; ".join(c.caveats), "why": c.why}
+                         for c in checks])
+
+
+def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many checks of a :func:`ledger` or :func:`checks_table` got each verdict, every kind of
+    :data:`VERDICTS` listed (0 where none), then ``not measured`` when the ledger has such rows."""
+    counts = {v: int((table["verdict"] == v).sum()) for v in VERDICTS}
+    unknown = sorted(set(table["verdict"]) - set(VERDICTS) - {"not measured"})
+    if unknown:
+        raise ValueError(f"unknown verdict(s) {unknown}; valid: {', '.join(VERDICTS)}")
+    missing = int((table["verdict"] == "not measured").sum())
+    return {**counts, **({"not measured": missing} if missing else {})}
 
 
 def ledger(run_dir: str | Path) -> pd.DataFrame:
     """Every claim check a run recorded, gathered in claim order (C0-C7), one row per check; a claim with
     no recorded check gets one row saying so (its notebook has not run, or does not exist yet).
 
-    Columns: claim, check, notebook, paper, this run, baseline / control, verdict, why, artifacts (the cache
-    keys the check was computed from; empty for older records). Introduced with
+    Columns: claim, check, notebook, paper, this run, baseline / control, premises (in words), verdict, tested
+    (mechanism or outcome), caveats, why, rules (the rules version it was judged by), artifacts (the cache keys
+    the check was computed from; empty for older records). Introduced with
     ``python -m mdrl_lib report RUN_DIR``.
     """
     folder = Path(run_dir) / CLAIMS_DIR
@@ -154,13 +244,16 @@ def ledger(run_dir: str | Path) -> pd.DataFrame:
         check = load_check(path)
         rows.append({"claim": check.claim, "check": check.name, "notebook": record.get("notebook", ""),
                      "paper": check.paper, "this run": check.measured, "baseline / control": check.baseline,
-                     "verdict": check.verdict, "why": check.why, "artifacts": check.artifacts})
+                     "premises": premises_text(check.premises), "verdict": check.verdict, "tested": check.tested,
+                     "caveats": "; ".join(check.caveats), "why": check.why,
+                     "rules": record.get("rules_version", ""), "artifacts": check.artifacts})
     recorded = {r["claim"] for r in rows}
     for claim in CLAIM_IDS:
         if claim not in recorded:
             rows.append({"claim": claim, "check": "", "notebook": "", "paper": "", "this run": "",
-                         "baseline / control": "", "verdict": "not measured",
-                         "why": "no check of this claim is recorded in this run directory", "artifacts": []})
+                         "baseline / control": "", "premises": "", "verdict": "not measured", "tested": "",
+                         "caveats": "", "why": "no check of this claim is recorded in this run directory",
+                         "rules": "", "artifacts": []})
     table = pd.DataFrame(rows)
     table["order"] = table["claim"].map(CLAIM_IDS.index)
     return table.sort_values(["order", "check"], kind="stable").drop(columns="order").reset_index(drop=True)
