@@ -181,14 +181,16 @@ def _selection(args: argparse.Namespace) -> tuple[list[Path], dict[str, Any], An
 
 
 def _plan(notebooks: list[Path], overrides: dict[str, Any], config: Any, run_dir: Path, workers: int | None,
-          quiet: bool = False):
-    """The plan of ``notebooks`` (printed unless ``quiet``) and the number of workers to build it with."""
+          quiet: bool = False, pending: list | None = None):
+    """The plan of ``notebooks`` (printed unless ``quiet``) and the number of workers to build it with;
+    ``pending`` receives the notebooks whose plans wait for data (:class:`mdrl_lib.plan.Pending`)."""
     from mdrl_lib import plan as planning
 
     workers = planning.default_workers(config.scale) if workers is None else workers
-    nodes = planning.plan_notebooks(notebooks, {**overrides, "run_dir": str(run_dir)})
+    pending = [] if pending is None else pending
+    nodes = planning.plan_notebooks(notebooks, {**overrides, "run_dir": str(run_dir)}, pending)
     if not quiet:
-        print(planning.format_plan(nodes, config.scale, max(workers, 1)), flush=True)
+        print(planning.format_plan(nodes, config.scale, max(workers, 1), pending), flush=True)
     return nodes, workers
 
 
@@ -202,13 +204,16 @@ def plan(args: argparse.Namespace) -> int:
     notebooks, overrides, config, run_dir, _ = _selection(args)
     if not args.quiet:
         print(f"run directory: {run_dir}")
-    nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers, quiet=args.quiet)
+    pending: list = []
+    nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers, quiet=args.quiet, pending=pending)
     if args.build and workers > 0 and any(not n.stored for n in nodes.values()):
         start = time.perf_counter()
         if not args.quiet:
             print(f"building with {workers} worker(s) ...", flush=True)
+        overrides_here = {**overrides, "run_dir": str(run_dir)}
         try:
-            planning.build(nodes, workers, log=_log)
+            planning.build_in_rounds(lambda found: planning.plan_notebooks(notebooks, overrides_here, found),
+                                     workers, log=_log)
         except RuntimeError as error:
             raise CliError(str(error)) from None
         print(f"built in {time.perf_counter() - start:.0f} s", flush=True)
@@ -225,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     builder = None
     if args.workers != 0:  # the workers build ahead; each notebook starts once its own artifacts are in
-        nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers)
+        pending: list = []
+        nodes, workers = _plan(notebooks, overrides, config, run_dir, args.workers, pending=pending)
         if any(not n.stored for n in nodes.values()):
             print(f"building with {workers} worker(s) while the notebooks run ...", flush=True)
             command = [sys.executable, "-m", "mdrl_lib", "--notebooks-dir", str(args.notebooks_dir), "plan", "--build",
@@ -233,7 +239,10 @@ def run(args: argparse.Namespace) -> int:
                        "--only", *[p.stem for p in notebooks]]
             for name, value in args.parameter:
                 command += ["-p", name, value]
-            builder = planning.BuildProcess(nodes, command, run_dir / "store")
+            overrides_here = {**overrides, "run_dir": str(run_dir)}
+            builder = planning.BuildProcess(
+                nodes, command, run_dir / "store", pending=[n for n, _ in pending],
+                replan=lambda stem: planning.plan_notebooks([p for p in notebooks if p.stem == stem], overrides_here))
     try:
         for path in notebooks:
             if builder is not None:

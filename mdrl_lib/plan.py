@@ -62,6 +62,16 @@ class Node:
 # ------------------------------------------------------------------------------ the notebooks' recipes
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A part of a notebook's plan that depends on data not built yet (notebook 03's pair is chosen from notebook
+    04's chain): a recipe's ``plan`` lists it, after ``needs`` (the specs the choice reads), when it cannot
+    plan the rest without building. The plan is complete once ``needs`` are stored and it is listed again."""
+
+    reason: str
+    needs: tuple = ()
+
+
 def notebook_params(notebook: str, overrides: Mapping[str, Any] | None = None):
     """The checked parameters of ``notebook`` (a file stem): its recipe's defaults under those of
     ``overrides`` that it declares (as ``python -m mdrl_lib run`` passes them)."""
@@ -72,9 +82,12 @@ def notebook_params(notebook: str, overrides: Mapping[str, Any] | None = None):
     return params_type.from_values({k: v for k, v in (overrides or {}).items() if k in declared})
 
 
-def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None) -> list[Planned]:
+def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None,
+                  pending: list[tuple[str, str]] | None = None) -> list[Planned]:
     """The artifacts notebook ``path`` will ask for: its recipe's ``plan`` under the notebook's defaults and
-    those ``overrides`` it declares. A notebook without a recipe needs nothing built in advance."""
+    those ``overrides`` it declares. A notebook without a recipe needs nothing built in advance. Where the plan
+    holds a :class:`Pending` part, its ``needs`` are planned and ``(notebook, reason)`` is appended to
+    ``pending`` (when given): list the plan again once they are built."""
     from mdrl_lib.kit import open_kit
     from mdrl_lib.recipes import has_recipe, recipe
 
@@ -85,6 +98,10 @@ def notebook_plan(path: Path, overrides: Mapping[str, Any] | None = None) -> lis
     kit = open_kit(params.config)
     planned = []
     for entry in recipe(path.stem).plan(kit, params):
+        if isinstance(entry, Pending):
+            if pending is not None:
+                pending.append((path.stem, entry.reason))
+            continue
         extra, spec = entry if isinstance(entry, tuple) else ((), entry)
         planned.append(Planned(spec, tuple(sorted({**run_params, **dict(extra)}.items())), (path.stem,)))
     return planned
@@ -284,10 +301,13 @@ class BuildProcess:
     ``nodes``: the plan (:func:`plan_notebooks`) the child builds; ``command``: its command line."""
 
     def __init__(self, nodes: Mapping[str, Node], command: Sequence[str], store_root: Path,
-                 poll_seconds: float = 1.0) -> None:
+                 poll_seconds: float = 1.0, replan: Callable[[str], Mapping[str, Node]] | None = None,
+                 pending: Iterable[str] = ()) -> None:
         import subprocess
 
         self._nodes = nodes
+        self._replan = replan
+        self._pending = set(pending)
         self._store_root = Path(store_root)
         self._poll = poll_seconds
         self.process = subprocess.Popen(list(command))
@@ -302,8 +322,14 @@ class BuildProcess:
 
     def wait_for(self, notebook: str) -> None:
         """Block until every artifact planned for ``notebook`` (a file stem) is stored, or the build has
-        ended; raise if it failed."""
-        wanted = [k for k, n in self._nodes.items() if notebook in n.planned.notebooks and not n.stored]
+        ended; raise if it failed. A notebook whose plan was pending (:class:`Pending`) is planned again with
+        ``replan`` once its first part is stored, and waited for again."""
+        self._wait(notebook, self._nodes)
+        if notebook in self._pending and self._replan is not None and self.process.poll() is None:
+            self._wait(notebook, self._replan(notebook))
+
+    def _wait(self, notebook: str, nodes: Mapping[str, Node]) -> None:
+        wanted = [k for k, n in nodes.items() if notebook in n.planned.notebooks and not n.stored]
         while True:
             self._check()
             if all(self._stored(k) for k in wanted) or self.process.poll() is not None:
@@ -316,8 +342,10 @@ class BuildProcess:
         self._check()
 
 
-def format_plan(nodes: Mapping[str, Node], scale: str, workers: int) -> str:
-    """The plan as text: one line per artifact (status, estimate, label, notebooks), then the totals."""
+def format_plan(nodes: Mapping[str, Node], scale: str, workers: int,
+                pending: Sequence[tuple[str, str]] = ()) -> str:
+    """The plan as text: one line per artifact (status, estimate, label, notebooks), then the totals, and a line
+    per notebook whose plan waits for data (``pending``: ``(notebook, reason)``; its estimate is then low)."""
     unit = "s" if scale == "toy" else "steps"
     todo = [n for n in nodes.values() if not n.stored]
     lines = [f"{len(nodes)} artifacts, {len(todo)} to build, {len(nodes) - len(todo)} stored"]
@@ -336,6 +364,9 @@ def format_plan(nodes: Mapping[str, Node], scale: str, workers: int) -> str:
     else:
         lines.append(f"estimated: {total:.0f} optimizer steps to train; the time depends on the GPUs "
                      f"(see the README's full-scale section)")
+    for notebook, reason in dict.fromkeys(pending):
+        lines.append(f"not planned yet: part of {notebook} ({reason}); it is planned once what it reads is built, so "
+                     f"the estimate above leaves it out")
     return "\n".join(lines)
 
 
@@ -349,9 +380,28 @@ def world_costs(nodes: Iterable[Node]) -> dict[str, float]:
     return out
 
 
-def plan_notebooks(paths: Sequence[Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Node]:
-    """The graph of every artifact the notebooks ``paths`` need under ``overrides``."""
+def plan_notebooks(paths: Sequence[Path], overrides: Mapping[str, Any] | None = None,
+                   pending: list[tuple[str, str]] | None = None) -> dict[str, Node]:
+    """The graph of every artifact the notebooks ``paths`` need under ``overrides``; ``pending`` (when given)
+    receives ``(notebook, reason)`` for each plan that is not complete yet (:class:`Pending`)."""
     planned: list[Planned] = []
     for path in paths:
-        planned += notebook_plan(path, overrides)
+        planned += notebook_plan(path, overrides, pending)
     return build_graph(planned)
+
+
+def build_in_rounds(plan_once: Callable[[list], dict[str, Node]], workers: int, log: Callable[[str], None] = print,
+                    rounds: int = 3) -> dict[str, float]:
+    """Build a plan that may be incomplete: ``plan_once(pending)`` lists the plan (appending to ``pending`` the
+    notebooks whose plans wait for data), :func:`build` builds it, and the plan is listed again while some
+    notebook was pending and the last round built something, at most ``rounds`` times. Returns key -> seconds."""
+    seconds: dict[str, float] = {}
+    for _ in range(rounds):
+        pending: list[tuple[str, str]] = []
+        nodes = plan_once(pending)
+        built = build(nodes, workers, log=log)
+        seconds.update(built)
+        if not pending or not built:
+            break
+        log(f"  planned again: {', '.join(sorted({n for n, _ in pending}))} (their plans waited for what was just built)")
+    return seconds
