@@ -49,6 +49,33 @@ def domain_pairs() -> tuple[str, ...]:
     return tuple(f"{a},{b}" for a in DOMAIN_NAMES for b in DOMAIN_NAMES if a != b)
 
 
+def chosen_pairs() -> tuple[str, ...]:
+    """``"a,auto"`` for every domain: A given, B the later stage of the run's chain that lowers A most on the
+    selection half of A's held-out items (:func:`mdrl_lib.pairs.choose_pair`)."""
+    from mdrl_lib.domains.base import DOMAIN_NAMES
+
+    return tuple(f"{a},auto" for a in DOMAIN_NAMES)
+
+
+def resolve_pairs(kit, params: "NotebookParams", fields: tuple[str, ...], *, build: bool = True):
+    """``params`` with each pair field of ``fields`` that reads ``"A,auto"`` replaced by ``"A,B"``, B chosen
+    from the run's chain (RL seed 0, the order ``kit.config.order``; :func:`mdrl_lib.pairs.chain_choice`).
+    ``build=False``: return ``None`` instead of scoring or training a chain that is not stored yet (a plan
+    lists :func:`mdrl_lib.pairs.prerequisites` then). Introduced in ``03_perturbation_theory``."""
+    from mdrl_lib.pairs import AUTO, chain_choice
+
+    changes = {}
+    for name in fields:
+        value = getattr(params, name)
+        if not value or value.split(",")[1] != AUTO:
+            continue
+        choice = chain_choice(kit, kit.config.order, value.split(",")[0], build=build)
+        if choice is None:
+            return None
+        changes[name] = choice.pair
+    return dataclasses.replace(params, **changes) if changes else params
+
+
 # Options several notebooks declare: one declaration each, so a shared name has one meaning and one default.
 def chain_order() -> Any:
     return run_param("code,math,qa,cw", "the chain's domain order (the paper's: Code -> Math -> QA -> CW)")
