@@ -569,6 +569,36 @@ def top_eigenpairs(matvec: Callable[[np.ndarray], np.ndarray] | LinearOperator, 
     return values[order], vectors[:, order]
 
 
+def lanczos_ritz(matvec: Callable[[np.ndarray], np.ndarray], dim: int, steps: int, seed: int = 0) -> np.ndarray:
+    """The Ritz values (ascending) of ``steps`` Lanczos iterations on a symmetric operator given by its products
+    (``matvec``: float64 numpy vector of shape ``(dim,)`` -> the same), from a seeded Gaussian start, with full
+    reorthogonalisation. Each Ritz value is a Rayleigh quotient ``v^T H v / v^T v`` of some ``v``, so the smallest
+    lies at or above ``lambda_min(H)`` and the largest at or below ``lambda_max(H)``: a negative smallest Ritz value
+    *proves* that ``H`` is indefinite, at the cost of ``steps`` products (far fewer than a converged eigsh).
+    With ``steps >= dim`` they are ``H``'s eigenvalues. Introduced in ``03_perturbation_theory``."""
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = min(int(steps), int(dim))
+    q = np.random.default_rng(seed).standard_normal(dim)
+    basis = [q / np.linalg.norm(q)]
+    alphas, betas = [], []
+    for j in range(steps):
+        w = np.asarray(matvec(basis[j]), dtype=np.float64).reshape(-1)
+        if isinstance(w, torch.Tensor):
+            w = w.detach().double().cpu().numpy()
+        alphas.append(float(basis[j] @ w))
+        for b in basis:  # full reorthogonalisation: the basis stays orthonormal in floating point
+            w = w - (b @ w) * b
+        beta = float(np.linalg.norm(w))
+        if j == steps - 1 or beta < 1e-12:
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    k = len(alphas)
+    tridiagonal = np.diag(alphas) + np.diag(betas[:k - 1], 1) + np.diag(betas[:k - 1], -1)
+    return np.linalg.eigvalsh(tridiagonal)
+
+
 def _as_matrix(x, dtype: torch.dtype, device) -> torch.Tensor:
     out = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     return out.to(dtype=dtype, device=device)
@@ -599,10 +629,15 @@ def captured_share(delta: Vector, eigvecs, hvp_fn: Callable[[Vector], Vector], r
 
 
 def captured_shares(deltas: Mapping[str, Vector], eigvecs, hvp_fn: Callable[[Vector], Vector],
-                    r_max: int | None = None, n_random: int = 10, seed: int = 0) -> dict[str, pd.DataFrame]:
+                    r_max: int | None = None, n_random: int = 10, seed: int = 0,
+                    random_last_only: bool = False) -> dict[str, pd.DataFrame]:
     """:func:`captured_share` for several displacements at once, by name: the products with the top and
     random bases are shared, so the cost is ``(1 + n_random) * r_max + len(deltas)`` products. Each table
-    equals what :func:`captured_share` gives for that displacement alone (same seed, same subspaces)."""
+    equals what :func:`captured_share` gives for that displacement alone (same seed, same subspaces).
+    ``random_last_only``: evaluate the random subspaces at ``r = r_max`` only (the rank a check judges), one
+    product per draw and displacement instead of ``r_max`` per draw: ``r_max + n_random * len(deltas) +
+    len(deltas)`` products; the random columns are NaN at the other ranks, and at ``r_max`` equal the full
+    computation's (the same seeded subspaces)."""
     if not deltas:
         raise ValueError("deltas is empty")
     for name, delta in deltas.items():
@@ -639,16 +674,23 @@ def captured_shares(deltas: Mapping[str, Vector], eigvecs, hvp_fn: Callable[[Vec
         c = q.T @ deltas[name].double().cpu()
         return np.array([float(c[:r] @ gram[:r, :r] @ c[:r]) / totals[name] for r in range(1, r_max + 1)])
 
+    def last_share(q: torch.Tensor, name: str) -> np.ndarray:
+        projected = q @ (q.T @ deltas[name].double().cpu())
+        out = np.full(r_max, np.nan)
+        out[-1] = quadratic_form(lambda v: hvp_fn(v.to(dtype=dtype, device=device)), projected) / totals[name]
+        return out
+
     q_top, _ = torch.linalg.qr(basis[:, :r_max])
     gram_top = gram_of(q_top)
     gen = torch.Generator().manual_seed(seed)
     randoms = []
     for _ in range(n_random):
         q = torch.linalg.qr(torch.randn(dim, r_max, generator=gen, dtype=torch.float64))[0]
-        randoms.append((q, gram_of(q)))
+        randoms.append((q, None if random_last_only else gram_of(q)))
     out = {}
     for name in deltas:
-        random = np.array([shares(q, g, name) for q, g in randoms]).reshape(n_random, r_max)
+        random = np.array([last_share(q, name) if g is None else shares(q, g, name)
+                           for q, g in randoms]).reshape(n_random, r_max)
         stats = {"random_mean": random.mean(0),
                  "random_std": random.std(0, ddof=1) if n_random > 1 else np.full(r_max, np.nan),
                  "random_min": random.min(0), "random_max": random.max(0)} if n_random else \
@@ -778,6 +820,202 @@ def gd_trajectory(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace
             path.append(path[-1] - alpha * gradient(loss_fn, model, space).to(path[-1]))
     return path
 
+
+# --------------------------------------------------------------------------------------------------
+# Premises of the theory checks (C5, C6's theorem)
+# --------------------------------------------------------------------------------------------------
+# Each measures one premise of the Taylor picture or of the contraction theorem from numbers the cached
+# analyses hold, and returns a premise dict (:func:`mdrl_lib.claims.record.premise`): name, value, threshold,
+# holds. The thresholds come from the rules file ([premises] ``theory_*``); a check passes them in.
+
+
+def _premise(name: str, value, threshold, holds: bool) -> dict:
+    from mdrl_lib.claims.record import premise
+
+    return premise(name, value, threshold, bool(holds))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator) / float(denominator) if denominator > 0 else math.inf
+
+
+def drift_ratio(grad_s_norm: float, mu: float, delta_s_norm: float) -> float:
+    """``||P_S g_A|| / (mu ||P_S delta_B||)``: what one gradient step from theta_A* moves on S by drift
+    (``alpha ||P_S g_A||``) against what it removes of the damage on S by contraction (at least
+    ``alpha mu ||P_S delta_B||``); alpha cancels. ``inf`` when ``mu <= 0`` or ``delta_B`` has no part on S.
+    Also the distance from theta_A* to L_A's stationary point on S in units of ``||P_S delta_B||`` (for a
+    quadratic with curvature >= mu on S). Introduced in ``03_perturbation_theory``."""
+    return _ratio(grad_s_norm, mu * delta_s_norm) if mu > 0 else math.inf
+
+
+def stationarity_premises(grad_norm: float, grad_s_norm: float, h_delta_norm: float, mu: float,
+                          delta_s_norm: float, *, max_ratio: float) -> list[dict]:
+    """Two premises that theta_A* is stationary for L_A, as the theorem assumes (``g_A = 0``):
+
+    - total: ``||g_A|| / ||H_A delta_B||`` <= ``max_ratio``: the gradient at theta_A* against the restoring
+      force of the displacement (the gradient's change over ``delta_B``, to first order); both are gradients,
+      so the ratio is dimensionless;
+    - on S: :func:`drift_ratio` <= ``max_ratio``.
+
+    Inputs: norms of ``g_A = grad L_A(theta_A*)`` (all coordinates) and of ``P_S g_A``; ``||H_A delta_B||``;
+    ``mu``, the smallest curvature on S; ``||P_S delta_B||``. Introduced in ``03_perturbation_theory``."""
+    total = _ratio(grad_norm, h_delta_norm)
+    on_s = drift_ratio(grad_s_norm, mu, delta_s_norm)
+    return [_premise("stationarity (total): ‖g_A‖ / ‖H_A δ_B‖", total, max_ratio, total <= max_ratio),
+            _premise("stationarity on S: one-step drift α‖P_S g_A‖ / contraction α μ ‖P_S δ_B‖", on_s, max_ratio,
+                     on_s <= max_ratio)]
+
+
+def locality_error(segment: pd.DataFrame, along: pd.DataFrame | None = None) -> dict:
+    """How far the quadratic (Taylor) model of L_A at theta_A* is off along B's displacement.
+
+    ``segment``: :func:`taylor_terms` along theta_A* + t delta_B (its last row, ``t = 1``, is judged:
+    ``|predicted - measured| / |measured|``); ``along`` (optional): the same terms at the checkpoints B's stage
+    kept (:class:`TaylorAlong`: columns ``step``, ``measured``, ``predicted``); each checkpoint's error is
+    taken relative to the largest measured change along the path, ``|predicted_k - measured_k| / max_j
+    |measured_j|``, so that a checkpoint where the change passes through zero does not count as infinitely
+    wrong. Returns ``{"t1": float, "along": float (nan without along), "worst": the larger}``.
+    Introduced in ``03_perturbation_theory``."""
+    for name, table, columns in (("segment", segment, {"measured", "predicted"}),
+                                 ("along", along, {"step", "measured", "predicted"})):
+        if table is not None and not columns <= set(table.columns):
+            raise KeyError(f"{name} lacks column(s) {sorted(columns - set(table.columns))}")
+    last = segment.iloc[-1]
+    t1 = _ratio(abs(float(last["predicted"]) - float(last["measured"])), abs(float(last["measured"])))
+    path = math.nan
+    if along is not None:
+        moved = along[along["step"] > 0]
+        scale = float(moved["measured"].abs().max()) if len(moved) else 0.0
+        path = _ratio(float((moved["predicted"] - moved["measured"]).abs().max()), scale) if len(moved) else math.nan
+    worst = max(t1, path) if not math.isnan(path) else t1
+    return {"t1": t1, "along": path, "worst": worst}
+
+
+def locality_premise(segment: pd.DataFrame, along: pd.DataFrame | None = None, *, rtol: float) -> dict:
+    """Premise "locality": the quadratic model at theta_A* is within ``rtol`` of the measured change of L_A at
+    ``t = 1`` of the segment and at every checkpoint of B's stage (:func:`locality_error`'s ``worst``).
+    Introduced in ``03_perturbation_theory``."""
+    worst = locality_error(segment, along)["worst"]
+    return _premise("locality: quadratic model's error at t = 1 and at B's checkpoints", worst, rtol, worst <= rtol)
+
+
+def curvature_premise(mu: float, *, minimum: float = 0.0) -> dict:
+    """Premise "curvature on S": ``mu = lambda_min(P_S H_A P_S) > minimum`` (the theorem needs ``mu > 0``; a
+    negative ``mu`` means H_A is indefinite on S). Introduced in ``03_perturbation_theory``."""
+    return _premise("curvature on S: μ = λ_min(P_S H_A P_S) > threshold", float(mu), minimum, mu > minimum)
+
+
+def backflow_ratio(backflow: float, curvature_term: float) -> float:
+    """``||P_S H_A (I - P_S) delta|| / ||P_S H_A P_S delta||``: the pull that the displacement off S exerts on S
+    through H_A (zero when S is invariant under H_A) against the curvature term the theorem keeps."""
+    return _ratio(backflow, curvature_term)
+
+
+def backflow_premise(backflow: float, curvature_term: float, *, max_ratio: float) -> dict:
+    """Premise "weak back-flow": :func:`backflow_ratio` <= ``max_ratio``. Introduced in ``03_perturbation_theory``."""
+    ratio = backflow_ratio(backflow, curvature_term)
+    return _premise("weak back-flow: ‖P_S H_A (I − P_S) δ_B‖ / ‖P_S H_A P_S δ_B‖", ratio, max_ratio,
+                    ratio <= max_ratio)
+
+
+OPTIMIZERS = ("gd", "adam")
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def plain_gd_premise(optimizer: str, schedule: str, alpha_lambda_max: float, *, max_alpha_lambda: float = 1.0) -> dict:
+    """Premise "plain GD": the refresh is plain gradient descent (``optimizer="gd"``, not ``"adam"``) at a
+    constant rate (``schedule="constant"``) with ``alpha lambda_max(H_A) <= max_alpha_lambda`` (the theorem's
+    ``alpha <= 1 / lambda_max``). Holds for notebook 03's GD refresh; fails for the kit's real refresh (Adam,
+    decaying rate). Introduced in ``03_perturbation_theory``."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    holds = optimizer == "gd" and schedule == "constant" and alpha_lambda_max <= max_alpha_lambda
+    value = f"{'plain GD' if optimizer == 'gd' else 'Adam'}, {schedule} rate, α λ_max = {alpha_lambda_max:.3g}"
+    return _premise("plain GD at a constant rate with α λ_max <= threshold", value, max_alpha_lambda, holds)
+
+
+def paired_damage(before: Sequence[float], after: Sequence[float]) -> dict:
+    """A's held-out score before and after B's stage, paired over items (shape ``(n,)`` each, same items in
+    the same order): ``drop`` = mean(before - after), ``se`` its paired standard error
+    (sd(before - after) / sqrt(n)), ``standard_errors`` = drop / se (inf when every item moved by the same
+    amount, 0 when nothing moved), ``n``. Introduced in ``03_perturbation_theory``."""
+    b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    if b.shape != a.shape or b.ndim != 1 or len(b) < 2:
+        raise ValueError(f"before and after must be paired score vectors of one length >= 2, got {b.shape}, {a.shape}")
+    diff = b - a
+    drop, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
+    z = drop / se if se > 0 else (math.inf if drop > 0 else 0.0)
+    return {"drop": drop, "se": se, "standard_errors": z, "n": len(diff)}
+
+
+def damage_premise(before: Sequence[float], after: Sequence[float], *, min_standard_errors: float) -> dict:
+    """Premise "damage": B's stage costs A at least ``min_standard_errors`` paired standard errors of A's
+    held-out score (:func:`paired_damage`): without damage there is nothing for the theory to explain.
+    Introduced in ``03_perturbation_theory``."""
+    z = paired_damage(before, after)["standard_errors"]
+    return _premise("damage: A's held-out drop over B's stage, in paired standard errors", z, min_standard_errors,
+                    z >= min_standard_errors)
+
+
+def objective_tracking(losses: Sequence[float], scores: Sequence[float]) -> dict:
+    """Does L_A track A's held-out score along a path (B's checkpoints)? ``losses``, ``scores``: shape ``(k,)``,
+    L_A and the score at each checkpoint in order. Returns ``rank_correlation`` (Spearman's rho of L_A and the
+    score: a valid loss has rho near -1), ``p_value`` (one-sided, that rho < 0), ``sign_agreement`` (the share
+    of consecutive segments where both moved and in opposite directions, loss up and score down or the reverse;
+    segments where either did not move are left out), ``segments`` (how many were counted) and ``k``.
+    Introduced in ``03_perturbation_theory``."""
+    from scipy.stats import spearmanr
+
+    loss, score = np.asarray(losses, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    if loss.shape != score.shape or loss.ndim != 1 or len(loss) < 3:
+        raise ValueError(f"losses and scores must be vectors of one length >= 3, got {loss.shape}, {score.shape}")
+    if np.ptp(loss) == 0 or np.ptp(score) == 0:
+        rho, p = math.nan, 1.0
+    else:
+        result = spearmanr(loss, score, alternative="less")
+        rho, p = float(result.statistic), float(result.pvalue)
+    dl, ds = np.diff(loss), np.diff(score)
+    moved = (dl != 0) & (ds != 0)
+    agree = float((np.sign(dl[moved]) != np.sign(ds[moved])).mean()) if moved.any() else math.nan
+    return {"rank_correlation": rho, "p_value": p, "sign_agreement": agree, "segments": int(moved.sum()),
+            "k": len(loss)}
+
+
+def objective_premises(losses: Sequence[float], scores: Sequence[float], *, alpha: float,
+                       min_sign_agreement: float) -> list[dict]:
+    """Premises "objective valid": along B's checkpoints L_A and A's held-out score are rank-correlated
+    negatively (one-sided Spearman p <= ``alpha``), and their changes have opposite signs in more than
+    ``min_sign_agreement`` of the segments (:func:`objective_tracking`). Introduced in ``03_perturbation_theory``."""
+    t = objective_tracking(losses, scores)
+    agree = t["sign_agreement"]
+    return [_premise(f"objective valid: L_A and A's score rank-correlated negatively along B's stage (one-sided "
+                     f"Spearman p; rho = {t['rank_correlation']:.2f})", t["p_value"], alpha, t["p_value"] <= alpha),
+            _premise("objective valid: share of B's segments where L_A and A's score move in opposite directions",
+                     agree, min_sign_agreement, (not math.isnan(agree)) and agree > min_sign_agreement)]
+
+
+def first_order_segments(gradient_a: Vector, points: Sequence[Vector]) -> pd.DataFrame:
+    """The first-order term ``g_A^T delta_B`` split over the segments of B's path: ``points`` are theta_0 =
+    theta_A*, theta_1, ..., theta_K (each shape ``(dim,)``, e.g. B's saved checkpoints) and ``gradient_a`` =
+    ``g_A(theta_A*)``. Rows ``k = 1..K``: ``first_order_segment = g_A . (theta_k - theta_{k-1})``,
+    ``segment_norm``, ``cosine`` (of the segment with g_A) and ``first_order`` (cumulative: at the last row it is
+    ``g_A^T (theta_K - theta_A*)``). Since B's steps are ``-eta`` times B's (Adam-scaled) gradients, a small
+    cosine means B moves nearly orthogonally to g_A: the link between C3's gradient cosines and C5's first-order
+    term. Introduced in ``03_perturbation_theory``."""
+    if len(points) < 2:
+        raise ValueError("points needs theta_A* and at least one later point")
+    g = gradient_a.double()
+    g_norm = float(g.norm())
+    rows, total = [], 0.0
+    for k in range(1, len(points)):
+        seg = (points[k] - points[k - 1]).double()
+        dot, norm = float(g @ seg), float(seg.norm())
+        total += dot
+        rows.append({"k": k, "first_order_segment": dot, "segment_norm": norm,
+                     "cosine": dot / (g_norm * norm) if g_norm > 0 and norm > 0 else 0.0, "first_order": total})
+    return pd.DataFrame(rows)
 
 # --------------------------------------------------------------------------------------------------
 # Notebook 03's analyses as cached artifacts
@@ -1140,13 +1378,15 @@ class CapturedShares(Spec):
     """For each of ``stages`` (delta = its weights - theta_A*): :func:`captured_shares` of delta on the
     shared-route coordinates against ``random`` seeded random subspaces (one set of products for all), and
     ``coordinates_part`` = ``delta_S^T H_A delta_S / delta^T H_A delta`` over the full space (delta_S: delta on
-    those coordinates only). Opens as one ``{"shares": table, "coordinates_part": float}`` per stage, in
+    those coordinates only). ``random_last_only``: the random subspaces at ``r = rank`` only (see
+    :func:`captured_shares`). Opens as one ``{"shares": table, "coordinates_part": float}`` per stage, in
     order. Introduced in ``03_perturbation_theory``."""
 
     subspace: ConflictEigenpairs
     stages: tuple[Spec, ...]
     random: int = 5
     seed: int = 0
+    random_last_only: bool = False
     kind: ClassVar[str] = "captured-shares"
 
     def __post_init__(self) -> None:
@@ -1160,8 +1400,11 @@ class CapturedShares(Spec):
         return (self.subspace, *self.stages)
 
     def key_fields(self, kit: Kit) -> dict:
-        return {"subspace": kit.key(self.subspace), "stages": [kit.key(s) for s in self.stages],
-                "random": self.random, "seed": self.seed}
+        fields = {"subspace": kit.key(self.subspace), "stages": [kit.key(s) for s in self.stages],
+                  "random": self.random, "seed": self.seed}
+        if self.random_last_only:  # keyed only when set, so the stores of earlier runs stay valid
+            fields["random_last_only"] = True
+        return fields
 
     def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
         eigen = kit.open(self.subspace)
@@ -1170,7 +1413,7 @@ class CapturedShares(Spec):
         index = eigen.index
         operator = hessian_operator(expert.loss, expert.model, eigen.restricted(expert.space))
         shares = captured_shares({i: d[index] for i, d in enumerate(deltas)}, eigen.vectors, operator,
-                                 n_random=self.random, seed=self.seed)
+                                 n_random=self.random, seed=self.seed, random_last_only=self.random_last_only)
         operator.release()
         full_operator = hessian_operator(expert.loss, expert.model, expert.space)
         parts = []
@@ -1194,7 +1437,8 @@ class CapturedShares(Spec):
                 f"subspace of H_{self.subspace.objective.domain}")
 
     def toy_seconds(self, config) -> float:
-        return 0.3 * ((1 + self.random) * self.subspace.rank + 3 * len(self.stages))
+        random = self.random * (len(self.stages) if self.random_last_only else self.subspace.rank)
+        return 0.3 * (self.subspace.rank + random + 3 * len(self.stages))
 
 
 @dataclass(frozen=True)
@@ -1290,6 +1534,178 @@ class GDContraction(Spec):
     def toy_seconds(self, config) -> float:
         return 0.3 * 2 * self.steps
 
+
+@dataclass(frozen=True)
+class PathAlong(Spec):
+    """Along the checkpoints ``stage`` (B's stage from theta_A*) kept on its way (``save_every``): L_A at each
+    (``objective``, fp32), A's greedy held-out score at each (the kit's scoring, :func:`~mdrl_lib.evaluation.score_items`
+    on A's eval items) and the first-order term ``g_A^T delta_B`` split over the segments between them
+    (:func:`first_order_segments`, g_A at theta_A*). Reuses the stored checkpoints: one gradient, one loss and one
+    scoring of A per checkpoint. Opens as ``{"table": DataFrame, "items": {step: [score per item]}}``; the table has
+    one row per checkpoint: ``step``, ``L_A``, ``score``, ``first_order_segment`` (g_A . (theta_k - theta_{k-1});
+    0 at step 0), ``segment_norm``, ``cosine``, ``first_order``. Introduced in ``03_perturbation_theory``."""
+
+    stage: Spec
+    objective: Spec
+    kind: ClassVar[str] = "path-along"
+
+    def __post_init__(self) -> None:
+        _objective_spec(self.objective)
+        if not getattr(self.stage, "save_every", 0):
+            raise ConfigError(f"path-along: {self.stage.label()} keeps no checkpoints along the way (save_every = 0)")
+        if getattr(self.stage, "parent", None) != self.objective.source:
+            raise ConfigError("path-along: the stage must start at the objective's source (theta_A*)")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.objective, self.stage)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"objective": kit.key(self.objective), "stage": kit.key(self.stage),
+                "max_new_tokens": kit.config.rl.max_completion_length,
+                "dtype": str(kit.compute_dtype).removeprefix("torch.")}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib.evaluation import score_items
+
+        expert = load_expert(kit, self.objective)
+        loss, model, space = expert.loss, expert.model, expert.space
+        g = gradient(loss, model, space)
+        scorer, tokenizer = kit.load(self.objective.source)
+        scorer_space = ParameterSpace.from_model(scorer)
+        domain = self.objective.domain
+        evals = {domain: kit.evals[domain]}
+        rows, items, points = [], {}, []
+        for step, path in kit.checkpoints_along(self.stage):
+            point = weights_vector(kit, space, path)
+            points.append(point)
+            with displaced(model, space, point):
+                value = loss_value(loss, model)
+            scorer_space.set(scorer, weights_vector(kit, scorer_space, path))
+            scored = score_items(scorer, tokenizer, evals, max_new_tokens=kit.config.rl.max_completion_length,
+                                 batch_size=kit.config.compute.eval_batch_size or None)
+            items[str(step)] = [float(x) for x in scored["score"]]
+            rows.append({"step": step, "L_A": value, "score": float(np.mean(items[str(step)]))})
+        segments = first_order_segments(g, points)
+        table = pd.DataFrame(rows)
+        first = {"first_order_segment": 0.0, "segment_norm": 0.0, "cosine": 0.0, "first_order": 0.0}
+        for column in first:
+            table[column] = [first[column], *segments[column].tolist()]
+        write_table(directory / TABLE_FILE, table)
+        (directory / RESULT_FILE).write_text(json.dumps({"items": items}))
+        return {"checkpoints": len(rows), "scores": table["score"].round(6).tolist()}
+
+    def open(self, kit: Kit, artifact: Artifact) -> dict:
+        items = json.loads((artifact.path / RESULT_FILE).read_text())["items"]
+        return {"table": read_table(artifact.path / TABLE_FILE), "items": {int(k): v for k, v in items.items()}}
+
+    def label(self) -> str:
+        return f"L_{self.objective.domain} and {self.objective.domain}'s score along {self.stage.label()}"
+
+    def toy_seconds(self, config) -> float:
+        steps = self.stage.steps if self.stage.steps is not None else config.rl.steps
+        return 1.0 + 0.3 * (steps // self.stage.save_every + 1)
+
+
+def nonshared_channel_draws(model: torch.nn.Module, shared: set, draws: int, seed: int = 0) -> list[set]:
+    """``draws`` seeded sets of MLP channels, each as many as ``shared`` and none of them in it: the control for
+    the shared routes' coordinates (same structure, same count of coordinates, outside the shared routes).
+    Channels are (layer name, index) pairs as :func:`mdrl_lib.routes.route_coordinate_mask` takes them.
+    Introduced in ``03_perturbation_theory``."""
+    from mdrl_lib.routes import _MLP_WEIGHT
+
+    sizes = {}
+    for name, tensor in model.state_dict().items():
+        match = _MLP_WEIGHT.match(name)
+        if match and match["proj"] == "gate_proj":
+            sizes[match["layer"]] = tensor.shape[0]
+    pool = [(layer, c) for layer in sorted(sizes) for c in range(sizes[layer]) if (layer, c) not in shared]
+    if len(pool) < len(shared):
+        raise ValueError(f"only {len(pool)} MLP channels lie outside the {len(shared)} shared ones: no control set "
+                         f"of the same size can be drawn")
+    rng = np.random.default_rng(seed)
+    return [{pool[i] for i in rng.choice(len(pool), size=len(shared), replace=False)} for _ in range(draws)]
+
+
+@dataclass(frozen=True)
+class TheoryPremises(Spec):
+    """The premises of notebook 03's theory checks that need curvature, at theta_A* (the ``subspace``'s objective
+    L_A) with S the span of the ``subspace``'s eigenvectors, for each of ``stages`` (delta_B = its weights -
+    theta_A*): ``||g_A||`` and ``||P_S g_A||``; ``||P_S delta_B||``; the curvature term ``||P_S H_A P_S delta_B||``
+    and the back-flow ``||P_S H_A (I - P_S) delta_B||``; ``||H_A delta_B||``; the full quadratic term
+    ``delta_B^T H_A delta_B`` and the part ``delta_S^T H_A delta_S`` of the shared-route coordinates, against the
+    same part on ``draws`` sets of non-shared MLP channels of the same count (:func:`nonshared_channel_draws`);
+    and the extreme Ritz values of ``lanczos_steps`` Lanczos iterations on H_A over every parameter
+    (:func:`lanczos_ritz`): a negative ``ritz_min`` proves H_A indefinite. Costs ``3 + draws`` Hessian-vector
+    products per stage plus ``lanczos_steps``. Opens as ``{"grad_norm", "grad_s_norm", "mu", "ritz_min",
+    "ritz_max", "coordinates", "stages": [per stage dict]}``. Introduced in
+    ``03_perturbation_theory``."""
+
+    subspace: ConflictEigenpairs
+    stages: tuple[Spec, ...]
+    draws: int = 10
+    seed: int = 0
+    lanczos_steps: int = 12
+    kind: ClassVar[str] = "theory-premises"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages:
+            raise ConfigError("theory-premises stages: give at least one stage")
+        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
+            raise ConfigError(f"theory-premises draws: expected a positive integer, got {self.draws!r}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.subspace, *self.stages)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"subspace": kit.key(self.subspace), "stages": [kit.key(s) for s in self.stages],
+                "draws": self.draws, "seed": self.seed, "lanczos_steps": self.lanczos_steps}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib import routes
+
+        eigen = kit.open(self.subspace)
+        shared = kit.open(self.subspace.routes)["shared"]
+        expert = load_expert(kit, self.subspace.objective)
+        loss, model, space, theta = expert.loss, expert.model, expert.space, expert.theta
+        project = eigen.projector(space.dim)
+        g = gradient(loss, model, space).double()
+        masks = [space.restrict(routes.route_coordinate_mask(model, channels)).mask
+                 for channels in nonshared_channel_draws(model, shared, self.draws, seed=self.seed)]
+        op = hessian_operator(loss, model, space)
+        shared_mask = torch.zeros(space.dim, dtype=torch.bool)
+        shared_mask[eigen.index] = True
+        per_stage = []
+        for stage in self.stages:
+            delta = weights_vector(kit, space, stage) - theta
+            on_s = project(delta.double()).to(delta)
+            h_on, h_off = op(on_s).double(), op(delta - on_s).double()
+            h_delta = h_on + h_off
+            total = float(delta.double() @ h_delta)
+            shared_part = quadratic_form(op, delta * shared_mask.to(delta)) / total
+            controls = [quadratic_form(op, delta * m.to(delta)) / total for m in masks]
+            per_stage.append({"delta_norm": float(delta.norm()), "delta_s_norm": float(on_s.norm()),
+                              "curvature_term": float(project(h_on).norm()), "backflow": float(project(h_off).norm()),
+                              "h_delta_norm": float(h_delta.norm()), "quadratic": total, "shared_part": shared_part,
+                              "nonshared_parts": controls})
+        ritz = lanczos_ritz(op.numpy_matvec, space.dim, self.lanczos_steps, seed=self.seed)
+        hvps = op.calls
+        op.release()
+        result = {"grad_norm": float(g.norm()), "grad_s_norm": float(project(g).norm()),
+                  "mu": float(eigen.values.min()), "ritz_min": float(ritz[0]), "ritz_max": float(ritz[-1]),
+                  "coordinates": int(eigen.dim),
+                  "stages": per_stage}
+        (directory / RESULT_FILE).write_text(json.dumps(result))
+        return {"hvps": hvps, "ritz_min": result["ritz_min"]}
+
+    def open(self, kit: Kit, artifact: Artifact) -> dict:
+        return json.loads((artifact.path / RESULT_FILE).read_text())
+
+    def label(self) -> str:
+        return f"theory premises of H_{self.subspace.objective.domain} for {len(self.stages)} displacement(s)"
+
+    def toy_seconds(self, config) -> float:
+        return 1.0 + 0.2 * ((3 + self.draws) * len(self.stages) + self.lanczos_steps)
 
 # ---- the notebook's tables from those artifacts ---------------------------------------------------
 

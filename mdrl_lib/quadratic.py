@@ -252,6 +252,71 @@ def symbolic_contraction() -> dict:
             "at_top": sp.simplify(1 - alpha * (1 / alpha)), "s_component": sp.expand(x_next[0])}
 
 
+
+def contraction_margin():
+    """The one-direction contraction margin, symbolically: ``(1 - alpha mu)^2 - (1 - alpha lambda)^2`` for a
+    direction of curvature ``lambda``, and its factorisation ``alpha (lambda - mu) (2 - alpha lambda - alpha mu)``.
+    A gradient step contracts that direction at least as fast as the bound exactly where the margin is >= 0,
+    i.e. ``mu <= lambda <= 2/alpha - mu``; for ``alpha <= 1/lambda_max`` and every ``lambda >= mu`` it holds.
+    Returns ``{"margin", "factored", "symbols": (alpha, mu, lambda)}`` (sympy expressions).
+    Introduced in notebook ``03_perturbation_theory``."""
+    import sympy as sp
+
+    alpha, mu, lam = sp.symbols("alpha mu lambda", real=True)
+    margin = (1 - alpha * mu) ** 2 - (1 - alpha * lam) ** 2
+    return {"margin": margin, "factored": sp.factor(margin), "symbols": (alpha, mu, lam)}
+
+
+def contraction_holds(eigenvalues, alpha: float, mu: float, *, vectors: int = 200, seed: int = 0) -> dict:
+    """Does one gradient step contract by the theorem's factor: ``||(I - alpha H) v|| <= (1 - alpha mu) ||v||`` for
+    ``H = Q diag(eigenvalues) Q^T`` (``Q`` a seeded random rotation, so ``H`` is a general symmetric matrix), checked
+    two ways that can each fail: over a grid, the symbolic margin of :func:`contraction_margin` at every eigenvalue
+    (``grid_min``, must be >= 0), and over ``vectors`` seeded random vectors plus ``H``'s eigenvectors, the worst
+    ratio ``||(I - alpha H) v|| / ((1 - alpha mu) ||v||)`` (``worst_ratio``, must be <= 1). Holds for eigenvalues in
+    ``[mu, 1/alpha]``; fails when ``H`` is indefinite (an eigenvalue below ``mu``, e.g. negative) or when
+    ``alpha > 2 / lambda_max``. Returns ``{"holds", "grid_min", "worst_ratio", "factor"}``.
+    Introduced in notebook ``03_perturbation_theory``."""
+    import sympy as sp
+
+    values = np.asarray(eigenvalues, dtype=np.float64).reshape(-1)
+    if values.size < 1 or alpha <= 0:
+        raise ValueError(f"need at least one eigenvalue and alpha > 0, got {values.size} and {alpha}")
+    sym = contraction_margin()
+    margin = sp.lambdify(sym["symbols"], sym["factored"], "numpy")
+    grid_min = float(np.min(margin(alpha, mu, values)))
+    rng = np.random.default_rng(seed)
+    n = values.size
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    h = (q * values) @ q.T
+    step = np.eye(n) - alpha * h
+    probes = np.concatenate([q, rng.standard_normal((n, vectors))], axis=1)
+    factor = 1.0 - alpha * mu
+    ratios = np.linalg.norm(step @ probes, axis=0) / (abs(factor) * np.linalg.norm(probes, axis=0))
+    worst = float(ratios.max())
+    tol = 1e-9
+    return {"holds": bool(grid_min >= -tol and worst <= 1 + tol and factor >= 0), "grid_min": grid_min,
+            "worst_ratio": worst, "factor": factor}
+
+
+def contraction_cases(mu: float = 0.5, lam_max: float = 4.0, dim: int = 6, seed: int = 0) -> pd.DataFrame:
+    """The contraction step checked by :func:`contraction_holds` in three cases (one row each): eigenvalues spread
+    over ``[mu, lam_max]`` at ``alpha = 1/lam_max`` (the theorem's premises: must hold); the same with one eigenvalue
+    made negative (``H`` indefinite: must fail); and the first spectrum at ``alpha = 2.2/lam_max`` (beyond the
+    stable rate: must fail). Columns ``case``, ``alpha``, ``lambda_min``, ``lambda_max``, ``holds``, ``grid_min``,
+    ``worst_ratio``. Introduced in notebook ``03_perturbation_theory``."""
+    spread = np.linspace(mu, lam_max, dim)
+    indefinite = spread.copy()
+    indefinite[0] = -mu
+    rows = []
+    for case, values, alpha in (("premises hold: μ ≤ λ ≤ 1/α", spread, 1.0 / lam_max),
+                                ("H indefinite (one λ < 0)", indefinite, 1.0 / lam_max),
+                                ("α = 2.2 / λ_max", spread, 2.2 / lam_max)):
+        result = contraction_holds(values, alpha, mu, seed=seed)
+        rows.append({"case": case, "alpha": alpha, "lambda_min": float(values.min()),
+                     "lambda_max": float(values.max()), "holds": result["holds"], "grid_min": result["grid_min"],
+                     "worst_ratio": result["worst_ratio"]})
+    return pd.DataFrame(rows)
+
 # ---- notebook 03's figures and widget ------------------------------------------------------------
 
 

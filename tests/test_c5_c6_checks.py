@@ -16,33 +16,38 @@ def _shares(top, random_max, random_mean=0.0):
 
 # ---- C5 ---------------------------------------------------------------------------------------------
 
+CONTROLS = [0.001] * 10  # non-shared channel sets' part of the whole second-order term
+
+
 def test_c5_supported_when_second_order_and_concentrated():
-    check = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3)
-    assert check.supported is True and check.claim == "C5"
+    check = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3, nonshared_parts=CONTROLS)
+    assert check.supported is True and check.claim == "C5" and check.tested == "mechanism"
     assert check.figures["top_share"] == 0.9 and check.figures["random_share_max"] == 0.03
-    assert check.figures["local_relative_error"] == pytest.approx(0.02 / 1.34)
-    assert "closer" in check.why and "0.9 of the whole second-order damage (>= 0.5" in check.why
+    assert check.figures["relative_error"] == pytest.approx(0.02 / 1.34)
+    assert "0.9 of the whole second-order damage (>= 0.5" in check.why
 
 
 def test_c5_first_order_dominating_is_not_support():
     first = {"measured": 1.0, "first_order": 0.95, "second_order": 0.05, "predicted": 1.0}
-    check = check_c5(first, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3)
-    assert check.supported is False and "not closer" in check.why
+    check = check_c5(first, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3, nonshared_parts=CONTROLS)
+    assert check.supported is False and "second order's share of the terms 0.05 <= 0.5" in check.why
 
 
-def test_c5_inaccurate_quadratic_is_not_support():
+def test_c5_a_large_remainder_is_not_second_order():
     far = {"measured": 0.32, "first_order": 0.003, "second_order": 0.01, "predicted": 0.013}
-    check = check_c5(far, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3)
-    assert check.supported is False and "> 10%" in check.why  # second order is closer, but far off
+    check = check_c5(far, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3, nonshared_parts=CONTROLS)
+    assert check.supported is False and check.figures["second_order_share"] == pytest.approx(0.01 / 0.32)
 
 
 def test_c5_share_must_reach_the_minimum_and_beat_every_random_subspace():
-    low = check_c5(LOCAL, _shares([0.1, 0.2, C5_MIN_SHARE - 0.01], [0.0, 0.0, 0.0]), r=3)
+    low = check_c5(LOCAL, _shares([0.1, 0.2, C5_MIN_SHARE - 0.01], [0.0, 0.0, 0.0]), r=3, nonshared_parts=CONTROLS)
     assert low.supported is False and "(< 0.5" in low.why
-    beaten = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.95]), r=3)
-    assert beaten.supported is False and "not above" in beaten.why
-    at_r1 = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=1)  # r is read from its row
+    beaten = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.95]), r=3, nonshared_parts=CONTROLS)
+    assert beaten.supported is False and "not above every random" in beaten.why
+    at_r1 = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=1, nonshared_parts=CONTROLS)
     assert at_r1.supported is False and at_r1.figures["top_share"] == 0.3
+    uncontrolled = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01, 0.02, 0.03]), r=3)
+    assert uncontrolled.supported is False  # without the non-shared control the subspace is not shown special
 
 
 def test_c5_not_testable_without_damage_and_bad_inputs_are_named():
@@ -54,10 +59,14 @@ def test_c5_not_testable_without_damage_and_bad_inputs_are_named():
         check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.0] * 3), r=5)
 
 
-def test_c5_reports_the_far_regime():
-    far = {"measured": 0.32, "first_order": 0.003, "second_order": 0.01}
-    check = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01] * 3), r=3, far=far)
-    assert check.figures["far_predicted"] == pytest.approx(0.013) and "0.32" in check.measured
+def test_c5_reports_the_local_stage_and_the_path():
+    local = {"measured": 3.5e-5, "first_order": -3.5e-5, "second_order": 7e-5}
+    path = pd.DataFrame({"step": [0, 20, 40], "first_order": [0.0, -0.02, -0.019], "cosine": [0.0, -0.012, 0.004]})
+    check = check_c5(LOCAL, _shares([0.3, 0.6, 0.9], [0.01] * 3), r=3, local=local, path=path,
+                     nonshared_parts=CONTROLS)
+    assert check.figures["local_second_order_share"] == pytest.approx(7 / 10.5)
+    assert check.figures["path_first_order"] == -0.019 and check.figures["path_cosine_max"] == 0.012
+    assert "local stage (reported" in check.measured
 
 
 # ---- C6 (theory) ------------------------------------------------------------------------------------
@@ -149,9 +158,9 @@ def test_captured_shares_equal_captured_share_for_each_delta_and_share_the_produ
 
 def test_c5_a_subspace_dominant_only_on_few_coordinates_is_not_support():
     shares = _shares([0.3, 0.6, 1.03], [0.0, 0.0, 0.0004])
-    check = check_c5(LOCAL, shares, r=3, coordinates_part=0.007)
+    check = check_c5(LOCAL, shares, r=3, coordinates_part=0.007, nonshared_parts=CONTROLS)
     assert check.supported is False and check.figures["share_of_whole"] == pytest.approx(1.03 * 0.007)
-    assert check_c5(LOCAL, shares, r=3, coordinates_part=0.6).supported is True
+    assert check_c5(LOCAL, shares, r=3, coordinates_part=0.6, nonshared_parts=CONTROLS).supported is True
 
 
 # ---- the narration of notebook 03 -----------------------------------------------------------------------
@@ -168,7 +177,7 @@ def test_the_taylor_text_says_which_term_dominates_and_where_the_quadratic_fails
     along = pd.DataFrame({"step": [0, 20, 40], "relative_error": [float("nan"), 0.05, 0.3]})
     text = taylor_text(far, local, along, displacement=0.027)
     first, second = text.splitlines()
-    assert first.startswith("Default rate: B moved the weights by 2.7% of their norm.")
+    assert first.startswith("Default rate (the run's own stage, judged): B moved the weights by 2.7% of their norm.")
     assert "(22% off): this is far from local" in first and "holds up to t = 0.5 on the segment" in first
     assert first.endswith("first more than 10% off at step 40.")
     assert "(first dominates)" in second
@@ -176,10 +185,12 @@ def test_the_taylor_text_says_which_term_dominates_and_where_the_quadratic_fails
     assert "this is still local" in near and "(second dominates)" in near and near.splitlines()[0].endswith("segment.")
 
 
-def _c5(measured=1.0, first=0.2, second=0.9, share=0.9, random_max=0.1, part=1.0, far=(0.5, 0.01, 0.3)):
-    local = {"measured": measured, "first_order": first, "second_order": second, "predicted": first + second}
-    far = dict(zip(("measured", "first_order", "second_order"), far))
-    return check_c5(local, _shares([0.3, 0.6, share], [0.0, 0.0, random_max]), r=3, coordinates_part=part, far=far)
+def _c5(measured=1.0, first=0.2, second=0.9, share=0.9, random_max=0.1, part=1.0, controls=(0.1,) * 10):
+    stage = {"measured": measured, "first_order": first, "second_order": second, "predicted": first + second}
+    local = {"measured": 3.5e-5, "first_order": -3.5e-5, "second_order": 7e-5}
+    path = pd.DataFrame({"step": [0, 20], "first_order": [0.0, first], "cosine": [0.0, 0.01]})
+    return check_c5(stage, _shares([0.3, 0.6, share], [0.0, 0.0, random_max]), r=3, coordinates_part=part,
+                    nonshared_parts=list(controls), local=local, path=path)
 
 
 def _real():
@@ -191,16 +202,14 @@ def test_the_agreement_text_follows_the_checks():
     c6 = check_c6_theory([1.0, 0.5], mu=1.0, alpha=0.1, name="gd-contraction-local", drift_corrected=[1.0, 0.4])
     agree = agreement_text(_c5(), [c6], displacement=0.02, coordinates=100, real=_real(), b_title="QA", refresh_steps=5)
     lines = agree.splitlines()
-    assert lines[0].startswith("C5, second order (agrees)") and "carried by the second-order term 0.9" in lines[0]
-    assert "is 1.6x the quadratic prediction 0.31" in lines[1] and "far outside" in lines[1]
-    assert lines[2].startswith("C5, subspace (agrees)") and "most of it lies on the shared MLP routes" in lines[2]
-    assert lines[3].startswith("C6 theory, gd-contraction-local (supported)") and "0.4000" in lines[3]
-    assert lines[4] == ("Real refresh: L_A 0.3000 after QA -> 0.2000 after 5 GRPO steps (θ_A*: 0.1000); distance to "
-                        "θ_A* 1 -> 1.2, on S 0.02 -> 0.03.")
-    disagree = agreement_text(_c5(first=0.95, second=0.05, part=0.01, random_max=0.95, far=(0.5, 0.01, 0.48)), [c6],
+    assert lines[0].startswith("C5 (supported), second order at the run's rate (agrees)") and "Every premise holds" in lines[0]
+    assert lines[1].startswith("C5, local stage (reported)")
+    assert lines[2].startswith("C5, the link to C3: g_A^T δ_B = 0.2")
+    assert "the shared routes do hold more" in lines[3]
+    assert lines[4].startswith("C6 theory, gd-contraction-local (supported)") and "0.4000" in lines[4]
+    assert lines[5].startswith("Real refresh: L_A 0.3000 after QA -> 0.2000 after 5 GRPO steps (θ_A*: 0.1000)")
+    disagree = agreement_text(_c5(first=0.95, second=0.05, part=0.01, random_max=0.95, controls=(0.5,) * 10), [c6],
                               displacement=0.001, coordinates=100, real=_real(), b_title="QA", refresh_steps=5)
     lines = disagree.splitlines()
-    assert lines[0].startswith("C5, second order (disagrees)") and "closer to the first-order term 0.95" in lines[0]
-    assert "still within the region" in lines[1]
-    assert lines[2].startswith("C5, subspace (disagrees)") and "do no better than random ones" in lines[2]
-    assert "most of it lies off the shared MLP routes" in lines[2]
+    assert lines[0].startswith("C5 (not supported), second order at the run's rate (disagrees)")
+    assert ": no better" in lines[3] and "do not hold more" in lines[3]

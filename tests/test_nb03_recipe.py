@@ -21,14 +21,15 @@ def analysis_keys(kit, **options):
             "shares": kit.key(a.shares), "curvature": kit.key(a.curvature),
             **{f"segment {n}": kit.key(s) for n, s in a.segments.items()},
             **{f"along {n}": kit.key(s) for n, s in a.along.items()},
-            **{f"gd {n}": kit.key(s) for n, s in a.contraction.items()}}
+            **{f"gd {n}": kit.key(s) for n, s in a.contraction.items()},
+            **{f"path {n}": kit.key(s) for n, s in a.paths.items()}, "premises": kit.key(a.premises)}
 
 
 def test_the_plan_names_every_trained_artifact_and_analysis_once(kit):
     params = recipe.Params()
     planned = recipe.plan(kit, params)
     keys = [kit.key(s) for s in planned]
-    assert len(keys) == len(set(keys)) == 6 + 11
+    assert len(keys) == len(set(keys)) == 6 + 14
     assert set(analysis_keys(kit).values()) <= set(keys)
     s = recipe.specs(params)
     assert s.regimes == {"default rate": s.b_stage, "local": s.local_stage}
@@ -38,14 +39,16 @@ def test_the_plan_names_every_trained_artifact_and_analysis_once(kit):
 
 @pytest.mark.parametrize("option, value, moved", [
     ("taylor_points", 6, {"segment default rate", "segment local"}),
-    ("subspace_rank", 8, {"subspace", "shares", "gd default rate", "gd local"}),
-    ("random_subspaces", 7, {"shares"}),
+    ("subspace_rank", 8, {"subspace", "shares", "gd default rate", "gd local", "premises"}),
+    ("random_subspaces", 12, {"shares"}),
+    ("nonshared_draws", 12, {"premises"}),
     ("gd_steps", 10, {"gd default rate", "gd local"}),
     ("gd_rate_scale", 1.5, {"gd default rate", "gd local"}),
-    ("conflict_route_prompts", 50, {"routes", "subspace", "shares", "gd default rate", "gd local"}),
-    ("local_lr", 2e-5, {"segment local", "along local", "shares", "gd local"}),
+    ("conflict_route_prompts", 50, {"routes", "subspace", "shares", "gd default rate", "gd local", "premises"}),
+    ("local_lr", 2e-5, {"segment local", "along local", "shares", "gd local", "path local", "premises"}),
     ("objective_prompts", 32, {"hvp", "subspace", "shares", "curvature", "segment default rate", "segment local",
-                               "along default rate", "along local", "gd default rate", "gd local"}),
+                               "along default rate", "along local", "gd default rate", "gd local",
+                               "path default rate", "path local", "premises"}),
     ("real_refresh_steps", 10, set()),
 ])
 def test_each_parameter_moves_the_analyses_it_enters(kit, option, value, moved):
@@ -69,18 +72,37 @@ def test_the_claim_inputs_come_from_the_right_regimes():
 
     def segment(measured):
         return pd.DataFrame({"t": [0.5, 1.0], "measured": [measured / 4, measured], "first_order": [0.1, 0.2],
-                             "second_order": [0.3, 0.4], "predicted": [0.4, 0.6], "relative_error": [0.0, 0.0]})
+                             "second_order": [0.3, 0.4], "predicted": [measured / 4, measured],
+                             "relative_error": [0.0, 0.0]})
 
+    def along(measured):
+        return pd.DataFrame({"step": [0, 20], "measured": [0.0, measured], "predicted": [0.0, 0.6]})
+
+    def path(drop):
+        table = pd.DataFrame({"step": [0, 20, 40], "L_A": [0.1, 0.2, 0.3], "score": [0.9, 0.8, 0.7],
+                              "first_order": [0.0, 0.1, 0.2], "cosine": [0.0, 0.01, 0.02]})
+        return {"table": table, "items": {0: [1.0] * 50, 20: [1.0] * 50, 40: [0.0] * drop + [1.0] * (50 - drop)}}
+
+    stage = {"h_delta_norm": 1.0, "delta_s_norm": 0.1, "curvature_term": 1.0, "backflow": 0.05,
+             "nonshared_parts": [0.01] * 10}
+    premises = {"grad_norm": 0.01, "grad_s_norm": 0.001, "mu": 0.5, "stages": [stage, {**stage, "backflow": 5.0}]}
     shares = [{"shares": pd.DataFrame({"r": [16]}), "coordinates_part": part} for part in (0.25, 0.75)]
     results = {a.segments["default rate"]: segment(1.0), a.segments["local"]: segment(2.0), a.shares: shares,
+               a.along["default rate"]: along(0.6), a.along["local"]: along(3.0),
+               a.paths["default rate"]: path(20), a.paths["local"]: path(0), a.premises: premises, a.curvature: 10.0,
                a.contraction["default rate"]: {"to_fixed": [1.0, 0.5], "to_path": [1.0, 0.4], "mu": 0.5, "alpha": 0.1},
                a.contraction["local"]: {"to_fixed": [2.0, 1.5], "to_path": [2.0, 1.4], "mu": 0.5, "alpha": 0.1}}
     kit = CannedKit(results)
     c5 = recipe.c5_inputs(kit, params)
-    assert c5["local"]["measured"] == 2.0 and c5["far"]["measured"] == 1.0 and c5["r"] == 16
-    assert c5["coordinates_part"] == 0.75 and c5["shares"] is shares[1]["shares"]  # the local stage is second
-    assert recipe.shares_by_regime(kit, params)["default rate"] is shares[0]
+    assert c5["stage"]["measured"] == 1.0 and c5["local"]["measured"] == 2.0 and c5["r"] == 16
+    assert c5["coordinates_part"] == 0.25 and c5["shares"] is shares[0]["shares"]  # judged: the default-rate stage
+    assert [p["holds"] for p in c5["premises"]] == [True, True, True, True]
     c6 = recipe.c6_theory_inputs(kit, params)
     assert [i["name"] for i in c6] == ["gd-contraction-local", "gd-contraction-default-rate"]
-    assert c6[0] == {"distance_s": [2.0, 1.5], "mu": 0.5, "alpha": 0.1, "name": "gd-contraction-local",
-                     "drift_corrected": [2.0, 1.4]}
+    assert c6[0]["distance_s"] == [2.0, 1.5] and c6[0]["drift_corrected"] == [2.0, 1.4]
+    local = {p["name"].split(":")[0]: p["holds"] for p in c6[0]["premises"]}
+    assert local["weak back-flow"] is False and local["damage"] is False and local["locality"] is False
+    assert local["plain GD at a constant rate with α λ_max <= threshold"] is True  # alpha lambda_max = 1
+    assert all(p["holds"] for p in c6[1]["premises"])
+    with pytest.raises(ValueError, match="valid: default rate, local"):
+        recipe.theory_premises(kit, params, "fast")

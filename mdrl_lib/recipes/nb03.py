@@ -35,8 +35,11 @@ class Params(NotebookParams):
     conflict_route_prompts: int = common.conflict_route_prompts()
     subspace_rank: int = option(16, "R: top Hessian eigenvectors on the shared-route coordinates (each costs a few "
                                     "HVPs)", minimum=1, maximum=200)
-    random_subspaces: int = option(5, "random r-dimensional subspaces per r that the top-r subspace is held against",
-                                   minimum=2, maximum=100)
+    random_subspaces: int = option(10, "random R-dimensional subspaces that the top-R subspace is held against "
+                                       "(a random-set control: at least 10)", minimum=10, maximum=100)
+    nonshared_draws: int = option(10, "sets of non-shared MLP channels, as many as the shared ones, that the shared "
+                                      "routes' part of the damage is held against (at least 10)", minimum=10,
+                                  maximum=100)
     gd_steps: int = option(30, "plain gradient-descent refresh steps on L_A (the theorem's refresh)", minimum=1,
                            maximum=10**4)
     gd_rate_scale: float = option(1.0, "the GD rate alpha as a multiple of 1 / (largest eigenvalue of H_A)",
@@ -98,7 +101,9 @@ class Analyses:
     """Notebook 03's cached analyses (specs of :mod:`mdrl_lib.perturbation`), by role; the per-regime ones
     are dicts keyed by regime name: the HVP check, the Taylor terms along the segment and at the checkpoints,
     the routes A and B share, the top Hessian eigenpairs on their coordinates, the captured shares of both
-    displacements, lambda_max(H_A), and the plain gradient-descent refresh from each B stage."""
+    displacements, lambda_max(H_A), the plain gradient-descent refresh from each B stage, L_A and A's held-out
+    score along each B stage (with the first-order term split over its segments), and the premises of the theory
+    checks that need curvature (stationarity, back-flow, the non-shared control, H_A's sign)."""
 
     hvp_check: Any
     segments: dict[str, Any]
@@ -108,11 +113,13 @@ class Analyses:
     shares: Any
     curvature: Any
     contraction: dict[str, Any]
+    paths: dict[str, Any]
+    premises: Any
 
     def specs(self) -> list:
         """Every analysis spec, inputs before what reads them."""
         return [self.hvp_check, *self.segments.values(), *self.along.values(), self.routes, self.subspace,
-                self.shares, self.curvature, *self.contraction.values()]
+                self.shares, self.curvature, *self.contraction.values(), *self.paths.values(), self.premises]
 
 
 def analyses(params: Params) -> Analyses:
@@ -131,10 +138,13 @@ def analyses(params: Params) -> Analyses:
                   for name, stage in s.regimes.items()},
         along={name: pt.TaylorAlong(stage, s.objective) for name, stage in s.regimes.items()},
         routes=routes, subspace=subspace,
-        shares=pt.CapturedShares(subspace, tuple(s.regimes.values()), random=params.random_subspaces, seed=params.seed),
+        shares=pt.CapturedShares(subspace, tuple(s.regimes.values()), random=params.random_subspaces, seed=params.seed,
+                                 random_last_only=True),
         curvature=curvature,
         contraction={name: pt.GDContraction(stage, subspace, curvature, rate_scale=params.gd_rate_scale,
-                                            steps=params.gd_steps) for name, stage in s.regimes.items()})
+                                            steps=params.gd_steps) for name, stage in s.regimes.items()},
+        paths={name: pt.PathAlong(stage, s.objective) for name, stage in s.regimes.items()},
+        premises=pt.TheoryPremises(subspace, tuple(s.regimes.values()), draws=params.nonshared_draws, seed=params.seed))
 
 
 def plan(kit, params: Params) -> list:
@@ -151,21 +161,90 @@ def shares_by_regime(kit, params: Params) -> dict[str, dict]:
     return dict(zip(REGIMES, kit.open(analyses(params).shares)))
 
 
+def paths_by_regime(kit, params: Params) -> dict[str, dict]:
+    """L_A, A's held-out score and the first-order segments along each B stage, by regime name
+    (:meth:`~mdrl_lib.perturbation.PathAlong.open`)."""
+    return {name: kit.open(spec) for name, spec in analyses(params).paths.items()}
+
+
+def tracking_by_regime(kit, params: Params) -> dict[str, dict]:
+    """:func:`~mdrl_lib.perturbation.objective_tracking` of L_A against A's score along each B stage, by regime."""
+    from mdrl_lib.perturbation import objective_tracking
+
+    return {name: objective_tracking(p["table"]["L_A"], p["table"]["score"])
+            for name, p in paths_by_regime(kit, params).items()}
+
+
+def _damage(path: dict) -> dict:
+    """A's per-item held-out scores at theta_A* (step 0) and at the stage's end (its last checkpoint)."""
+    steps = sorted(path["items"])
+    return {"before": path["items"][steps[0]], "after": path["items"][steps[-1]]}
+
+
+def theory_premises(kit, params: Params, regime: str) -> dict[str, dict]:
+    """Every premise of the theory checks for the B stage ``regime`` (one of :data:`REGIMES`), by short name
+    (``stationarity``, ``stationarity_s``, ``locality``, ``curvature``, ``backflow``, ``plain_gd``, ``damage``,
+    ``objective_rank``, ``objective_sign``), each a premise dict with thresholds from the rules file. From the
+    cached analyses only (no new computation)."""
+    from mdrl_lib import perturbation as pt
+    from mdrl_lib.claims.rules import rule
+
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
+    a = analyses(params)
+    measured = kit.open(a.premises)
+    stage = measured["stages"][REGIMES.index(regime)]
+    path = kit.open(a.paths[regime])
+    contraction = kit.open(a.contraction[regime])
+    lam_max = kit.open(a.curvature)
+    limit = rule("premises", "theory_stationarity_max")
+    total, on_s = pt.stationarity_premises(measured["grad_norm"], measured["grad_s_norm"], stage["h_delta_norm"],
+                                           measured["mu"], stage["delta_s_norm"], max_ratio=limit)
+    objective_rank, objective_sign = pt.objective_premises(
+        path["table"]["L_A"], path["table"]["score"], alpha=rule("premises", "theory_objective_alpha"),
+        min_sign_agreement=rule("premises", "theory_objective_sign_agreement"))
+    return {"stationarity": total, "stationarity_s": on_s,
+            "locality": pt.locality_premise(kit.open(a.segments[regime]), kit.open(a.along[regime]),
+                                            rtol=rule("premises", "theory_locality_rtol")),
+            "curvature": pt.curvature_premise(measured["mu"], minimum=rule("premises", "theory_mu_min")),
+            "backflow": pt.backflow_premise(stage["backflow"], stage["curvature_term"],
+                                            max_ratio=rule("premises", "theory_backflow_max")),
+            "plain_gd": pt.plain_gd_premise("gd", "constant", contraction["alpha"] * lam_max,
+                                            max_alpha_lambda=rule("premises", "theory_alpha_lambda_max")),
+            "damage": pt.damage_premise(**_damage(path), min_standard_errors=rule("premises",
+                                                                                  "damage_min_standard_errors")),
+            "objective_rank": objective_rank, "objective_sign": objective_sign}
+
+
+C5_PREMISES = ("locality", "damage", "objective_rank", "objective_sign")
+C6_THEORY_PREMISES = ("stationarity", "stationarity_s", "locality", "curvature", "backflow", "plain_gd", "damage")
+
+
 def c5_inputs(kit, params: Params) -> dict:
-    """The arguments of :func:`~mdrl_lib.claims.nb03.check_c5`: the local and default-rate Taylor terms at
-    t = 1 and the local displacement's captured shares at r = R, from the cached analyses."""
-    segments = {name: kit.open(spec) for name, spec in analyses(params).segments.items()}
-    local = shares_by_regime(kit, params)["local"]
-    return {"local": segments["local"].iloc[-1].to_dict(), "shares": local["shares"], "r": params.subspace_rank,
-            "coordinates_part": local["coordinates_part"], "far": segments["default rate"].iloc[-1].to_dict()}
+    """The arguments of :func:`~mdrl_lib.claims.nb03.check_c5`: C5 is judged on the default-rate B stage (the run's
+    own rate): its Taylor terms at t = 1, its captured shares at r = R, the shared-route coordinates' part of its
+    second-order term against the non-shared channel sets, its premises (:data:`C5_PREMISES`), the first-order
+    segments along its checkpoints; the local stage's terms are passed to be reported beside."""
+    a = analyses(params)
+    segments = {name: kit.open(spec) for name, spec in a.segments.items()}
+    judged = shares_by_regime(kit, params)["default rate"]
+    measured = kit.open(a.premises)["stages"][REGIMES.index("default rate")]
+    premises = theory_premises(kit, params, "default rate")
+    return {"stage": segments["default rate"].iloc[-1].to_dict(), "shares": judged["shares"],
+            "r": params.subspace_rank, "coordinates_part": judged["coordinates_part"],
+            "nonshared_parts": measured["nonshared_parts"], "premises": [premises[k] for k in C5_PREMISES],
+            "local": segments["local"].iloc[-1].to_dict(), "path": kit.open(a.paths["default rate"])["table"],
+            "pair": params.titles}
 
 
 def c6_theory_inputs(kit, params: Params) -> list[dict]:
     """The arguments of :func:`~mdrl_lib.claims.nb03.check_c6_theory`, one per regime (local first): the
-    distances on S along each gradient-descent refresh, mu and alpha."""
+    distances on S along each gradient-descent refresh, mu, alpha and the theorem's premises for that regime
+    (:data:`C6_THEORY_PREMISES`)."""
     out = []
     for name, slug in (("local", "local"), ("default rate", "default-rate")):
         c = kit.open(analyses(params).contraction[name])
+        premises = theory_premises(kit, params, name)
         out.append({"distance_s": c["to_fixed"], "mu": c["mu"], "alpha": c["alpha"], "name": f"gd-contraction-{slug}",
-                    "drift_corrected": c["to_path"]})
+                    "drift_corrected": c["to_path"], "premises": [premises[k] for k in C6_THEORY_PREMISES]})
     return out
