@@ -5,7 +5,10 @@ say what the verifier read in each completion; :func:`error_category` sorts an i
 kinds of answer, :func:`breakdown` counts them, and :func:`drop_breakdown` says, for the items a domain
 lost between two checkpoints, what they became: answers in the wrong convention or wrong content.
 :func:`control_specs` builds the artifacts that separate the cheap explanations of a drop from the
-paper's (more RL of any kind, more of the same domain, RL on the later domains with shuffled rewards).
+paper's (more of the same domain; RL on the later domains with rewards permuted within each prompt's group,
+several control seeds; a random Gaussian displacement of the real chain's size, :class:`RandomDirections`).
+GRPO's per-step diagnostics of a run (:func:`run_diagnostics`) and the distance it moved
+(:func:`displacement_norm`) show whether a control moves like RL.
 
 Paired over the same held-out items: :func:`paired_change` (one domain, two checkpoints),
 :func:`stage_changes` (every domain over every stage: forgetting and transfer), :func:`forgetting` (each
@@ -17,7 +20,9 @@ recipe (:mod:`mdrl_lib.recipes.nb04`) lists every artifact it asks the kit for.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
 
 import pandas as pd
 
@@ -83,35 +88,148 @@ def _paired(before: pd.DataFrame, after: pd.DataFrame, domain: str) -> pd.DataFr
     return pair
 
 
-def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0) -> dict[str, object]:
+PERMUTED = "permuted rewards"  # the within-group control's name; replicates are "permuted rewards (seed <s>)"
+REAL = "real chain"
+MORE = "more of the same"
+
+
+def control_seeds(rl_seed: int, replicates: int) -> tuple[int, ...]:
+    """The RL seeds of the within-group control's replicates: ``rl_seed``, ``rl_seed + 1``, ... (the first shares
+    the real chain's trainer seed, so its first step samples the same completions)."""
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    return tuple(rl_seed + i for i in range(replicates))
+
+
+def replicate_name(seed: int) -> str:
+    """The control table's name of the within-group control replicate with RL seed ``seed``."""
+    return f"{PERMUTED} (seed {seed})"
+
+
+def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, replicates: int = 3) -> dict[str, object]:
     """The artifacts that separate the explanations of ``domain``'s drop along the chain ``order``.
 
     All start from the checkpoint right after ``domain``'s stage and take the same number of RL steps
-    as the later stages of the chain:
+    as the later stages of the chain (the distance rule fixed in advance, ``[C0] distance_rule`` of the
+    rules file: same steps, same rate schedule):
 
     - ``real chain``: the chain's later stages (the paper's setting);
-    - ``shuffled rewards``: the same later domains, with each step's verifier rewards shuffled among its
-      completions (RL drift of a comparable size that learns nothing about those domains);
+    - ``permuted rewards (seed <s>)``, one per control seed (:func:`control_seeds`): the same later domains,
+      with each prompt's group of verifier rewards permuted among its own completions
+      (:func:`mdrl_lib.training.permute_within_groups`): each group's rewards, hence the share of
+      zero-advantage groups and the advantages' sizes, are the real ones, but which completion is rewarded
+      is unrelated to correctness, so the updates have RL's shape and learn nothing about those domains;
     - ``more of the same``: the same number of steps continuing ``domain`` itself.
 
     Returns {name: spec of the final checkpoint}, plus ``after`` (the checkpoint right after the stage).
     """
+    from mdrl_lib.claims.rules import rule
+
+    if rule("C0", "distance_rule") != "same steps":
+        raise ValueError(f"control_specs knows the distance rule 'same steps' only, the rules file says "
+                         f"{rule('C0', 'distance_rule')!r}")
     domain = check_domain(domain)
     chain = kit.chain_specs(order, rl_seed)
     names = [spec.domain for spec in chain]
     if domain not in names:
         raise ValueError(f"{domain!r} is not in the chain {names}; valid: {', '.join(names)}")
     at = names.index(domain)
-    later = names[at + 1:]
+    later = chain[at + 1:]
     if not later:
         raise ValueError(f"{domain!r} is the chain's last stage: no later stage can damage it")
     after = chain[at]
-    shuffled = after
-    for name in later:
-        shuffled = Stage(shuffled, name, rl_seed=rl_seed, reward="shuffled")
-    steps = sum(spec.resolved_steps(kit) for spec in chain[at + 1:])
-    return {"after": after, "real chain": chain[-1], "shuffled rewards": shuffled,
-            "more of the same": Stage(after, domain, rl_seed=rl_seed, steps=steps)}
+    out: dict[str, object] = {"after": after, REAL: chain[-1]}
+    for seed in control_seeds(rl_seed, replicates):
+        control = after
+        for spec in later:
+            control = Stage(control, spec.domain, steps=spec.steps, rl_seed=seed, reward="permuted")
+        out[replicate_name(seed)] = control
+    steps = sum(spec.resolved_steps(kit) for spec in later)
+    out[MORE] = Stage(after, domain, rl_seed=rl_seed, steps=steps)
+    return out
+
+
+def replicate_names(controls: Mapping[str, object]) -> list[str]:
+    """The names of the within-group control's replicates among ``controls`` (:func:`control_specs`), in order."""
+    return [name for name in controls if name.startswith(PERMUTED)]
+
+
+def stages_between(end: Spec, start: Spec) -> list[Spec]:
+    """The stage specs from right after ``start`` to ``end`` (inclusive), oldest first; ``start`` must be an
+    ancestor of ``end``."""
+    out, spec = [], end
+    while spec != start:
+        if spec is None or isinstance(spec, Base):
+            raise ValueError(f"{start.label()} is not an ancestor of {end.label()}")
+        out.append(spec)
+        spec = getattr(spec, "parent", None)
+    return out[::-1]
+
+
+# ---- GRPO diagnostics and the distance a run moved ----------------------------------------------------
+
+def stage_diagnostics(kit, spec: Spec) -> pd.DataFrame | None:
+    """GRPO's per-step diagnostics of a stored stage (:data:`mdrl_lib.training.DIAGNOSTICS`: zero-advantage
+    share, mean |advantage|, loss, entropy), one row per optimizer step (column ``step`` from 1), or ``None``
+    when the stage was built before the kit recorded them ("not recorded"). Introduced in ``04_sequential_rl``."""
+    log = kit.get(spec).metrics.get("log", {})
+    diagnostics = log.get("diagnostics")
+    if not diagnostics:
+        return None
+    table = pd.DataFrame(diagnostics)
+    table.insert(0, "step", range(1, len(table) + 1))
+    return table.astype(float)
+
+
+def run_diagnostics(kit, runs: Mapping[str, Spec], start: Spec) -> pd.DataFrame:
+    """Per-step GRPO diagnostics of each run in ``runs`` (name -> its last stage) over its stages after ``start``,
+    stacked: columns ``run``, ``stage`` (the stage's domain), ``step`` (counted over the run's stages),
+    ``recorded`` and the :data:`~mdrl_lib.training.DIAGNOSTICS`. A stage built before diagnostics were recorded
+    gives one row with ``recorded`` False and NaN values. Introduced in ``04_sequential_rl``."""
+    from mdrl_lib.training import DIAGNOSTICS
+
+    frames = []
+    for name, end in runs.items():
+        offset = 0
+        for spec in stages_between(end, start):
+            table = stage_diagnostics(kit, spec)
+            if table is None:
+                table = pd.DataFrame([{"step": offset + 1, **{d: float("nan") for d in DIAGNOSTICS}}])
+                recorded = False
+            else:
+                table = table.assign(step=table["step"] + offset)
+                recorded = True
+            offset = int(table["step"].max())
+            frames.append(table.assign(run=name, stage=spec.domain, recorded=recorded))
+    columns = ["run", "stage", "step", "recorded", *DIAGNOSTICS]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def diagnostics_means(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Each run's mean of each diagnostic over all its steps (a :func:`run_diagnostics` table): rows the runs,
+    columns the diagnostics and ``recorded`` (False when any of its stages was not recorded, and then every
+    mean is NaN: a mean over part of a run is not the run's)."""
+    from mdrl_lib.training import DIAGNOSTICS
+
+    rows = {}
+    for name, group in diagnostics.groupby("run", sort=False):
+        recorded = bool(group["recorded"].all())
+        rows[name] = {"recorded": recorded, **{d: (float(group[d].mean()) if recorded else float("nan"))
+                                                 for d in DIAGNOSTICS}}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def displacement_norm(kit, start: Spec, end: Spec) -> float:
+    """||theta_end - theta_start||, the global L2 norm of the weight change from ``start`` to ``end`` over every
+    stored tensor (fp32 weights; tied tensors once). Introduced in ``04_sequential_rl``: the distance a run
+    moved, which a control must match."""
+    before = dict(kit.weights(start))
+    total = 0.0
+    for name, tensor in kit.weights(end):
+        if name not in before or before[name].shape != tensor.shape:
+            raise ValueError(f"{start.label()} and {end.label()} hold different tensors ({name})")
+        total += float(((tensor.double() - before[name].double()) ** 2).sum())
+    return total ** 0.5
 
 
 # ---- paired changes along a chain ------------------------------------------------------------------
@@ -325,3 +443,185 @@ def world_drops(worlds: Mapping[str, Mapping[str, pd.DataFrame]], domain: str) -
     columns = ["before", "after", "change", "ci_low", "ci_high", "p_value"]
     rows = {name: forgetting(items).set_index("domain").loc[domain, columns] for name, items in worlds.items()}
     return pd.DataFrame(rows, index=columns).T.astype(float)
+
+
+# ---- the random-direction baseline: a Gaussian displacement of the real chain's size ---------------------
+
+MATCHINGS: tuple[str, ...] = ("per_tensor", "global")
+RANDOM_ITEMS = "items.jsonl"
+
+
+def random_displacement(norms: Mapping[str, float], shapes: Mapping[str, Sequence[int]], generator,
+                        matching: str = "per_tensor") -> dict:
+    """A Gaussian random displacement with a prescribed size: {name: tensor of ``shapes[name]``}.
+
+    Each tensor is drawn i.i.d. N(0, 1) (names in sorted order, from ``generator``, a ``torch.Generator``), then
+    scaled: ``per_tensor`` makes tensor ``name``'s L2 norm exactly ``norms[name]`` (the layer-by-layer size of
+    the real displacement, hence its global norm too); ``global`` scales all tensors by one factor so the global
+    norm is sqrt(sum of ``norms``^2) (the direction's share per tensor is then proportional to its size, not
+    to where RL moved). Float64 arithmetic, float32 result. Introduced in ``04_sequential_rl``."""
+    import torch
+
+    if matching not in MATCHINGS:
+        raise ValueError(f"unknown matching {matching!r}; valid: {', '.join(MATCHINGS)}")
+    if set(norms) != set(shapes):
+        raise ValueError(f"norms and shapes name different tensors: {sorted(set(norms) ^ set(shapes))[:3]}")
+    draws = {n: torch.randn(tuple(shapes[n]), generator=generator, dtype=torch.float64) for n in sorted(shapes)}
+    if matching == "per_tensor":
+        out = {}
+        for name, z in draws.items():
+            size = float(z.norm())
+            out[name] = (z * (float(norms[name]) / size) if size > 0 else z * 0).float()
+        return out
+    target = sum(float(v) ** 2 for v in norms.values()) ** 0.5
+    size = sum(float((z ** 2).sum()) for z in draws.values()) ** 0.5
+    return {n: (z * (target / size)).float() for n, z in draws.items()}
+
+
+@dataclass(frozen=True)
+class RandomDirections(Spec):
+    """``domain``'s held-out per-item scores at ``draws`` random displacements of ``start``, each of the size of
+    the displacement from ``start`` to ``end`` (:func:`random_displacement` with ``matching``; draw ``i`` seeded
+    by ``seed`` and ``i``). A derived artifact (introduced in ``04_sequential_rl``: the random-direction
+    baseline beside C0's controls): the displaced models live in memory only; ``items.jsonl`` holds the
+    scores (columns ``draw``, ``domain``, ``item``, ``score``), the manifest each draw's mean and norm."""
+
+    start: Spec
+    end: Spec
+    domain: str = "math"
+    draws: int = 10
+    seed: int = 0
+    matching: str = "per_tensor"
+    kind: ClassVar[str] = "random_directions"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import ConfigError, Param
+
+        object.__setattr__(self, "domain", check_domain(self.domain))
+        Param(int, "", minimum=1, maximum=10_000).check("random_directions draws", self.draws)
+        Param(int, "", minimum=0, maximum=2**31 - 1).check("random_directions seed", self.seed)
+        if self.matching not in MATCHINGS:
+            raise ConfigError(f"random_directions matching: unknown value {self.matching!r}; valid choices: "
+                              f"{', '.join(MATCHINGS)}")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.start, self.end)
+
+    def key_fields(self, kit) -> dict:
+        return {"start": kit.key(self.start), "end": kit.key(self.end), "domain": self.domain, "draws": self.draws,
+                "seed": self.seed, "matching": self.matching, "max_new_tokens": kit.config.rl.max_completion_length,
+                "dtype": str(kit.compute_dtype).removeprefix("torch.")}
+
+    def build(self, kit, directory: Path, progress: bool) -> dict:
+        import json
+        import time
+
+        import torch
+
+        from mdrl_lib.evaluation import score_items
+        from mdrl_lib.recovery import _load_weights
+        from mdrl_lib.training import stage_seed
+
+        began = time.perf_counter()
+        start = dict(kit.weights(self.start))
+        end = dict(kit.weights(self.end))
+        norms = {n: float((end[n].double() - start[n].double()).norm()) for n in start}
+        shapes = {n: tuple(t.shape) for n, t in start.items()}
+        model, tokenizer = kit.load(self.start)
+        rows, frames = [], []
+        for draw in range(self.draws):
+            generator = torch.Generator().manual_seed(stage_seed(self.seed, "random-direction", str(draw)))
+            step = random_displacement(norms, shapes, generator, self.matching)
+            _load_weights(model, {n: start[n] + step[n] for n in start})
+            items = score_items(model, tokenizer, {self.domain: kit.evals[self.domain]},
+                                max_new_tokens=kit.config.rl.max_completion_length,
+                                batch_size=kit.config.compute.eval_batch_size or None)
+            frames.append(items[["domain", "item", "score"]].assign(draw=draw))
+            norm = sum(float((t.double() ** 2).sum()) for t in step.values()) ** 0.5
+            rows.append({"draw": draw, "norm": round(norm, 6), "score": round(float(items["score"].mean()), 6)})
+        table = pd.concat(frames, ignore_index=True)[["draw", "domain", "item", "score"]]
+        with open(directory / RANDOM_ITEMS, "w") as handle:
+            for row in table.to_dict("records"):
+                handle.write(json.dumps({k: (float(v) if k == "score" else v) for k, v in row.items()}) + "\n")
+        return {"draws": rows, "real_norm": round(sum(v ** 2 for v in norms.values()) ** 0.5, 6),
+                "seconds": round(time.perf_counter() - began, 2)}
+
+    def open(self, kit, artifact) -> pd.DataFrame:
+        """The per-item scores: columns ``draw``, ``domain``, ``item``, ``score``."""
+        return pd.read_json(artifact.path / RANDOM_ITEMS, orient="records", lines=True)
+
+    def toy_seconds(self, config) -> float:
+        return 0.5 * self.draws
+
+    def label(self) -> str:
+        return f"{self.draws} random directions from {self.start.label()} of the size of {self.end.label()}"
+
+
+RANDOM_ROW = "random directions"
+
+
+def random_direction_changes(start_items: pd.DataFrame, draws: pd.DataFrame, domain: str) -> pd.DataFrame:
+    """``domain``'s change from the start (per-item table, :meth:`Kit.item_results`) at each random draw (the
+    :class:`RandomDirections` table): one row per draw, columns ``draw``, ``before``, ``after``, ``change``
+    (mean after - mean before over the same items). Introduced in ``04_sequential_rl``."""
+    before = item_scores(start_items, domain)
+    rows = []
+    for draw, group in draws[draws["domain"] == domain].groupby("draw", sort=True):
+        after = group.set_index("item")["score"].astype(float).sort_index()
+        if not after.index.equals(before.index):
+            raise ValueError(f"draw {draw} was scored on other {domain} items than the start")
+        rows.append({"draw": int(draw), "before": float(before.mean()), "after": float(after.mean()),
+                     "change": float(after.mean() - before.mean())})
+    return pd.DataFrame(rows, columns=["draw", "before", "after", "change"])
+
+
+def random_direction_row(start_items: pd.DataFrame, draws: pd.DataFrame, reference_end: pd.DataFrame,
+                         domain: str, *, level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """The random-direction baseline as one row of a :func:`control_table` (columns :data:`CONTROL_COLUMNS`):
+    each item's score averaged over the draws (a fraction), its change from ``start_items`` and the real end
+    (``reference_end``) minus it, both paired over the items by the fractional test (paired bootstrap interval,
+    signed-rank p), plus ``draws``, ``change_min`` and ``change_max`` (the range of the draws' changes).
+    Introduced in ``04_sequential_rl``."""
+    from mdrl_lib.stats import paired_difference
+
+    before = item_scores(start_items, domain)
+    pooled = draws[draws["domain"] == domain].groupby("item")["score"].mean().sort_index()
+    real = item_scores(reference_end, domain)
+    if not (pooled.index.equals(before.index) and real.index.equals(before.index)):
+        raise ValueError(f"the random draws, the start and the real end hold different {domain} items")
+    r = paired_difference(before.to_numpy(), pooled.to_numpy(), "fractional", level=level, n_boot=n_boot, seed=seed)
+    v = paired_difference(pooled.to_numpy(), real.to_numpy(), "fractional", level=level, n_boot=n_boot, seed=seed)
+    changes = random_direction_changes(start_items, draws, domain)["change"]
+    return {"control": f"{RANDOM_ROW} (mean of {draws['draw'].nunique()})", "n": r.n, "before": r.mean_before,
+            "after": r.mean_after, "change": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
+            "test": r.test, "minus_reference": v.diff, "minus_reference_ci_low": v.ci_low,
+            "minus_reference_ci_high": v.ci_high, "minus_reference_p": v.p_value,
+            "draws": int(draws["draw"].nunique()), "change_min": float(changes.min()),
+            "change_max": float(changes.max())}
+
+
+def plot_grpo_diagnostics(diagnostics: pd.DataFrame, title: str):
+    """Four panels, one per GRPO diagnostic (zero-advantage share, mean |advantage|, loss, entropy), each a line
+    per run against the step counted over the run's stages (a :func:`run_diagnostics` table; runs whose stages
+    were not recorded are left out and named in the title). Introduced in ``04_sequential_rl``."""
+    import matplotlib.pyplot as plt
+
+    from mdrl_lib.plots import plot_budget_curves
+    from mdrl_lib.training import DIAGNOSTICS
+
+    labels = {"zero_advantage_share": "share of zero-advantage groups", "mean_abs_advantage": "mean |advantage|",
+              "loss": "GRPO loss", "entropy": "mean token entropy"}
+    recorded = diagnostics.groupby("run", sort=False)["recorded"].all()
+    shown = diagnostics[diagnostics["run"].isin(recorded[recorded].index)]
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4.2 * len(DIAGNOSTICS), 3.4))
+    for ax, name in zip(axes, DIAGNOSTICS):
+        if shown.empty:
+            ax.set(title=labels[name])
+            continue
+        plot_budget_curves(shown, labels[name], x="step", y=name, curve="run", band=None, ax=ax,
+                           xlabel="optimizer step over the later stages", ylabel=labels[name],
+                           zero_line=name == "loss")
+    missing = list(recorded[~recorded].index)
+    fig.suptitle(title + (f" (not recorded: {', '.join(missing)})" if missing else ""))
+    fig.tight_layout()
+    return fig

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
@@ -145,20 +145,34 @@ def batch_backward(model: PreTrainedModel, rows: Sequence[tuple[list[int], list[
 MASTER_FP32 = "master_fp32.safetensors"
 
 
+# GRPO's diagnostics per optimizer step (notebook 04_sequential_rl), what each is and where it comes from:
+# ``zero_advantage_share``: share of the step's groups whose rewards are all equal, so every completion of the
+# group gets advantage 0 (trl's ``frac_reward_zero_std``); ``mean_abs_advantage``: mean |A| over the step's
+# completions (trl's advantages as it computed them, group-normalised); ``loss``: the step's GRPO loss;
+# ``entropy``: mean per-token entropy of the policy on the step's completions (trl's ``entropy``).
+DIAGNOSTICS: tuple[str, ...] = ("zero_advantage_share", "mean_abs_advantage", "loss", "entropy")
+
+
 @dataclass(frozen=True)
 class GRPOLog:
     """One GRPO stage: mean sampled reward per optimizer step, KL to the reference per step (empty
-    when ``kl_beta`` is 0), the step count and the seconds the stage took."""
+    when ``kl_beta`` is 0), the step count, the seconds the stage took and, per step, GRPO's
+    :data:`DIAGNOSTICS` (name -> one value per step; empty for a log made before they were recorded)."""
 
     rewards: list[float]
     kl: list[float]
     steps: int
     seconds: float
+    diagnostics: dict[str, list[float]] = field(default_factory=dict)
 
     def to_metrics(self) -> dict:
-        """The log as JSON-ready manifest metrics (rounded)."""
-        return {"rewards": [round(r, 5) for r in self.rewards], "kl": [round(k, 6) for k in self.kl],
-                "steps": self.steps, "seconds": round(self.seconds, 2)}
+        """The log as JSON-ready manifest metrics (rounded); ``diagnostics`` only when recorded."""
+        out = {"rewards": [round(r, 5) for r in self.rewards], "kl": [round(k, 6) for k in self.kl],
+               "steps": self.steps, "seconds": round(self.seconds, 2)}
+        if self.diagnostics:
+            out["diagnostics"] = {name: [None if v is None or not math.isfinite(v) else round(float(v), 6)
+                                         for v in values] for name, values in self.diagnostics.items()}
+        return out
 
 
 def stage_seed(seed: int, *parts: str) -> int:
@@ -194,7 +208,9 @@ EXECUTION_ONLY_GRPO_FIELDS: frozenset[str] = frozenset({
     "gradient_accumulation_steps", "per_device_train_batch_size", "steps_per_generation", "generation_batch_size",
     "dataloader_num_workers", "dataloader_pin_memory", "torch_compile", "ddp_timeout", "cast_lm_head_to_fp32",
 })
-REWARD_MODES: tuple[str, ...] = ("verifier", "shuffled", "random")
+# ``permuted`` (notebook 04's control) permutes within each prompt's group; ``shuffled`` (across the whole step's
+# batch, kept so stores built with it still open) and ``random`` are older controls.
+REWARD_MODES: tuple[str, ...] = ("verifier", "permuted", "shuffled", "random")
 
 
 def _grpo_args(rl_config, seed: int, steps: int, output_dir: str, overrides: Mapping | None = None):
@@ -228,15 +244,45 @@ def _grpo_args(rl_config, seed: int, steps: int, output_dir: str, overrides: Map
     return GRPOConfig(**{**kwargs, **(overrides or {})})
 
 
-def overridden_reward(reward, mode: str, seed: int):
+def permute_within_groups(rewards: Sequence[float], group_size: int, rng: random.Random,
+                          prompts: Sequence | None = None) -> list[float]:
+    """``rewards`` permuted within each group of ``group_size`` consecutive completions (trl puts the
+    ``num_generations`` completions of one prompt next to each other, and computes advantages over exactly
+    those blocks). Each group keeps its multiset of rewards, so its mean, its spread, whether all its
+    rewards are equal (zero advantage) and its |advantage| values are the real ones; only which completion
+    gets which reward changes. ``prompts`` (one per completion), when given, must be equal within each
+    block. Introduced in ``04_sequential_rl`` (its within-group control)."""
+    rewards = list(rewards)
+    if group_size < 1 or len(rewards) % group_size:
+        raise ValueError(f"permute_within_groups: {len(rewards)} rewards do not split into groups of {group_size}")
+    if prompts is not None and len(prompts) != len(rewards):
+        raise ValueError(f"permute_within_groups: {len(prompts)} prompts for {len(rewards)} rewards")
+    out: list[float] = []
+    for start in range(0, len(rewards), group_size):
+        if prompts is not None and any(prompts[i] != prompts[start] for i in range(start, start + group_size)):
+            raise ValueError(f"permute_within_groups: completions {start}-{start + group_size - 1} do not share one "
+                             f"prompt; a group is the {group_size} completions of one prompt")
+        block = rewards[start:start + group_size]
+        rng.shuffle(block)
+        out += block
+    return out
+
+
+def overridden_reward(reward, mode: str, seed: int, num_generations: int | None = None):
     """The control rewards of a stage (introduced in ``04_sequential_rl``): ``verifier`` is ``reward``
-    itself; ``shuffled`` permutes the verifier's rewards among the completions of each call (one
-    optimizer step's batch on one process), so the update has a real reward's scale but no relation to
-    correctness; ``random`` draws each reward 0 or 1 with probability 1/2. Seeded per call."""
+    itself; ``permuted`` permutes the verifier's rewards within each group of ``num_generations``
+    completions of one prompt (:func:`permute_within_groups`): every group keeps its rewards' multiset, so
+    the share of zero-advantage groups and the size of the advantages are the real ones, but which
+    completion is rewarded is unrelated to correctness; ``shuffled`` permutes them among all completions of
+    each call (one optimizer step's batch on one process: groups then get rewards of other prompts, and
+    almost every group a nonzero advantage); ``random`` draws each reward 0 or 1 with probability 1/2.
+    Seeded per call."""
     if mode == "verifier":
         return reward
     if mode not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {mode!r}; valid: {', '.join(REWARD_MODES)}")
+    if mode == "permuted" and not num_generations:
+        raise ValueError("reward mode 'permuted' needs num_generations (the size of a prompt's group)")
     calls = [0]
 
     def control(prompts=None, completions=None, **columns) -> list[float]:
@@ -245,6 +291,8 @@ def overridden_reward(reward, mode: str, seed: int):
         if mode == "random":
             return [float(rng.random() < 0.5) for _ in completions]
         rewards = list(reward(prompts=prompts, completions=completions, **columns))
+        if mode == "permuted":
+            return permute_within_groups(rewards, num_generations, rng, prompts)
         rng.shuffle(rewards)
         return rewards
 
@@ -284,14 +332,17 @@ def _save_along_callback(every: int, directory):
 
 
 def _stage_callback(total: int, desc: str, progress: bool):
-    """A TrainerCallback that shows one tqdm bar per stage with the running reward and collects
-    the reward and KL of every logged step."""
+    """A TrainerCallback that shows one tqdm bar per stage with the running reward and collects the reward,
+    the KL and GRPO's :data:`DIAGNOSTICS` of every logged step. ``trainer`` (set after the trainer is made)
+    gives the step's advantages, which trl keeps for its completion logs but does not log as a number."""
     from transformers import TrainerCallback
 
     class StageProgress(TrainerCallback):
         def __init__(self) -> None:
             self.rewards: list[float] = []
             self.kl: list[float] = []
+            self.diagnostics: dict[str, list[float]] = {name: [] for name in DIAGNOSTICS}
+            self.trainer = None
             self.bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -305,8 +356,20 @@ def _stage_callback(total: int, desc: str, progress: bool):
                 self.bar.update(1)
                 running = sum(self.rewards[-10:]) / len(self.rewards[-10:])
                 self.bar.set_postfix(reward=f"{running:.3f}", refresh=False)
+                self._diagnose(logs)
             if "kl" in logs and logs["kl"] is not None:
                 self.kl.append(float(logs["kl"]))
+
+        def _diagnose(self, logs) -> None:
+            def value(name):
+                v = logs.get(name)
+                return None if v is None else float(v)
+
+            advantages = list(getattr(self.trainer, "_logs", {}).get("advantages", []))
+            mean_abs = sum(abs(float(a)) for a in advantages) / len(advantages) if advantages else None
+            for name, v in (("zero_advantage_share", value("frac_reward_zero_std")),
+                            ("mean_abs_advantage", mean_abs), ("loss", value("loss")), ("entropy", value("entropy"))):
+                self.diagnostics[name].append(v)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.bar is not None:
@@ -333,7 +396,8 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     ``model`` is changed in place: pass a copy to keep the original. The trainer
     writes nothing (its output directory is a removed temporary one) and prints nothing; a tqdm bar
     per stage shows the running reward. The same seed and inputs give byte-identical weights.
-    ``reward_mode`` replaces the verifier's reward by a control (:func:`overridden_reward`);
+    ``reward_mode`` replaces the verifier's reward by a control (:func:`overridden_reward`); the log holds
+    GRPO's per-step :data:`DIAGNOSTICS` (zero-advantage share, mean |advantage|, loss, entropy);
     ``save_every`` > 0 writes the weights every that many steps into ``save_dir``;
     ``trainer_overrides`` are extra ``GRPOConfig`` fields (vLLM, DeepSpeed, micro-batching).
     """
@@ -365,7 +429,7 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
         if save_dir is None:
             raise ValueError("grpo: save_every needs a save_dir")
         callbacks.append(_save_along_callback(save_every, save_dir))
-    reward = overridden_reward(domain.reward_function(), reward_mode, seed)
+    reward = overridden_reward(domain.reward_function(), reward_mode, seed, num_generations=rl_config.num_generations)
     output_dir = str(scratch_dir(GRPO_PREFIX))
     start = time.perf_counter()
     try:
@@ -375,6 +439,7 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
             trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
                                   train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
                                   callbacks=callbacks)
+            callback.trainer = trainer  # the step's advantages, for mean |A|
             trainer.remove_callback(PrinterCallback)
             trainer.remove_callback(ProgressCallback)
             trainer.train()
@@ -386,7 +451,8 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     trained.eval()
     if use_cache is not None:
         trained.config.use_cache = use_cache  # transformers' Trainer turns it off for training
-    log = GRPOLog(callback.rewards, callback.kl if rl_config.kl_beta > 0 else [], steps, time.perf_counter() - start)
+    log = GRPOLog(callback.rewards, callback.kl if rl_config.kl_beta > 0 else [], steps, time.perf_counter() - start,
+                  diagnostics=callback.diagnostics)
     return trained, log
 
 

@@ -12,44 +12,37 @@ def drops(changes, high=None):
                          "p_value": [0.001] * len(changes)})
 
 
-SHUFFLED_BELOW = {"diff": -0.03, "ci_low": -0.05, "ci_high": -0.01, "p_value": 0.002}
-
-
-def test_c0_supported_when_every_seed_falls_and_the_real_chain_ends_below_the_shuffled_control():
-    check = check_c0(drops([-0.05, -0.04, -0.06]), SHUFFLED_BELOW, shuffled_change=-0.01, same_domain_change=0.01)
+def test_c0_supported_when_every_seed_falls_tested_as_outcome():
+    check = check_c0(drops([-0.05, -0.04, -0.06]))
     assert check.supported is True and check.claim == "C0" and check.name == "math-falls-after-later-stages"
+    assert check.tested == "outcome" and check.verdict == "supported (outcome only)"
     # mean -0.05, sd 0.01, t_{0.975, 2} = 4.303: half-width 4.303 * 0.01 / sqrt(3) = 0.0248
     assert check.figures["mean_change"] == pytest.approx(-0.05)
     assert check.figures["mean_ci_high"] == pytest.approx(-0.05 + 4.302653 * 0.01 / 3 ** 0.5, abs=1e-6)
-    assert "shuffled-reward control" in check.baseline and "+0.010" in check.measured
+    assert not any("one RL seed" in c for c in check.caveats)
 
 
 def test_c0_not_supported_when_the_seed_spread_reaches_zero():
-    check = check_c0(drops([-0.08, -0.01, 0.02]), SHUFFLED_BELOW)
-    assert check.supported is False and "(a)" in check.why and "not below 0" in check.why
+    check = check_c0(drops([-0.08, -0.01, 0.02]))
+    assert check.supported is False and "not below 0" in check.why
 
 
-def test_c0_not_supported_when_shuffled_rewards_do_as_much_damage():
-    same = {"diff": -0.005, "ci_low": -0.02, "ci_high": 0.01, "p_value": 0.6}
-    check = check_c0(drops([-0.05, -0.04, -0.06]), same)
-    assert check.supported is False and "not below the shuffled-reward control" in check.why
+def test_c0_with_one_seed_uses_its_paired_interval_and_says_so_in_a_caveat():
+    one = check_c0(drops([-0.05]))
+    assert one.supported is True and any(c.startswith("one RL seed") for c in one.caveats)
+    assert check_c0(drops([-0.05], high=[0.001])).supported is False
 
 
-def test_c0_with_one_seed_uses_its_paired_interval():
-    assert check_c0(drops([-0.05]), SHUFFLED_BELOW).supported is True
-    assert check_c0(drops([-0.05], high=[0.001]), SHUFFLED_BELOW).supported is False
-
-
-def test_c0_not_testable_without_the_control_or_on_a_base_that_misses_a_precondition():
-    assert check_c0(drops([-0.05, -0.04]), None).supported is None
-    check = check_c0(drops([-0.05, -0.04]), SHUFFLED_BELOW, preconditions_hold=False)
+def test_c0_not_testable_on_a_base_that_misses_a_precondition():
+    check = check_c0(drops([-0.05, -0.04, -0.06]), preconditions_hold=False)
     assert check.supported is None and "preconditions" in check.why
+    assert check.figures["verdict_if_premises_held"] == "supported (outcome only)"
     with pytest.raises(ValueError, match="lacks columns"):
-        check_c0(pd.DataFrame({"change": [0.1]}), SHUFFLED_BELOW)
+        check_c0(pd.DataFrame({"change": [0.1]}))
 
 
 def test_c0_is_recorded_and_reported_first_in_the_ledger(tmp_path):
-    record_check(tmp_path, check_c0(drops([-0.05, -0.04]), SHUFFLED_BELOW), notebook="04_sequential_rl")
+    record_check(tmp_path, check_c0(drops([-0.05, -0.04])), notebook="04_sequential_rl")
     table = ledger(tmp_path)
     assert table.iloc[0]["claim"] == "C0" and table.iloc[0]["notebook"] == "04_sequential_rl"
 
@@ -74,6 +67,5 @@ def test_integer_list_parameters():
 
 
 def test_c0_names_the_spread_it_judged_the_fall_against():
-    assert check_c0(drops([-0.05, -0.04]), SHUFFLED_BELOW).baseline.startswith("the RL-seed spread on one base; ")
-    one = check_c0(drops([-0.05]), SHUFFLED_BELOW).baseline
-    assert one.startswith("the one RL seed's paired interval; ") and "shuffled-reward control" in one
+    assert check_c0(drops([-0.05, -0.04])).baseline.endswith("against the RL-seed spread on one base")
+    assert check_c0(drops([-0.05])).baseline.endswith("against the one RL seed's paired interval")

@@ -67,13 +67,19 @@ def test_control_specs_take_the_later_stages_step_budget_from_the_same_checkpoin
     specs = control_specs(kit, "code,math,qa,cw", "math", rl_seed=2)
     chain = kit.chain_specs("code,math,qa,cw", rl_seed=2)
     assert specs["after"] == chain[1] and specs["real chain"] == chain[-1]
-    shuffled = specs["shuffled rewards"]
-    assert (shuffled.domain, shuffled.reward, shuffled.parent.domain, shuffled.parent.reward) == (
-        "cw", "shuffled", "qa", "shuffled")
-    assert shuffled.parent.parent == chain[1]
+    names = [f"permuted rewards (seed {s})" for s in (2, 3, 4)]  # 3 replicates, control seeds from the RL seed
+    assert list(specs) == ["after", "real chain", *names, "more of the same"]
+    for seed, name in zip((2, 3, 4), names):
+        permuted = specs[name]
+        assert (permuted.domain, permuted.reward, permuted.parent.domain, permuted.parent.reward) == (
+            "cw", "permuted", "qa", "permuted")
+        assert permuted.rl_seed == permuted.parent.rl_seed == seed and permuted.parent.parent == chain[1]
+        # the distance rule: as many steps as the real later stages
+        assert [s.resolved_steps(kit) for s in (permuted.parent, permuted)] == [c.resolved_steps(kit) for c in chain[2:]]
     same = specs["more of the same"]
     assert isinstance(same, Stage) and same.domain == "math" and same.steps == 100 and same.parent == chain[1]
-    assert len({kit.key(s) for s in specs.values()}) == 4
+    assert len({kit.key(s) for s in specs.values()}) == 6
+    assert len(control_specs(kit, "code,math,qa,cw", "math", replicates=5)) == 2 + 5 + 1
     with pytest.raises(ValueError, match="last stage"):
         control_specs(kit, "code,math,qa,cw", "cw")
     with pytest.raises(ValueError, match="not in the chain"):
@@ -188,6 +194,7 @@ def own_world(kit, **params):
 
 
 def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_path):
+    from mdrl_lib.interference import RandomDirections
     from mdrl_lib.specs import GroupSignal
     from mdrl_lib.recipes import nb04
     from mdrl_lib.specs import Base, Scores
@@ -197,11 +204,14 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
     assert specs == own_world(kit, order="code,math,qa,cw", rl_seeds="0,1,2", damaged_domain="math")
     assert own_world(kit) == own_world(kit, rl_seeds="0")  # one RL seed by default
     keys = [kit.key(s) for s in specs]  # computable without building anything
-    assert len(set(keys)) == len(keys) == 32 and not list((tmp_path / "store").glob("stage-*"))
+    assert len(set(keys)) == len(keys) == 39 and not list((tmp_path / "store").glob("stage-*"))
     training = [s for s in specs if isinstance(s, Stage)]
     scores = [s for s in specs if isinstance(s, Scores)]
-    assert specs[0] == Base() and specs[-1] == GroupSignal(Base())  # the base, and the precondition check's signal
-    assert len(training) == 15 and len(scores) == 15 and specs[1:16] == training  # 3 x 4 chain + 3 control stages
+    # the base first; last the precondition check's signal and the random-direction baseline
+    assert specs[0] == Base() and specs[-2] == GroupSignal(Base()) and isinstance(specs[-1], RandomDirections)
+    assert specs[-1].draws == 10 and specs[-1].start == kit.chain_specs(None, 0)[1]
+    # 3 x 4 chain stages + 3 replicates x 2 permuted stages + 1 more-of-the-same stage
+    assert len(training) == 19 and len(scores) == 17 and specs[1:20] == training
     position = {kit.key(s): i for i, s in enumerate(specs)}
     for spec in specs:
         assert all(position[kit.key(parent)] < position[kit.key(spec)] for parent in spec.inputs())
@@ -210,9 +220,10 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
             assert stage in training and Scores(stage) in scores
     controls = control_specs(kit, None, "math", rl_seed=0)
     assert all(Scores(spec) in scores for spec in controls.values())
-    assert sum(s.reward == "shuffled" for s in training) == 2 and Scores(Base()) in scores
+    assert sum(s.reward == "permuted" for s in training) == 6 and Scores(Base()) in scores
+    assert not any(s.reward == "shuffled" for s in training)
     one = own_world(kit, rl_seeds="3", damaged_domain="qa", order="code,math,qa,cw")
-    assert len([s for s in one if isinstance(s, Stage)]) == 4 + 2 and len(one) == 1 + 6 + 7 + 1
+    assert len([s for s in one if isinstance(s, Stage)]) == 4 + 4 and len(one) == 1 + 8 + 9 + 2
     params = nb04.Params(run_dir=str(tmp_path), rl_seeds=3)
     assert nb04.chain_plan(kit, params).rl_seeds == (3,)
     runs = nb04.planned_runs(kit, nb04.Params(run_dir=str(tmp_path), rl_seeds="0", world_seeds="5",

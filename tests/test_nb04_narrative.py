@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mdrl_lib.claims.nb04 import (c0_narrative, check_c0, drop_spread_text, lost_items_text, over_worlds_text,
-                                  paper_points)
+from mdrl_lib.claims.nb04 import (c0_narrative, check_c0, check_c0_specificity, drop_spread_text, lost_items_text,
+                                  over_worlds_text, paper_points)
 
 T_975_2 = 4.302653  # Student t quantile, 2 degrees of freedom
 
@@ -14,18 +14,29 @@ def drops(changes):
                          "ci_high": [c + 0.02 for c in changes], "p_value": [0.001] * len(changes)})
 
 
-def controls(real_after=0.6, shuffled_after=0.7, more_change=0.05, more_p=0.01):
+def controls(real_after=0.6, permuted_after=0.7, more_change=0.05, more_p=0.01):
     nan = float("nan")
-    return pd.DataFrame([
-        {"control": "real chain", "before": 0.8, "after": real_after, "change": real_after - 0.8, "p_value": 0.001,
-         "minus_reference": nan, "minus_reference_ci_low": nan, "minus_reference_ci_high": nan,
-         "minus_reference_p": nan},
-        {"control": "shuffled rewards", "before": 0.8, "after": shuffled_after, "change": shuffled_after - 0.8,
-         "p_value": 0.01, "minus_reference": real_after - shuffled_after, "minus_reference_ci_low": -0.15,
-         "minus_reference_ci_high": -0.05, "minus_reference_p": 0.002},
-        {"control": "more of the same", "before": 0.8, "after": 0.8 + more_change, "change": more_change,
-         "p_value": more_p, "minus_reference": real_after - 0.8 - more_change, "minus_reference_ci_low": -0.3,
-         "minus_reference_ci_high": -0.2, "minus_reference_p": 1e-5}])
+    rows = [{"control": "real chain", "before": 0.8, "after": real_after, "change": real_after - 0.8, "p_value": 0.001,
+             "minus_reference": nan, "minus_reference_ci_low": nan, "minus_reference_ci_high": nan,
+             "minus_reference_p": nan}]
+    for seed in (0, 1, 2):
+        rows.append({"control": f"permuted rewards (seed {seed})", "before": 0.8, "after": permuted_after,
+                     "change": permuted_after - 0.8, "p_value": 0.01, "minus_reference": real_after - permuted_after,
+                     "minus_reference_ci_low": -0.15, "minus_reference_ci_high": -0.05, "minus_reference_p": 0.002})
+    rows.append({"control": "more of the same", "before": 0.8, "after": 0.8 + more_change, "change": more_change,
+                 "p_value": more_p, "minus_reference": real_after - 0.8 - more_change, "minus_reference_ci_low": -0.3,
+                 "minus_reference_ci_high": -0.2, "minus_reference_p": 1e-5})
+    return pd.DataFrame(rows)
+
+
+def specificity(random_changes=(-0.004, -0.001, -0.002)):
+    versus = pd.DataFrame({"control": [f"permuted rewards (seed {s})" for s in (0, 1, 2)], "diff": [-0.1] * 3,
+                           "ci_low": [-0.15] * 3, "ci_high": [-0.05] * 3, "p_value": [0.002] * 3})
+    own = pd.DataFrame({"control": ["c"] * 2, "domain": ["qa", "cw"], "before": [0.6, 0.4], "after": [0.55, 0.4]})
+    return check_c0_specificity(versus, {"diff": -0.1, "ci_low": -0.15, "ci_high": -0.05, "p_value": 0.002},
+                                zero_advantage={"real": 0.7, "controls": [0.71, 0.69, 0.72]},
+                                distance={"real": 1.5, "controls": [1.4, 1.45, 1.5]}, own_domains=own,
+                                random_changes=list(random_changes), same_domain_change=0.05)
 
 
 def splits(lost, convention, seeds=(0,)):
@@ -67,25 +78,43 @@ def test_the_drop_over_worlds_needs_two_worlds_and_leaves_the_digit_free_one_out
     assert over_worlds_text(-0.1, worlds.loc[["digit-free world"]], "Math", run_seed=0, rl_seed=0) == ""
 
 
-def test_the_narrative_tells_the_drop_the_controls_the_lost_items_the_cautions_and_the_verdict():
-    versus = {"diff": -0.1, "ci_low": -0.15, "ci_high": -0.05, "p_value": 0.002}
-    check = check_c0(drops([-0.2, -0.21, -0.19]), versus, shuffled_change=-0.1, same_domain_change=0.05)
-    text = c0_narrative(check, controls(), splits(20, 5, seeds=(0, 1)), base_score=0.9, order=("code", "math", "qa"),
-                        rl_seed=0).splitlines()
+def test_the_narrative_tells_the_drop_the_controls_the_lost_items_the_cautions_and_the_verdicts():
+    check = check_c0(drops([-0.2, -0.21, -0.19]))
+    spec = specificity()
+    text = c0_narrative(check, spec, controls(), splits(20, 5, seeds=(0, 1)), base_score=0.9,
+                        order=("code", "math", "qa"), rl_seed=0).splitlines()
     assert text[0].startswith("The paper: Math 66.49 -> 57.66 (-8.83 points, -13% of its post-stage value), one run.")
     assert ("This run: Math 0.800 -> 0.600 on RL seed 0 (-25% of its post-stage value); "
             "mean over 3 RL seeds -0.200") in text[0]
-    assert "the real chain ended -0.100 [-0.150, -0.050] from the shuffled-reward control (p=0.002)" in text[1]
-    assert text[2] == ("Of the 40 Math items lost over the later stages (all RL seeds), 25% kept the right content in "
+    assert "permuted within that prompt's own group of completions (3 control seeds): at every step" in text[1]
+    assert "Zero-advantage share over the stages' steps: real 0.700, control 0.707" in text[1]
+    assert "distance moved from the post-stage checkpoint: real 1.500, control 1.450" in text[1]
+    assert "the real chain ended -0.100 [-0.150, -0.050] from their mean (p=0.002)" in text[1]
+    assert text[2].startswith("The control stayed matched")
+    text = text[:2] + text[3:]
+    assert text[2].startswith("A random Gaussian displacement of the real later stages' size (per tensor), 3 draws, "
+                              "moved Math by -0.002 on average (range -0.004 to -0.001)")
+    assert "the damage needs RL's directions" in text[2]
+    assert text[3] == "More Math for as many steps moved it by +0.050."
+    assert text[4] == ("Of the 40 Math items lost over the later stages (all RL seeds), 25% kept the right content in "
                        "the wrong convention and 75% became wrong content.")
-    assert text[3].startswith("Read the drop with care: as many more steps of Math raised it by +0.050")
-    assert text[4].startswith("Math right after its own stage (0.800) is below the base's 0.900: the stages before "
+    assert text[5].startswith("Read the drop with care: as many more steps of Math raised it by +0.050")
+    assert text[6].startswith("Math right after its own stage (0.800) is below the base's 0.900: the stages before "
                               "it (Code)")
-    assert text[5] == f"Verdict: supported. {check.why}"
-    one = check_c0(drops([-0.2]), versus)
-    quiet = c0_narrative(one, controls(more_change=0.05, more_p=0.2), splits(0, 0), base_score=0.5,
-                         order=("code", "math", "qa"), rl_seed=0).splitlines()
+    assert text[7] == f"Verdict C0(a), the observation: supported (outcome only). {check.why}"
+    assert text[8] == f"Verdict C0(b), specificity: supported. {spec.why}"
+    one = check_c0(drops([-0.2]))
+    quiet = c0_narrative(one, specificity(random_changes=(-0.3, -0.2)), controls(more_change=0.05, more_p=0.2),
+                         splits(0, 0), base_score=0.5, order=("code", "math", "qa"), rl_seed=0).splitlines()
     assert quiet[0].endswith("paired 95% interval [-0.220, -0.180] (one RL seed).")
-    assert len(quiet) == 3 and quiet[2].startswith("Verdict: supported.")  # nothing lost, no caution applies
-    lost_one = c0_narrative(one, controls(), splits(8, 0), base_score=0.5, order=("code", "math", "qa"), rl_seed=0)
+    assert "size alone could explain the drop" in quiet[3]
+    assert len(quiet) == 7 and quiet[5].startswith("Verdict C0(a)")  # nothing lost, no caution applies
+    lost_one = c0_narrative(one, spec, controls(), splits(8, 0), base_score=0.5, order=("code", "math", "qa"),
+                            rl_seed=0)
     assert "items lost over the later stages (RL seed 0)" in lost_one
+    collapsed = specificity()
+    object.__setattr__(collapsed, "premises", [{"name": "own domains kept", "value": 0.0, "threshold": 0.5,
+                                                "holds": False}])
+    told = c0_narrative(one, collapsed, controls(), splits(0, 0), base_score=0.5, order=("code", "math", "qa"),
+                        rl_seed=0).splitlines()
+    assert told[2].startswith("The control did not stay neutral on this run") and "own domains kept: 0" in told[2]

@@ -188,7 +188,7 @@ def test_invalid_domains_and_orders_fail_before_training(run_dir, monkeypatch, c
     monkeypatch.setattr(Stage, "build", never)
     monkeypatch.setattr(Base, "build", never)
     with pytest.raises(ConfigError, match="code, math, qa, cw|expected an integer|expected a finite number|"
-                                          "verifier, shuffled, random|trainer_overrides"):
+                                          "verifier, permuted, shuffled, random|trainer_overrides"):
         call(make_kit(run_dir, rl_steps=4))
 
 
@@ -230,6 +230,20 @@ def test_shuffled_reward_control_trains_on_permuted_rewards(kit):
     assert overridden_reward(verifier, "verifier", seed=3) is verifier
     control = kit.get(Stage(Base(), "cw", reward="shuffled", steps=2), progress=False)
     assert len(control.metrics["log"]["rewards"]) == 2
+
+
+def test_a_stage_stores_grpos_diagnostics_per_step_and_the_permuted_control_keeps_the_first_steps_groups(kit):
+    """Zero-advantage share, mean |advantage|, loss and entropy per step go to the manifest without changing the
+    key; with the real reward's trainer seed the within-group control samples the same first completions, so its
+    first step's zero-advantage share and |advantage| are the real ones exactly."""
+    from mdrl_lib.training import DIAGNOSTICS
+
+    real = kit.get(Stage(Base(), "cw", steps=2), progress=False).metrics["log"]["diagnostics"]
+    control = kit.get(Stage(Base(), "cw", steps=2, reward="permuted"), progress=False).metrics["log"]["diagnostics"]
+    assert set(real) == set(DIAGNOSTICS) and all(len(v) == 2 for v in real.values())
+    assert all(0 <= s <= 1 for s in real["zero_advantage_share"]) and all(e > 0 for e in real["entropy"])
+    assert control["zero_advantage_share"][0] == real["zero_advantage_share"][0]
+    assert control["mean_abs_advantage"][0] == pytest.approx(real["mean_abs_advantage"][0])
 
 
 def test_checkpoints_along_a_stage_end_at_the_stored_weights(kit):

@@ -27,8 +27,12 @@ class Params(NotebookParams):
                                  choices=DOMAIN_NAMES)
     world_seeds: str = option("", "other run seeds, each its own world and base, for the spread over worlds (empty: "
                                   "none; minutes each)", type=int, minimum=0, maximum=2**31 - 1, number_list=True)
-    digit_free_control: bool = option(False, "also build the digit-free world (its own base and chain) as a fourth "
+    digit_free_control: bool = option(False, "also build the digit-free world (its own base and chain) as another "
                                              "control")
+    control_replicates: int = option(3, "replicates (control seeds) of the within-group permuted-reward control of "
+                                        "the later stages (2 stages each, about 50 CPU-s)", minimum=3, maximum=20)
+    random_draws: int = option(10, "random Gaussian displacements of the real later stages' size (a second each)",
+                               minimum=10, maximum=1000)
 
     def validate(self) -> None:
         if not self.seeds:
@@ -57,16 +61,19 @@ class ChainPlan:
     """Every artifact notebook ``04_sequential_rl`` asks the kit for, by role.
 
     ``chains``: RL seed -> the chain's stage specs (all on the run's one base); ``controls``: the
-    :func:`~mdrl_lib.interference.control_specs` of the first RL seed (``after``, ``real chain``, ``shuffled
-    rewards``, ``more of the same``); ``worlds``: other run configurations (other world seeds, the digit-free
-    world) -> their chain for the first RL seed, each on its own base (empty unless asked for); and the
-    base's :class:`~mdrl_lib.specs.GroupSignal` (its precondition check, :meth:`analysis_specs`)."""
+    :func:`~mdrl_lib.interference.control_specs` of the first RL seed (``after``, ``real chain``, the
+    ``permuted rewards (seed <s>)`` replicates, ``more of the same``); ``random_directions``: the
+    :class:`~mdrl_lib.interference.RandomDirections` baseline from ``after`` of the real chain's size;
+    ``worlds``: other run configurations (other world seeds, the digit-free world) -> their chain for the
+    first RL seed, each on its own base (empty unless asked for); and the base's
+    :class:`~mdrl_lib.specs.GroupSignal` (its precondition check, :meth:`analysis_specs`)."""
 
     order: tuple[str, ...]
     domain: str
     rl_seeds: tuple[int, ...]
     chains: dict[int, list[Spec]]
     controls: dict[str, Spec]
+    random_directions: Spec | None = None
     worlds: dict[str, tuple[RunConfig, list[Spec]]] = field(default_factory=dict)
 
     def training_specs(self) -> list[Spec]:
@@ -87,10 +94,11 @@ class ChainPlan:
         return [Scores(spec) for spec in _unique(models)]
 
     def analysis_specs(self) -> list[Spec]:
-        """The cached analyses: the base's GRPO signal, read by the precondition check of section 0."""
+        """The cached analyses: the base's GRPO signal, read by the precondition check of section 0, and the
+        random-direction baseline of section 5."""
         from mdrl_lib.specs import GroupSignal
 
-        return [GroupSignal(Base())]
+        return [GroupSignal(Base())] + ([self.random_directions] if self.random_directions is not None else [])
 
     def specs(self) -> list[Spec]:
         """Every artifact of the run's own world, each once: the base, the training stages, their scores and
@@ -113,13 +121,14 @@ def _unique(specs: list[Spec]) -> list[Spec]:
 
 def chain_plan(kit, params: Params) -> ChainPlan:
     """What notebook 04 builds for ``params`` (the chain's order is the run's). Specs only: nothing is trained."""
-    from mdrl_lib.interference import control_specs
+    from mdrl_lib.interference import REAL, RandomDirections, control_specs
 
     order = kit.config.order
     domain = params.damaged_domain
     first = params.seeds[0]
     chains = {s: kit.chain_specs(order, s) for s in params.seeds}
-    controls = control_specs(kit, order, domain, rl_seed=first)
+    controls = control_specs(kit, order, domain, rl_seed=first, replicates=params.control_replicates)
+    random_directions = RandomDirections(controls["after"], controls[REAL], domain, draws=params.random_draws)
     worlds: dict[str, tuple[RunConfig, list[Spec]]] = {}
     base_params = {**kit.config.to_params(), "order": ",".join(order)}
     for world_seed in params.other_worlds:
@@ -131,7 +140,7 @@ def chain_plan(kit, params: Params) -> ChainPlan:
         config = RunConfig.from_params(**{**base_params, "data_digit_free": True})
         worlds[DIGIT_FREE] = (config, kit.chain_specs(order, first))
     return ChainPlan(order=tuple(order), domain=domain, rl_seeds=params.seeds, chains=chains, controls=controls,
-                     worlds=worlds)
+                     random_directions=random_directions, worlds=worlds)
 
 
 def planned_runs(kit, params: Params) -> list[tuple[RunConfig, list[Spec]]]:
@@ -177,9 +186,9 @@ def world_items(kit, params: Params) -> dict:
 
 def control_runs(kit, params: Params, worlds: dict | None = None) -> dict:
     """What :func:`~mdrl_lib.interference.control_table` takes: control name -> (per-item results right after
-    the damaged domain's stage, at the control's end), for the run's own controls (``real chain``,
-    ``shuffled rewards``, ``more of the same``) and, when ``worlds`` (:func:`world_items`) holds it, the
-    digit-free world's chain (from its own stage to its chain's end)."""
+    the damaged domain's stage, at the control's end), for the run's own controls (``real chain``, the
+    ``permuted rewards (seed <s>)`` replicates, ``more of the same``) and, when ``worlds`` (:func:`world_items`)
+    holds it, the digit-free world's chain (from its own stage to its chain's end)."""
     plan_ = chain_plan(kit, params)
     after = kit.item_results(plan_.controls["after"])
     runs = {name: (after, kit.item_results(spec)) for name, spec in plan_.controls.items() if name != "after"}
@@ -188,27 +197,113 @@ def control_runs(kit, params: Params, worlds: dict | None = None) -> dict:
     return runs
 
 
-def c0_inputs(kit, params: Params) -> dict:
-    """The arguments of :func:`~mdrl_lib.claims.nb04.check_c0` for notebook 04's run: the damaged domain's
-    drop on each RL seed's chain (:func:`~mdrl_lib.interference.forgetting`), the real chain's end against
-    the shuffled-reward control's and both controls' own changes (:func:`~mdrl_lib.interference.control_table`),
-    and whether the base meets notebook 00's preconditions (read from the cached scores and GRPO signal)."""
-    from mdrl_lib.claims.nb00 import base_precondition_table
-    from mdrl_lib.claims.nb04 import DROP_COLUMNS
-    from mdrl_lib.interference import chain_items, control_table, drops_by_seed
+def random_direction_items(kit, params: Params):
+    """The random-direction baseline's per-item scores (:class:`~mdrl_lib.interference.RandomDirections`, built
+    once: a second or so per draw)."""
+    return kit.open(chain_plan(kit, params).random_directions)
+
+
+def control_overview(kit, params: Params, worlds: dict | None = None) -> "pd.DataFrame":
+    """Notebook 04's side-by-side table: :func:`~mdrl_lib.interference.control_table` of every control
+    (:func:`control_runs`) with the random-direction baseline's row added
+    (:func:`~mdrl_lib.interference.random_direction_row`: each item averaged over the draws, its paired
+    interval; ``change_min`` and ``change_max`` give the draws' range)."""
+    import pandas as pd
+
+    from mdrl_lib.interference import REAL, control_table, random_direction_row
 
     plan_ = chain_plan(kit, params)
-    domain = plan_.domain
+    runs = control_runs(kit, params, worlds)
+    table = control_table(runs, plan_.domain)
+    row = random_direction_row(runs[REAL][0], random_direction_items(kit, params), runs[REAL][1], plan_.domain)
+    return pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+
+
+def diagnostics(kit, params: Params, replicates: int | None = None) -> "pd.DataFrame":
+    """GRPO's per-step diagnostics over the later stages (:func:`~mdrl_lib.interference.run_diagnostics`) of the
+    real chain and of the first ``replicates`` control replicates (all by default)."""
+    from mdrl_lib.interference import REAL, replicate_names, run_diagnostics
+
+    controls = chain_plan(kit, params).controls
+    names = replicate_names(controls)[:replicates]
+    return run_diagnostics(kit, {name: controls[name] for name in [REAL, *names]}, controls["after"])
+
+
+def c0_inputs(kit, params: Params) -> dict:
+    """The arguments of :func:`~mdrl_lib.claims.nb04.check_c0` (C0(a)) for notebook 04's run: the damaged
+    domain's drop on each RL seed's chain (:func:`~mdrl_lib.interference.forgetting`) and whether the base meets
+    notebook 00's preconditions (read from the cached scores and GRPO signal)."""
+    from mdrl_lib.claims.nb00 import base_precondition_table
+    from mdrl_lib.claims.nb04 import DROP_COLUMNS
+    from mdrl_lib.interference import chain_items, drops_by_seed
+
+    plan_ = chain_plan(kit, params)
     items = {seed: chain_items(kit, chain) for seed, chain in plan_.chains.items()}
-    drops = drops_by_seed(items, domains=[domain])
-    controls = control_table(control_runs(kit, params), domain).set_index("control")
-    shuffled = controls.loc["shuffled rewards"]
-    versus_shuffled = {"diff": shuffled["minus_reference"], "ci_low": shuffled["minus_reference_ci_low"],
-                       "ci_high": shuffled["minus_reference_ci_high"], "p_value": shuffled["minus_reference_p"]}
-    return {"drops": drops[list(DROP_COLUMNS)], "versus_shuffled": versus_shuffled,
-            "domain": domain, "shuffled_change": shuffled["change"],
-            "same_domain_change": controls.loc["more of the same", "change"],
+    drops = drops_by_seed(items, domains=[plan_.domain])
+    return {"drops": drops[list(DROP_COLUMNS)], "domain": plan_.domain,
             "preconditions_hold": bool(base_precondition_table(kit)["holds"].all())}
+
+
+def c0_specificity_inputs(kit, params: Params) -> dict:
+    """The arguments of :func:`~mdrl_lib.claims.nb04.check_c0_specificity` (C0(b)) for notebook 04's run: the
+    real chain's end against each control replicate's end and against their mean (paired over the damaged
+    domain's held-out items), the zero-advantage share (mean over the later stages' steps, from the GRPO
+    diagnostics stored with each stage; None where not recorded), the distance each moved from the post-stage
+    checkpoint, the replicates' held-out scores on the later domains, the random-direction baseline's changes
+    and the "more of the same" change."""
+    import numpy as np
+    import pandas as pd
+
+    from mdrl_lib.claims.nb00 import base_precondition_table
+    from mdrl_lib.interference import (MORE, REAL, control_table, diagnostics_means, displacement_norm,
+                                       item_scores, random_direction_changes, replicate_names)
+    from mdrl_lib.stats import paired_difference
+
+    plan_ = chain_plan(kit, params)
+    domain, controls = plan_.domain, plan_.controls
+    names = replicate_names(controls)
+    runs = control_runs(kit, params)
+    table = control_table(runs, domain).set_index("control")
+    versus = pd.DataFrame([{"control": n, "diff": table.loc[n, "minus_reference"],
+                            "ci_low": table.loc[n, "minus_reference_ci_low"],
+                            "ci_high": table.loc[n, "minus_reference_ci_high"],
+                            "p_value": table.loc[n, "minus_reference_p"]} for n in names])
+    real_end = item_scores(runs[REAL][1], domain)
+    control_mean = np.mean([item_scores(runs[n][1], domain).to_numpy() for n in names], axis=0)
+    v = paired_difference(control_mean, real_end.to_numpy(), "fractional")
+    means = diagnostics_means(diagnostics(kit, params))
+    share = {n: (None if not means.loc[n, "recorded"] else float(means.loc[n, "zero_advantage_share"]))
+             for n in [REAL, *names]}
+    after = controls["after"]
+    later = [d for d in plan_.order[plan_.order.index(domain) + 1:]]
+    before_scores = kit.scores_of(after).set_index("domain")["score"]
+    own = pd.DataFrame([{"control": n, "domain": d, "before": float(before_scores[d]),
+                         "after": float(kit.scores_of(controls[n]).set_index("domain").loc[d, "score"])}
+                        for n in names for d in later])
+    random_changes = random_direction_changes(runs[REAL][0], random_direction_items(kit, params), domain)["change"]
+    return {"real_minus_controls": versus, "real_minus_mean": {"diff": v.diff, "ci_low": v.ci_low,
+                                                                "ci_high": v.ci_high, "p_value": v.p_value},
+            "zero_advantage": {"real": share[REAL], "controls": [share[n] for n in names]},
+            "distance": {"real": displacement_norm(kit, after, controls[REAL]),
+                         "controls": [displacement_norm(kit, after, controls[n]) for n in names]},
+            "own_domains": own, "preconditions_hold": bool(base_precondition_table(kit)["holds"].all()),
+            "domain": domain, "random_changes": [float(c) for c in random_changes],
+            "same_domain_change": float(table.loc[MORE, "change"])}
+
+
+def neutrality_table(inputs: dict) -> "pd.DataFrame":
+    """Whether the within-group control moves like RL, per run (``real chain`` and each replicate), from
+    :func:`c0_specificity_inputs`: mean share of zero-advantage groups over the later stages' steps (NaN: not
+    recorded), the distance moved from the post-stage checkpoint, and that distance over the real chain's."""
+    import pandas as pd
+
+    names = ["real chain", *inputs["real_minus_controls"]["control"]]
+    shares = [inputs["zero_advantage"]["real"], *inputs["zero_advantage"]["controls"]]
+    distances = [inputs["distance"]["real"], *inputs["distance"]["controls"]]
+    table = pd.DataFrame({"zero-advantage share": [float("nan") if s is None else s for s in shares],
+                          "distance moved": distances}, index=names)
+    table["distance / real"] = table["distance moved"] / inputs["distance"]["real"]
+    return table
 
 
 def used_and_planned(kit, params: Params) -> tuple[set[str], set[str]]:
