@@ -48,6 +48,8 @@ from mdrl_lib.specs import Spec, check_domain
 POSITIONS: tuple[str, ...] = ("prompt", "answer", "all")
 ABLATION_MODES: tuple[str, ...] = ("zero", "mean")
 OTHER = "other"
+EMBEDDINGS = "embeddings"  # the token embeddings (tied with the output head in the toy model) as a module of their own
+_EMBEDDING = re.compile(r"(?:^|\.)(?:embed_tokens|lm_head)\.")
 _LAYER = re.compile(r"(?:^|\.)layers\.\d+$")
 _MLP_WEIGHT = re.compile(r"^(?P<layer>.*\.layers\.\d+)\.mlp\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$")
 _BLOCK = re.compile(r"^(?P<layer>.*\.layers\.\d+)\.(?P<block>self_attn|mlp)\.")
@@ -371,6 +373,67 @@ def random_channels(model_or_sizes: nn.Module | Mapping[str, int],
     return chosen
 
 
+def activation_bins(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """Each entry's quantile bin among ``values`` (shape (n,)): 0 (lowest) to ``bins - 1`` (highest), by rank,
+    ties broken by index, so every bin holds n / bins entries (within one)."""
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    n = values.numel()
+    ranks = torch.empty(n, dtype=torch.long)
+    ranks[torch.argsort(values.double(), stable=True)] = torch.arange(n)
+    return ranks * bins // n
+
+
+def matched_random_channels(activity: Mapping[str, torch.Tensor], channels: set[Channel] | Sequence[Channel], *,
+                            seed: int, bins: int, exclude: set[Channel] | Sequence[Channel] = ()) -> set[Channel]:
+    """A seeded random control set matched to ``channels`` in layer *and* activation: for each channel of
+    the set (highest activation first), one random channel of the same layer from the same quantile bin
+    of ``activity`` (:func:`activation_bins` within the layer; the nearest bin with a free channel when
+    that one is used up, the nearer of two equally near at random), never a channel of the set or of
+    ``exclude``, never twice. ``activity``: layer -> per-channel activation (shape (channels,), e.g. the
+    token-weighted mean |activation| of the domains the set was chosen for). Introduced in
+    ``02_shared_routes``: C4's control, so that "the shared channels matter" is not just "busy channels
+    matter"."""
+    sizes = {layer: values.numel() for layer, values in activity.items()}
+    wanted = _check_channels(channels, sizes)
+    taken = set(_as_channels(exclude, sizes)) | {(layer, i) for layer, idx in wanted.items() for i in idx}
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen: set[Channel] = set()
+    for layer in sizes:  # a fixed layer order keeps the draw independent of the set's order
+        if not wanted.get(layer):
+            continue
+        values = activity[layer].double()
+        bin_of = activation_bins(values, bins).tolist()
+        pools: dict[int, list[int]] = {}
+        for i in range(sizes[layer]):
+            if (layer, i) not in taken:
+                pools.setdefault(bin_of[i], []).append(i)
+        for index in sorted(wanted[layer], key=lambda i: (-float(values[i]), i)):
+            home = bin_of[index]
+            for distance in range(bins):
+                near = [b for b in dict.fromkeys((home - distance, home + distance)) if pools.get(b)]
+                if near:
+                    break
+            else:
+                raise ValueError(f"cannot draw {len(wanted[layer])} channels in {layer!r}: too few free channels")
+            pick = near[int(torch.randint(len(near), (1,), generator=generator))]
+            pool = pools[pick]
+            chosen.add((layer, pool.pop(int(torch.randint(len(pool), (1,), generator=generator)))))
+    return chosen
+
+
+def _as_channels(channels, sizes) -> list[Channel]:
+    return [(layer, i) for layer, idx in _check_channels(channels, sizes).items() for i in idx]
+
+
+def set_activation(activity: Mapping[str, torch.Tensor], channels: set[Channel] | Sequence[Channel]) -> float:
+    """The mean of ``activity`` (layer -> per-channel values) over ``channels``: how busy a channel set is."""
+    values = [float(activity[layer][i]) for layer, i in channels]
+    if not values:
+        raise ValueError("channels is empty")
+    return float(np.mean(values))
+
+
 def ablation_effects(model: nn.Module, tokenizer: PreTrainedTokenizerBase, evals: Mapping,
                      channel_sets: Mapping[str, set[Channel]], *, max_new_tokens: int, mode: str = "zero",
                      means: Mapping[str, torch.Tensor] | None = None) -> pd.DataFrame:
@@ -408,12 +471,21 @@ def ablation_effects(model: nn.Module, tokenizer: PreTrainedTokenizerBase, evals
 # Gradient geometry
 # --------------------------------------------------------------------------------------------------
 
-def module_of(parameter_name: str) -> str:
+def module_of(parameter_name: str, embeddings: bool = False) -> str:
     """The module group a parameter belongs to: ``"<layer>.self_attn"`` (q, k, v, o projections with
     their biases), ``"<layer>.mlp"`` (gate, up, down) or ``"other"`` (embeddings, every RMSNorm, an
-    untied lm_head)."""
+    untied lm_head). With ``embeddings=True`` the token embeddings and an untied ``lm_head`` form a
+    group of their own, :data:`EMBEDDINGS`, and ``"other"`` keeps the norms (notebook ``02``'s C3 check
+    reads every module, the embeddings included)."""
     match = _BLOCK.match(parameter_name)
-    return f"{match['layer']}.{match['block']}" if match else OTHER
+    if match:
+        return f"{match['layer']}.{match['block']}"
+    return EMBEDDINGS if embeddings and _EMBEDDING.search(parameter_name) else OTHER
+
+
+def _module_order(modules) -> list[str]:
+    """Blocks in forward order, then the embeddings, then ``"other"`` (a stable sort)."""
+    return sorted(modules, key=lambda m: (m == EMBEDDINGS) + 2 * (m == OTHER))
 
 
 def module_gradients(loss_fn: Callable[[nn.Module], torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -477,6 +549,16 @@ class GradientComparison:
         gross = float(self.modules["dot"].abs().sum())
         return 1.0 - abs(self.dot) / gross if gross > 0 else 0.0
 
+    def cosine_without(self, *modules: str) -> float:
+        """The global cosine over every module but ``modules`` (e.g. :data:`EMBEDDINGS`): the sum of the
+        other modules' dots over the product of their joint norms. Introduced in ``02_shared_routes``."""
+        unknown = sorted(set(modules) - set(self.modules["module"]))
+        if unknown:
+            raise ValueError(f"unknown module(s) {unknown}; the modules are {list(self.modules['module'])}")
+        kept = self.modules[~self.modules["module"].isin(modules)]
+        return _cosine(float(kept["dot"].sum()), math.sqrt(float((kept["norm_a"] ** 2).sum())),
+                       math.sqrt(float((kept["norm_b"] ** 2).sum())))
+
 
 def _cosine(dot: float, norm_a: float, norm_b: float) -> float:
     return dot / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else math.nan
@@ -500,7 +582,7 @@ def gradient_cosines(grads_a: Mapping[str, torch.Tensor], grads_b: Mapping[str, 
         if a.shape != b.shape:
             raise ValueError(f"module {module!r} has {a.numel()} entries in one gradient and {b.numel()} in the other")
         dot, na, nb = float(a @ b), float(a.norm()), float(b.norm())
-        kind = OTHER if module == OTHER else ("attention" if module.endswith("self_attn") else "mlp")
+        kind = module if module in (OTHER, EMBEDDINGS) else ("attention" if module.endswith("self_attn") else "mlp")
         rows.append({"module": module, "kind": kind, "size": a.numel(), "cosine": _cosine(dot, na, nb),
                      "dot": dot, "norm_a": na, "norm_b": nb})
     modules = pd.DataFrame(rows)
@@ -675,14 +757,116 @@ def token_weighted_means(activities: Sequence[RouteActivity]) -> dict[str, torch
             for layer in activities[0].channel_means}
 
 
-def split_by_module(gradient: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def split_by_module(gradient: Mapping[str, torch.Tensor], embeddings: bool = False) -> dict[str, torch.Tensor]:
     """A gradient by parameter name (in ``named_parameters`` order, e.g. ``DomainObjective.gradient``) split
-    as :func:`module_gradients` splits it: module -> flat fp32 vector, blocks in order, then ``"other"``."""
+    as :func:`module_gradients` splits it: module -> flat fp32 vector, blocks in order, then ``"other"``;
+    with ``embeddings=True`` the embeddings form their own module (:func:`module_of`), before ``"other"``."""
     pieces: dict[str, list[torch.Tensor]] = {}
     for name, grad in gradient.items():
-        pieces.setdefault(module_of(name), []).append(grad.detach().float().flatten())
-    ordered = sorted(pieces, key=lambda m: m == OTHER)
-    return {module: torch.cat(pieces[module]) for module in ordered}
+        pieces.setdefault(module_of(name, embeddings), []).append(grad.detach().float().flatten())
+    return {module: torch.cat(pieces[module]) for module in _module_order(pieces)}
+
+
+def row_contributions(grad_a: Mapping[str, torch.Tensor], grad_b: Mapping[str, torch.Tensor],
+                      embeddings: bool = True) -> dict[str, torch.Tensor]:
+    """Per module (:func:`module_of`), each unit's share of the module cosine: a unit is one row (first
+    index) of a weight matrix (an output channel, a token's embedding row) or one entry of a vector (a
+    bias, a norm's scale); its value is the unit's dot a_u . b_u over |a_m| |b_m|, so a module's values add
+    up to its cosine. ``grad_a``, ``grad_b``: two gradients by parameter name with the same names and
+    shapes. Returns module -> float64 vector (units,). Introduced in ``02_shared_routes`` (C3's null)."""
+    if list(grad_a) != list(grad_b):
+        raise ValueError(f"the gradients name different parameters: {sorted(set(grad_a) ^ set(grad_b))[:5]}")
+    dots: dict[str, list[torch.Tensor]] = {}
+    norms: dict[str, list[float]] = {}
+    for name, a in grad_a.items():
+        a, b = a.detach().double(), grad_b[name].detach().double()
+        if a.shape != b.shape:
+            raise ValueError(f"parameter {name!r} has shape {tuple(a.shape)} in one gradient and {tuple(b.shape)} "
+                             f"in the other")
+        rows = (a * b).reshape(a.shape[0], -1).sum(dim=1) if a.dim() > 1 else a * b
+        module = module_of(name, embeddings)
+        dots.setdefault(module, []).append(rows)
+        norms.setdefault(module, [0.0, 0.0])
+        norms[module][0] += float(a.pow(2).sum())
+        norms[module][1] += float(b.pow(2).sum())
+    out = {}
+    for module in _module_order(dots):
+        scale = math.sqrt(norms[module][0] * norms[module][1])
+        out[module] = torch.cat(dots[module]) / scale if scale > 0 else torch.zeros(sum(d.numel() for d in dots[module]),
+                                                                                     dtype=torch.float64)
+    return out
+
+
+@dataclass(frozen=True)
+class ModuleNull:
+    """The sign-flip null of the largest standardized |module cosine| (see :func:`module_cosine_null`).
+
+    ``observed``: module -> its cosine averaged over replicates; ``null_sd``: module -> the sd of its own
+    null cosine; ``null_max``: per draw, the largest |null cosine| / null sd over modules (shape (draws,)).
+    Standardizing first keeps a module with few, large units (the norms) from setting everyone's bar."""
+
+    observed: dict[str, float]
+    null_max: np.ndarray
+    null_sd: dict[str, float]
+
+    def z(self) -> dict[str, float]:
+        """Module -> |observed cosine| / its null sd (``inf`` where the null sd is 0 and the cosine is not)."""
+        return {m: (abs(v) / self.null_sd[m] if self.null_sd[m] > 0 else (math.inf if v else 0.0))
+                for m, v in self.observed.items()}
+
+    def threshold(self, level: float) -> float:
+        """The ``level`` quantile of the null's maximum (in null sds): a module beyond it is beyond what the
+        most extreme of all modules reaches by chance with probability ``1 - level`` (family-wise)."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        return float(np.quantile(self.null_max, level))
+
+    def bands(self, level: float) -> dict[str, float]:
+        """Module -> the |cosine| it must exceed to be beyond chance at ``level``: threshold x its null sd."""
+        q = self.threshold(level)
+        return {m: q * sd for m, sd in self.null_sd.items()}
+
+    def p_values(self) -> dict[str, float]:
+        """Module -> the share of draws whose largest standardized |cosine| reaches the module's, the observed
+        draw counted ((1 + hits) / (1 + draws)): a p-value adjusted for the max over modules."""
+        n = len(self.null_max)
+        return {m: float((1 + np.sum(self.null_max >= z)) / (1 + n)) for m, z in self.z().items()}
+
+
+def module_cosine_null(pairs: Sequence[tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]], *,
+                       draws: int, seed: int, embeddings: bool = True,
+                       modules: Sequence[str] | None = None) -> ModuleNull:
+    """A permutation (sign-flip) null for "a module conflicts or cooperates", on stored gradients.
+
+    ``pairs``: one (gradient of domain A, gradient of domain B) per batch replicate, by parameter name.
+    Each module's cosine, averaged over replicates, is the sum of its units' contributions
+    (:func:`row_contributions`). Under the null that A's and B's gradients are unrelated within a module,
+    each unit's contribution is as likely to be positive as negative; a draw gives every unit a random
+    sign (the same sign on every replicate: a unit is one set of weights). Each module's null cosine is
+    divided by its sd over the draws, and a draw records the largest |standardized cosine| over
+    ``modules`` (default: all): the null of the most extreme module. ``draws`` >= 100; arithmetic only,
+    under a second at toy scale. Introduced in ``02_shared_routes`` (C3).
+    """
+    if draws < 100:
+        raise ValueError(f"draws must be at least 100 for a null of a maximum, got {draws}")
+    if not pairs:
+        raise ValueError("pairs is empty: give one (gradient A, gradient B) per replicate")
+    per_replicate = [row_contributions(a, b, embeddings) for a, b in pairs]
+    names = list(per_replicate[0]) if modules is None else list(modules)
+    missing = sorted(set(names) - set(per_replicate[0]))
+    if missing:
+        raise ValueError(f"unknown module(s) {missing}; the modules are {list(per_replicate[0])}")
+    generator = torch.Generator().manual_seed(int(seed))
+    observed, null_sd, null = {}, {}, []
+    for module in names:
+        stacked = torch.stack([r[module] for r in per_replicate]).mean(dim=0)  # (units,): averaged over replicates
+        observed[module] = float(stacked.sum())
+        signs = torch.randint(0, 2, (draws, stacked.numel()), generator=generator, dtype=torch.int8).double() * 2 - 1
+        values = signs @ stacked
+        sd = float(values.std())
+        null_sd[module] = sd
+        null.append(values.abs() / sd if sd > 0 else torch.zeros(draws, dtype=torch.float64))
+    return ModuleNull(observed=observed, null_max=torch.stack(null).max(dim=0).values.numpy(), null_sd=null_sd)
 
 
 def on_channels(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.Tensor],
@@ -715,10 +899,11 @@ class GradientGeometry:
 
     @classmethod
     def of(cls, gradients: Mapping[tuple[str, int], Mapping[str, torch.Tensor]],
-           replicates: Sequence[int] = (0, 1)) -> "GradientGeometry":
-        """From each (domain, replicate)'s gradient by parameter name (:func:`split_by_module` splits it);
-        the noise floors compare the first two replicates."""
-        split = {k: split_by_module(g) for k, g in gradients.items()}
+           replicates: Sequence[int] = (0, 1), embeddings: bool = False) -> "GradientGeometry":
+        """From each (domain, replicate)'s gradient by parameter name (:func:`split_by_module` splits it;
+        ``embeddings=True`` gives the embeddings their own module, :data:`EMBEDDINGS`); the noise floors
+        compare the first two replicates."""
+        split = {k: split_by_module(g, embeddings) for k, g in gradients.items()}
         domains = list(dict.fromkeys(n for n, _ in split))
         first, second = replicates[0], replicates[1]
         floors = {n: gradient_cosines(split[(n, first)], split[(n, second)]) for n in domains}
@@ -742,19 +927,25 @@ class GradientGeometry:
         """Every replicate's module rows (:attr:`GradientComparison.modules`) with ``replicate`` = "batch r"."""
         return pd.concat([c.modules.assign(replicate=f"batch {r}") for r, c in zip(self.replicates, self.pair(x, y))])
 
-    def module_table(self, x: str, y: str) -> pd.DataFrame:
-        """Per attention/MLP module, its cosine and contribution on each replicate: mean, min and max."""
+    def module_table(self, x: str, y: str, every_module: bool = False) -> pd.DataFrame:
+        """Per attention/MLP module (``every_module``: the embeddings and ``"other"`` too), its cosine and
+        contribution on each replicate: mean, min and max."""
         frame = pd.concat([c.modules.assign(replicate=r) for r, c in zip(self.replicates, self.pair(x, y))])
-        frame = frame[frame["kind"] != OTHER]
+        if not every_module:
+            frame = frame[~frame["kind"].isin((OTHER, EMBEDDINGS))]
         table = frame.groupby("module", sort=False)[["cosine", "contribution"]].agg(["mean", "min", "max"])
         table.columns = [f"{value} ({stat})" for value, stat in table.columns]
         return table
 
-    def module_cosines(self, x: str, y: str) -> dict[str, list[float]]:
-        """Attention/MLP module -> its cross-domain cosine on each replicate."""
+    def module_cosines(self, x: str, y: str, every_module: bool = False) -> dict[str, list[float]]:
+        """Attention/MLP module (``every_module``: every module) -> its cross-domain cosine on each replicate."""
         reps = self.pair(x, y)
         return {m: [float(c.modules.set_index("module").loc[m, "cosine"]) for c in reps]
-                for m in self.module_table(x, y).index}
+                for m in self.module_table(x, y, every_module).index}
+
+    def global_cosines_without(self, x: str, y: str, *modules: str) -> list[float]:
+        """Per replicate, the global cosine over every module but ``modules`` (:meth:`GradientComparison.cosine_without`)."""
+        return [c.cosine_without(*modules) for c in self.pair(x, y)]
 
     def cancellation(self, x: str, y: str) -> float:
         """The mean over replicates of :attr:`GradientComparison.cancellation`."""
@@ -950,6 +1141,114 @@ class AblationScores(Spec):
 
     def toy_seconds(self, config) -> float:
         return 2.0
+
+
+@dataclass(frozen=True)
+class MatchedControls:
+    """What a :class:`MatchedAblationControls` artifact opens as: ``items`` (domain, draw, item, score; one row
+    per held-out item of each of the pair's domains and draw), the ablated set's ``shared`` channels, the
+    pair (``domains``), and per domain the ``ratios`` of each draw's mean activation to the shared set's
+    (in that domain) and the ``overlap`` (mean Jaccard index of two draws' channel sets)."""
+
+    items: pd.DataFrame
+    shared: tuple[Channel, ...]
+    domains: tuple[str, ...]
+    ratios: dict[str, list[float]]
+    overlap: dict[str, float]
+
+
+@dataclass(frozen=True)
+class MatchedAblationControls(Spec):
+    """C4's control: ``draws`` activation-matched random channel sets per domain of a pair, each ablated
+    while ``model`` answers that domain's held-out items. Introduced in ``02_shared_routes``.
+
+    The shared set is :class:`AblationScores`'s (``ablate="shared"``, ``domains`` or the pair sharing
+    most, routes of the top ``route_fraction`` at answer positions over ``route_prompts`` prompts). For
+    domain d of the pair, draw k is :func:`matched_random_channels` on d's mean |activation| at answer
+    positions (``bins`` quantile bins per layer; seed ``seed + 1000 j + k`` for the pair's j-th domain):
+    as many channels per layer, as busy in d, none shared. Scored on d alone (the other domain has its
+    own matched draws), so the cost is ``draws`` x two domains' held-out sets."""
+
+    model: Spec
+    domains: tuple[str, ...] = ()
+    draws: int = 10
+    bins: int = 20
+    seed: int = 0
+    mode: str = "zero"
+    route_fraction: float = 0.1
+    route_prompts: int = 300
+    kind: ClassVar[str] = "route_matched_controls"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import ConfigError
+
+        object.__setattr__(self, "domains", tuple(check_domain(d) for d in self.domains))
+        if len(self.domains) not in (0, 2):
+            raise ConfigError(f"matched controls domains: a pair or none (the pair sharing most), got {self.domains!r}")
+        if self.draws < 1 or self.bins < 1:
+            raise ConfigError(f"matched controls: draws and bins must be at least 1, got {self.draws}, {self.bins}")
+        if self.mode not in ABLATION_MODES:
+            raise ConfigError(f"matched controls mode: unknown value {self.mode!r}; valid: {', '.join(ABLATION_MODES)}")
+
+    def activity(self) -> tuple[ChannelActivity, ...]:
+        return answer_activity_specs(self.model, self.route_prompts)
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.model, *self.activity())
+
+    def key_fields(self, kit) -> dict:
+        return {"model": kit.key(self.model), "activity": [kit.key(s) for s in self.activity()],
+                "domains": list(self.domains), "draws": self.draws, "bins": self.bins, "seed": self.seed,
+                "mode": self.mode, "route_fraction": self.route_fraction,
+                "max_new_tokens": kit.config.rl.max_completion_length,
+                "dtype": str(kit.compute_dtype).removeprefix("torch.")}
+
+    def build(self, kit, directory, progress: bool) -> dict:
+        from mdrl_lib.evaluation import score_items
+
+        activity = {s.domain: kit.open(s) for s in self.activity()}
+        sets = {n: active_routes(a.channels, self.route_fraction) for n, a in activity.items()}
+        shared, domains = ablation_channels(sets, "shared", self.domains)
+        if not shared:
+            raise ValueError(f"{'-'.join(domains)} share no channel: there is nothing to match")
+        model, tokenizer = kit.load(self.model)
+        means = token_weighted_means(list(activity.values()))
+        rows, ratios, overlap, drawn = [], {}, {}, {}
+        for j, domain in enumerate(domains):
+            busy = activity[domain].channels
+            draws = [matched_random_channels(busy, shared, seed=self.seed + 1000 * j + k, bins=self.bins)
+                     for k in range(self.draws)]
+            ratios[domain] = [set_activation(busy, d) / set_activation(busy, shared) for d in draws]
+            pairs = [(a, b) for i, a in enumerate(draws) for b in draws[i + 1:]]
+            overlap[domain] = float(np.mean([jaccard(a, b) for a, b in pairs])) if pairs else 1.0
+            drawn[domain] = [sorted([list(c) for c in d]) for d in draws]
+            evals = {domain: kit.evals[domain]}
+            for k, channels in enumerate(draws):
+                with ablate_channels(model, channels, mode=self.mode, means=means):
+                    items = score_items(model, tokenizer, evals, max_new_tokens=kit.config.rl.max_completion_length,
+                                        batch_size=kit.config.compute.eval_batch_size or None)
+                rows += [{"domain": domain, "draw": k, "item": int(i), "score": float(s)}
+                         for i, s in zip(items["item"], items["score"])]
+        with open(directory / ABLATION_ITEMS, "w") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
+        order = list(activity[domains[0]].channels)
+        return {"shared": [list(c) for c in sorted(shared, key=lambda c: (order.index(c[0]), c[1]))],
+                "domains": list(domains), "ratios": ratios, "overlap": overlap, "channels": drawn}
+
+    def open(self, kit, artifact) -> MatchedControls:
+        lines = (artifact.path / ABLATION_ITEMS).read_text().splitlines()
+        items = pd.DataFrame([json.loads(line) for line in lines], columns=["domain", "draw", "item", "score"])
+        m = artifact.metrics
+        return MatchedControls(items=items, shared=tuple((layer, int(i)) for layer, i in m["shared"]),
+                               domains=tuple(m["domains"]), ratios=m["ratios"], overlap=m["overlap"])
+
+    def label(self) -> str:
+        return (f"{self.draws} activation-matched random controls of the {'+'.join(self.domains) or 'most shared pair'} "
+                f"shared channels in {self.model.label()}")
+
+    def toy_seconds(self, config) -> float:
+        return 0.4 * self.draws
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,37 @@ def test_c2_not_testable_without_a_same_domain_pair_and_rejects_bad_input():
         check_c2({}, {"math": 0.4}, 0.053, fraction=0.1)
     with pytest.raises(ValueError, match="math-qa"):
         check_c2({"math-qa": 1.2}, {"math": 0.4}, 0.053, fraction=0.1)
+
+
+# ---- what was tested, and the caveats (issue: verdicts a reader can trust) ---------------------------
+
+def test_c1_tests_only_the_outcome_and_its_caveats_name_domain_seed_best_of_and_rounding():
+    grid = _experts(GRID).assign(dense_share=[0.04, 0.47, 0.87])  # 0.88 vs a dense edit's 0.87: rounding
+    check = check_c1(grid, name="paper-regime")
+    assert check.tested == "outcome" and check.verdict == "supported (outcome only)"
+    assert "rests on one domain (math)" in check.caveats and "rests on one RL seed" in check.caveats
+    best = [c for c in check.caveats if c.startswith("the best of 3 settings")]
+    assert best and "1 of 3 qualifies (bf16 lr=1e-6; math gain +0.010 (p=0.02))" in best[0]
+    assert any("0.88 vs 0.87" in c and "rounding of a dense edit" in c for c in check.caveats)
+    assert "dense edit of the same size" in check.baseline
+
+
+def test_c1_no_rounding_caveat_when_the_share_clearly_beats_the_dense_edit_and_none_for_four_seeds():
+    grid = _experts(GRID).assign(dense_share=[0.04, 0.47, 0.70])  # 0.88 vs 0.70: beyond the margin
+    check = check_c1(grid, name="paper-regime", seeds=4)
+    assert not any("rounding" in c for c in check.caveats) and "rests on one RL seed" not in check.caveats
+    four = _experts([("fp32", d, 0.9, 0.1, 0.001) for d in ("math", "qa", "code", "cw")])
+    assert check_c1(four, name="default-regime", seeds=2).caveats == []  # four domains, one setting, two seeds
+
+
+def test_c2_tests_only_the_outcome_and_says_its_reference_is_one_domain():
+    check = check_c2(CROSS, {"math": 0.40}, 0.053, fraction=0.1)
+    assert check.tested == "outcome" and check.verdict == "supported (outcome only)"
+    assert "the same-domain reference rests on one domain (math) with two RL seeds" in check.caveats
+    two = check_c2(CROSS, {"math": 0.40, "qa": 0.5}, 0.053, fraction=0.1)
+    assert not any("one domain" in c for c in two.caveats)
+
+
+def test_c1_dense_edits_get_no_rounding_caveat_however_close_to_their_dense_control():
+    dense = _experts([("fp32", "math", 4e-5, 0.2, 1e-9), ("fp32", "qa", 6e-5, 0.3, 1e-9)]).assign(dense_share=[3e-5] * 2)
+    assert not any("rounding" in c for c in check_c1(dense, name="default-regime").caveats)

@@ -33,14 +33,14 @@ def test_the_baseline_run_reads_as_it_did_in_the_notebook():
         "the paper's criterion in fp32, and 0.037 to 0.043 once both checkpoints are rounded to bf16, against the "
         "paper's 77%-89%: not supported.",
         "C1 on the bf16 grid: the bf16 checkpoint leaves 0.059 to 0.874 unchanged across rates 0.0002, 1e-05, 1e-06; "
-        "rates with a significant gain: 0.0002, 1e-05, 1e-06; rates at or above 77%: 1e-06: supported.",
+        "rates with a significant gain: 0.0002, 1e-05, 1e-06; rates at or above 77%: 1e-06: supported (outcome only).",
         "  The largest rate that is both: 1e-06, with 0.8742 unchanged (+0.1042 from the bottom of the paper's "
         "range) and a gain of +0.008.",
         "  The bf16 share minus that of a dense edit of the same size, rounded the same way: -0.004 at 0.0002, "
         "-0.015 at 1e-05, -0.005 at 1e-06. Near zero everywhere: the toy's bf16 sparsity is the size of a dense "
         "edit meeting bf16 rounding, not RL choosing few weights.",
         "C2: the mean cross-domain Jaccard at the top 10% is 0.085 (paper: below 0.19; random sets 0.050), against "
-        "0.500 for the same domain with two RL seeds: supported.",
+        "0.500 for the same domain with two RL seeds: supported (outcome only).",
     ]
 
 

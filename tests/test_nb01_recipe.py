@@ -132,7 +132,8 @@ def test_the_default_regime_takes_each_experts_share_in_the_runs_precision_and_i
     kit, params = hand
     inputs = recipe.c1_inputs(kit, params, "default")
     experts = inputs["experts"]
-    assert inputs["name"] == "default-regime" and tuple(experts.columns) == C1_COLUMNS
+    assert inputs["name"] == "default-regime" and tuple(experts.columns) == C1_COLUMNS + ("dense_share",)
+    assert inputs["seeds"] == 1 and experts["dense_share"].tolist() == pytest.approx([0.05] * 4)
     assert list(experts["expert"]) == list(DOMAIN_NAMES)
     assert experts["share"].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert experts["gain"].tolist() == pytest.approx([1 / 8, 2 / 8, 3 / 8, 4 / 8])  # i + 1 of the 4 zeros now 1
@@ -146,8 +147,12 @@ def test_the_paper_regime_measures_each_rate_from_the_rounded_base(hand):
     experts = inputs["experts"]
     assert list(experts["regime"]) == ["bf16, lr 0.0001, 60 steps", "bf16, lr 1e-06, 60 steps"]
     assert experts["share"].tolist() == pytest.approx([0.2, 0.9])
+    assert experts["dense_share"].tolist() == pytest.approx([0.19, 0.89])  # each rate's dense control
     # the rounded base scores 2 of 8 on Math (the plain base 4): rate 1e-6's 3 of 8 is a gain of 1/8 over it
     assert experts["gain"].tolist() == pytest.approx([6 / 8, 1 / 8])
+    check = check_c1(**inputs)  # 1e-6 is sparse (0.9) but its 1/8 gain is not significant; a dense edit rounds to 0.89
+    assert check.verdict == "not supported" and check.tested == "outcome"
+    assert any("0.9 vs 0.89" in c and "rounding of a dense edit" in c for c in check.caveats)
     with pytest.raises(ValueError, match="unknown regime 'other'"):
         recipe.c1_inputs(kit, params, "other")
 

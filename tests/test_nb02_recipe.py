@@ -34,21 +34,30 @@ def test_the_plan_names_every_analysis_once_and_builds_nothing(kit):
     specs = recipe.plan(kit, params(kit))
     keys = [kit.key(s) for s in specs]
     assert len(keys) == len(set(keys)) and not any(kit.store.get(k) for k in keys)
-    assert Counter(s.kind for s in specs) == {"base": 1, "scores": 1, "route_activity": 8, "route_ablation": 4,
-                                              "objective": 8, "objective_gradient": 8, "route_gradients": 1}
+    # three batches per domain at the base, and three for each of the C3 pair's domains at the Math expert
+    assert Counter(s.kind for s in specs) == {"base": 1, "scores": 1, "route_activity": 8, "route_ablation": 3,
+                                              "route_matched_controls": 1, "objective": 18, "objective_gradient": 18,
+                                              "route_gradients": 1, "stage": 1}
     on_routes = next(s for s in specs if s.kind == "route_gradients")
-    assert {kit.key(g) for g in on_routes.gradients} == {kit.key(s) for s in specs if s.kind == "objective_gradient"}
+    at_base = {kit.key(s) for s in specs if s.kind == "objective_gradient" and s.at == recipe.Base()}
+    assert {kit.key(g) for g in on_routes.gradients} == {kit.key(s) for k, s in recipe.gradient_specs(
+        params(kit)).items() if k[1] in recipe.ROUTE_REPLICATES} < at_base  # section 3b reads batches 0 and 1
     assert {kit.key(s) for s in on_routes.inputs()} <= set(keys)  # its inputs are planned too
+    after = [s for s in specs if s.kind == "objective_gradient" and s.at != recipe.Base()]
+    assert {(s.objective.domain, s.objective.source) for s in after} == {(n, recipe.after_stage())
+                                                                         for n in ("math", "qa")}
     moved = recipe.plan(kit, params(kit, route_prompts=50, gradient_samples=8))
-    assert len({kit.key(s) for s in moved} & set(keys)) == 2  # only the base and its scores stay
+    assert len({kit.key(s) for s in moved} & set(keys)) == 3  # only the base, its scores and the Math expert stay
 
 
 def test_the_ablations_are_the_domains_set_the_pair_and_their_seeded_controls(kit):
     specs = recipe.ablation_specs(params(kit, seed=3, ablation_domain="qa", ablation_mode="mean"))
     assert specs["only"].domains == ("qa",) and specs["shared"].domains == ()
     assert (specs["only control"].control, specs["only control"].seed) == (True, 3)
-    assert (specs["shared control"].control, specs["shared control"].seed) == (True, 4)
+    assert set(specs) == {"only", "only control", "shared"}  # the shared set's control is activation-matched
     assert {s.mode for s in specs.values()} == {"mean"}
+    matched = recipe.matched_controls_spec(params(kit, seed=3, ablation_mode="mean", ablation_pair="qa,math"))
+    assert (matched.seed, matched.mode, matched.domains, matched.draws) == (3, "mean", ("qa", "math"), 10)
     assert recipe.ablation_specs(params(kit, ablation_pair="qa,math"))["shared"].domains == ("qa", "math")
 
 
@@ -88,8 +97,9 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def tiny_params(tiny, monkeypatch):
     """Small batches that keep every sample (a barely trained base answers few items right)."""
-    monkeypatch.setattr(recipe, "objective_batch", lambda p, domain, replicate: ObjectiveBatch(
-        recipe.Base(), domain, prompts=p.gradient_prompts, samples=p.gradient_samples, seed=replicate, min_score=0.0))
+    monkeypatch.setattr(recipe, "objective_batch", lambda p, domain, replicate, at=None: ObjectiveBatch(
+        at or recipe.Base(), domain, prompts=p.gradient_prompts, samples=p.gradient_samples, seed=replicate,
+        min_score=0.0))
     return recipe.Params(run_dir=str(tiny.config.run_dir), route_prompts=12, route_fraction=0.3, gradient_prompts=3,
                          gradient_samples=2)
 
@@ -98,14 +108,19 @@ def test_c3_inputs_are_the_geometry_of_the_cached_gradients(tiny, tiny_params):
     inputs = recipe.c3_inputs(tiny, tiny_params)
     gradients = {(n, r): tiny.objective(recipe.objective_batch(tiny_params, n, r)).gradient(
         tiny.load(recipe.Base(), placement="analysis")[0]) for n in DOMAIN_NAMES for r in recipe.REPLICATES}
-    direct = routes.GradientGeometry.of(gradients)
+    direct = routes.GradientGeometry.of(gradients, recipe.REPLICATES, embeddings=True)
     assert inputs["pair"] == ("math", "qa")
     assert inputs["global_cosines"] == [c.cosine for c in direct.pair("math", "qa")]
     assert inputs["noise_floor"] == direct.noise_floor("math", "qa")
     assert inputs["module_floors"] == direct.module_floors("math", "qa").to_dict()
-    assert set(inputs["module_cosines"]) == {f"model.layers.{i}.{b}" for i in (0, 1) for b in ("self_attn", "mlp")}
+    every = {f"model.layers.{i}.{b}" for i in (0, 1) for b in ("self_attn", "mlp")} | {routes.EMBEDDINGS, routes.OTHER}
+    assert set(inputs["module_cosines"]) == set(inputs["module_bands"]) == every
+    assert inputs["global_without_embeddings"] == direct.global_cosines_without("math", "qa", routes.EMBEDDINGS)
+    null = routes.module_cosine_null([(gradients[("math", r)], gradients[("qa", r)]) for r in recipe.REPLICATES],
+                                     draws=1000, seed=0)
+    assert inputs["module_bands"] == pytest.approx(null.bands(0.95)) and inputs["null_draws"] == 1000
     check = check_c3(**inputs)
-    assert check.name == "math-qa-gradients" and check.figures["replicates"] == 2
+    assert check.name == "math-qa-gradients" and check.figures["replicates"] == 3
     assert recipe.c3_inputs(tiny, tiny_params, ("cw", "code"))["pair"] == ("cw", "code")
     table = recipe.pair_table(recipe.gradient_geometry(tiny, tiny_params))
     assert len(table) == len(list(combinations(DOMAIN_NAMES, 2)))
@@ -123,13 +138,20 @@ def test_c4_inputs_hold_the_overlaps_and_the_shared_sets_ablation(tiny, tiny_par
     check = check_c4(**inputs)
     assert check.figures["ablated_pair"] == "-".join(pair)
     study = recipe.ablation_study(tiny, tiny_params)
-    assert list(study.channel_sets) == ["math-only", "random, as many as math-only", f"{pair[0]}+{pair[1]} shared",
-                                        f"random, as many as {pair[0]}+{pair[1]} shared"]
-    assert set(study.scores["checkpoint"]) == {"unablated", *study.channel_sets}
-    assert study.describe().startswith(f"math-only: {len(study.only)} channels; {pair[0]}+{pair[1]} shared: "
+    shared_name = f"{pair[0]}+{pair[1]} shared"
+    assert list(study.channel_sets) == ["math-only", "random, as many as math-only", shared_name]
+    matched = study.controls[shared_name]
+    assert matched.startswith("activation-matched random") and matched in set(study.scores["checkpoint"])
+    assert set(study.scores["checkpoint"]) == {"unablated", *study.channel_sets, matched}
+    # the matched control is each item's mean over its draws, scored on the pair's domains only
+    assert set(study.scores.loc[study.scores["checkpoint"] == matched, "domain"]) == set(pair)
+    draws = study.matched_draws()
+    assert len(draws) == 2 * 10 and set(draws["domain"]) == set(pair)
+    assert inputs["activation_ratios"] == study.matched.ratios and all(len(v) == 10 for v in study.matched.ratios.values())
+    assert study.describe().startswith(f"math-only: {len(study.only)} channels; {shared_name}: "
                                        f"{len(shared)} channels (by layer: ")
-    assert len(study.changes()) == len(study.channel_sets) * len(DOMAIN_NAMES)
-    assert len(study.contrast_table()) == 2 * len(DOMAIN_NAMES)
+    assert len(study.changes()) == len(study.channel_sets) * len(DOMAIN_NAMES) + 2
+    assert len(study.contrast_table()) == len(DOMAIN_NAMES) + 2
 
 
 def test_the_tables_and_figures_the_notebook_shows(tiny, tiny_params):
@@ -148,18 +170,21 @@ def test_the_tables_and_figures_the_notebook_shows(tiny, tiny_params):
     plt.close("all")
     recipe.overlap_explorer(activity)(0.2, "prompt")  # draws (and shows) one matrix
     geometry = recipe.gradient_geometry(tiny, tiny_params)
-    modules = recipe.module_cosine_table(geometry, "math", "qa")
-    band = modules["orthogonal band (±0.2 x the lower floor)"]
-    bands = recipe.module_bands(geometry, "math", "qa")  # every module, "other" too
-    assert set(bands) == set(modules.index) | {routes.OTHER}
-    assert band.to_dict() == pytest.approx({m: bands[m] for m in modules.index}, abs=5e-4)
+    grads = recipe.gradients(tiny, tiny_params)
+    null = recipe.module_null(grads, "math", "qa", seed=0)
+    modules = recipe.module_cosine_table(geometry, "math", "qa", null)
+    band = modules["chance band (null of the max, 95%)"]
+    bands = recipe.module_bands(null)  # every module, the embeddings and "other" too
+    assert set(bands) == set(modules.index) and {routes.OTHER, routes.EMBEDDINGS} <= set(bands)
+    assert band.to_dict() == pytest.approx(bands, abs=5e-5)
+    assert recipe.embedding_lines(geometry, "math", "qa").startswith("batch 0: global cosine")
     assert {"Math vs Math (noise floor)", "QA vs QA (noise floor)", "cosine (mean)"} <= set(modules.columns)
     lines = recipe.cancellation_lines(geometry, "math", "qa").splitlines()
     first = geometry.pair("math", "qa")[0]
     assert lines[0] == (f"batch 0: global cosine {first.cosine:+.4f} = positive contributions {first.positive:+.4f} "
                         f"+ negative {first.negative:+.4f}; cancellation {first.cancellation:.2f}")
     batches = recipe.batch_table(tiny, tiny_params)
-    assert len(batches) == 8 and (batches["sampled"] == 6).all()
+    assert len(batches) == 12 and (batches["sampled"] == 6).all()
     on_routes = recipe.route_gradient_table(tiny, tiny_params)
     rows = tiny.open(recipe.route_gradients_spec(tiny_params))
     assert list(on_routes["shared channels"]) == [r["shared"] for r in rows]

@@ -16,11 +16,44 @@ C1_PAPER = ("77-89% of parameters change by less than 1e-7 absolute and less tha
             "single-domain expert vs base (the paper's rate and precision are not published)")
 C1_PAPER_RANGE = rule("C1", "paper_range")  # the paper's range of unchanged shares
 C1_ALPHA = rule("C1", "alpha")  # significance level of an expert's held-out gain
+C1_ROUNDING_MARGIN = rule("C1", "rounding_margin")  # a share this close to a dense edit's is rounding
 C1_COLUMNS = ("regime", "expert", "share", "gain", "gain_p")
 
 
+def c1_caveats(experts: pd.DataFrame, qualifying: list[str], *, seeds: int = 1,
+               margin: float = C1_ROUNDING_MARGIN, low: float = C1_PAPER_RANGE[0]) -> list[str]:
+    """What a reader must know about a C1 verdict (notebook ``01_sparse_edits``), from :func:`check_c1`'s
+    ``experts`` table and the regimes that qualified: the domains and RL seeds the verdict rests on, when a
+    supported verdict is the best of several settings (and the qualifying regime's gain), and, with a
+    ``dense_share`` column (the unchanged share of a dense edit of the same size, rounded the same way),
+    when a sparse expert's share (at least ``low``) lies within ``margin`` of it: then its sparsity is storage rounding of a dense
+    edit, not RL choosing few weights. Empty when none applies."""
+    caveats = []
+    judged = experts[experts["regime"].astype(str).isin(qualifying)] if qualifying else experts
+    domains = sorted(set(judged["expert"].astype(str)))
+    if len(domains) == 1:
+        caveats.append(f"rests on one domain ({domains[0]})")
+    if seeds == 1:
+        caveats.append("rests on one RL seed")
+    regimes = list(dict.fromkeys(experts["regime"].astype(str)))
+    if qualifying and len(regimes) > 1:
+        gains = ", ".join(f"{r.expert} gain {_fmt(float(r.gain))} (p={float(r.gain_p):.2g})"
+                          for r in judged.itertuples())
+        caveats.append(f"the best of {len(regimes)} settings: {len(qualifying)} of {len(regimes)} qualif"
+                       f"{'ies' if len(qualifying) == 1 else 'y'} ({', '.join(qualifying)}; {gains})")
+    if "dense_share" in experts.columns:
+        close = judged[((judged["share"].astype(float) - judged["dense_share"].astype(float)).abs() < margin)
+                       & (judged["share"].astype(float) >= low)]
+        if len(close):
+            caveats.append("the unchanged share is that of a dense edit of the same size rounded the same way ("
+                           + ", ".join(f"{r.regime}, {r.expert}: {float(r.share):.3g} vs {float(r.dense_share):.3g}"
+                                       for r in close.itertuples())
+                           + f"; within {margin}): the sparsity is rounding of a dense edit, not RL choosing few weights")
+    return caveats
+
+
 def check_c1(experts: pd.DataFrame, *, name: str, low: float = C1_PAPER_RANGE[0],
-             alpha: float = C1_ALPHA) -> ClaimCheck:
+             alpha: float = C1_ALPHA, seeds: int = 1) -> ClaimCheck:
     """C1 from the experts of one or more training regimes.
 
     ``experts``: one row per expert, columns ``regime`` (a label of how it was trained: precision,
@@ -37,6 +70,12 @@ def check_c1(experts: pd.DataFrame, *, name: str, low: float = C1_PAPER_RANGE[0]
     not publish its rate, so any rate of the grid may stand for it); not testable (``None``) when
     ``experts`` is empty; otherwise not supported, and ``why`` says whether the edits were dense in
     every regime or sparse only where RL learned nothing measurable.
+
+    The check measures an outcome (a share of weights unchanged), not the mechanism the paper reads into
+    it (RL choosing few weights), so it is recorded with ``tested="outcome"``. Its caveats
+    (:func:`c1_caveats`: ``seeds`` is the number of RL seeds per expert; an optional ``dense_share``
+    column holds each expert's dense control) say when a verdict rests on one domain, one seed, the best
+    of several settings, or a share that rounding of a dense edit gives as well.
     """
     if not isinstance(experts, pd.DataFrame):
         raise TypeError(f"experts must be a pandas DataFrame with columns {list(C1_COLUMNS)}, "
@@ -52,7 +91,7 @@ def check_c1(experts: pd.DataFrame, *, name: str, low: float = C1_PAPER_RANGE[0]
     if experts.empty:
         return ClaimCheck(claim="C1", name=name, statement=C1_STATEMENT, paper=C1_PAPER,
                           measured="no experts were measured", baseline=baseline, supported=None,
-                          why="not testable: no experts in this regime", figures=figures)
+                          why="not testable: no experts in this regime", figures=figures, tested="outcome")
     shares = experts["share"].astype(float)
     if ((shares < 0) | (shares > 1)).any():
         raise ValueError(f"share must lie in [0, 1], got {shares.tolist()}")
@@ -81,8 +120,12 @@ def check_c1(experts: pd.DataFrame, *, name: str, low: float = C1_PAPER_RANGE[0]
     else:
         why = (f"{rule}; edits were sparse only where RL learned nothing measurable "
                f"({' and '.join(repr(r) for r in sparse_unlearned)})")
+    if "dense_share" in rows.columns:
+        baseline += "; a dense edit of the same size, rounded the same way (the share rounding alone gives)"
+    figures.update(seeds=seeds, domains=len(set(rows["expert"].astype(str))))
     return ClaimCheck(claim="C1", name=name, statement=C1_STATEMENT, paper=C1_PAPER, measured=measured,
-                      baseline=baseline, supported=bool(qualifying), why=why, figures=figures)
+                      baseline=baseline, supported=bool(qualifying), why=why, figures=figures, tested="outcome",
+                      caveats=c1_caveats(rows, qualifying, seeds=seeds, low=low))
 
 
 # ------------------------------------------------------------------------------------------- C2
@@ -108,6 +151,10 @@ def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float]
     something about the domains when the same domain, retrained, overlaps clearly more; if two seeds
     of one domain overlap as little as two domains do, the top neurons are set by the run, not the
     domain, and the check is not supported. Not testable (``None``) without a same-domain pair.
+
+    Recorded with ``tested="outcome"``: the overlap of top-changed neurons is what the paper reports, not
+    why domains edit different neurons. Caveats: each cross-domain pair is one expert per domain (one RL
+    seed), and the same-domain reference rests on the domains in ``same_domain`` (one pair of seeds each).
     """
     cross = {str(k): float(v) for k, v in dict(cross_domain).items()}
     same = {str(k): float(v) for k, v in dict(same_domain).items()}
@@ -120,6 +167,9 @@ def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float]
         raise ValueError(f"random_expectation must lie in [0, 1], got {random_expectation}")
     mean_cross = sum(cross.values()) / len(cross)
     largest = max(cross, key=cross.get)
+    caveats = ["each cross-domain pair is one expert per domain (one RL seed)"]
+    if len(same) == 1:
+        caveats.append(f"the same-domain reference rests on one domain ({next(iter(same))}) with two RL seeds")
     figures: dict[str, Any] = {"fraction": fraction, "mean_cross_domain": mean_cross, "pairs": len(cross),
                                "largest_pair": largest, "largest_cross_domain": cross[largest],
                                "random_expectation": random_expectation, "paper_max": paper_max, "ratio": ratio,
@@ -133,7 +183,7 @@ def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float]
         return ClaimCheck(claim="C2", name="top-neuron-overlap", statement=C2_STATEMENT, paper=C2_PAPER,
                           measured=measured, baseline=baseline, supported=None,
                           why=f"{part_a}; not testable: no same-domain two-seed pair to compare with",
-                          figures=figures)
+                          figures=figures, tested="outcome", caveats=caveats)
     mean_same = sum(same.values()) / len(same)
     figures["mean_same_domain"] = mean_same
     measured += "; same domain, two RL seeds: " + ", ".join(f"{k} {v:.3f}" for k, v in same.items())
@@ -143,7 +193,7 @@ def check_c2(cross_domain: Mapping[str, float], same_domain: Mapping[str, float]
               f"({ratio * mean_same:.3f})")
     return ClaimCheck(claim="C2", name="top-neuron-overlap", statement=C2_STATEMENT, paper=C2_PAPER,
                       measured=measured, baseline=baseline, supported=bool(below_paper and distinct),
-                      why=f"{part_a}; {part_b}", figures=figures)
+                      why=f"{part_a}; {part_b}", figures=figures, tested="outcome", caveats=caveats)
 
 
 # ------------------------------------------------------------------------------------------- the verdicts in words

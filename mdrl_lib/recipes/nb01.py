@@ -246,24 +246,29 @@ def default_regime(config) -> str:
 
 def c1_inputs(kit, params: Params, regime: str) -> dict:
     """:func:`~mdrl_lib.claims.nb01.check_c1`'s arguments for ``regime``: ``"paper"`` (the bf16 grid, one
-    regime per rate) or ``"default"`` (the four experts at the run's settings, compared in its precision)."""
+    regime per rate) or ``"default"`` (the four experts at the run's settings, compared in its precision).
+    Each expert comes with its dense control's unchanged share (``dense_share``) for the rounding caveat;
+    every expert is RL seed 0 (``seeds`` 1)."""
     import pandas as pd
 
     if regime == "paper":
         table = grid_results(kit, params)[0]
         experts = pd.DataFrame([{"regime": f"bf16, lr {r:g}, {params.grid_steps} steps", "expert": params.grid_domain,
                                  "share": table.loc[r, "unchanged, bf16 checkpoint"],
-                                 "gain": table.loc[r, "held-out gain"], "gain_p": table.loc[r, "gain p"]}
+                                 "gain": table.loc[r, "held-out gain"], "gain_p": table.loc[r, "gain p"],
+                                 "dense_share": table.loc[r, "unchanged, dense control in bf16"]}
                                 for r in params.rates])
-        return {"experts": experts, "name": "paper-regime"}
+        return {"experts": experts, "name": "paper-regime", "seeds": 1}
     if regime != "default":
         raise ValueError(f"unknown regime {regime!r}; valid: paper, default")
     label, precision = default_regime(kit.config), kit.config.rl.precision
-    tables, gains = sparsity_tables(kit), expert_gains(kit)
+    tables, gains, controls = sparsity_tables(kit), expert_gains(kit), control_tables(kit, params)
     experts = pd.DataFrame([{"regime": label, "expert": d,
                              "share": tables[d].criterion().set_index("precision").loc[precision, "share"],
-                             "gain": gains[d].gain, "gain_p": gains[d].p_value} for d in DOMAIN_NAMES])
-    return {"experts": experts, "name": "default-regime"}
+                             "gain": gains[d].gain, "gain_p": gains[d].p_value,
+                             "dense_share": controls[d].criterion().set_index("precision").loc[precision, "share"]}
+                            for d in DOMAIN_NAMES])
+    return {"experts": experts, "name": "default-regime", "seeds": 1}
 
 
 def c2_inputs(kit, params: Params) -> dict:

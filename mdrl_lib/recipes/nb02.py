@@ -16,10 +16,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mdrl_lib.routes import (AblationScores, ChannelActivity, GradientGeometry, GradientsOnRoutes,
-                                 ObjectiveGradient, RouteActivity, UpdatesOnRoutes)
+                                 MatchedAblationControls, ObjectiveGradient, RouteActivity, UpdatesOnRoutes)
 
 PAIRS = common.domain_pairs()
-REPLICATES = (0, 1)  # two objective batches per domain: their gradient cosine is the noise floor
+REPLICATES = (0, 1, 2)  # objective batches per domain: C3's signs must reproduce on each; 0 vs 1 is the noise floor
+ROUTE_REPLICATES = (0, 1)  # the batches section 3b reads on shared routes (its stored artifact)
+AFTER = "math"  # C3 is measured again at this domain's expert, the first stage of the paper's pair
 POSITIONS = ("prompt", "answer")
 
 
@@ -33,7 +35,7 @@ class Params(NotebookParams):
                                         "|activation|", above=0.0, maximum=0.5)
     route_prompts: int = option(300, "RL training prompts per domain whose activity defines its routes (fewer if a "
                                      "domain has fewer)", minimum=1, maximum=10**6)
-    gradient_prompts: int = option(96, "prompts per domain-objective batch, two batches per domain (toy QA has 99 RL "
+    gradient_prompts: int = option(96, "prompts per domain-objective batch, three batches per domain (toy QA has 99 RL "
                                        "prompts)", minimum=1, maximum=10**6)
     gradient_samples: int = option(16, "completions sampled per prompt; only verified-correct ones enter L_A",
                                    minimum=1, maximum=1024)
@@ -55,10 +57,17 @@ class Params(NotebookParams):
 # ------------------------------------------------------------------------------------------- the specs
 
 
-def objective_batch(params: Params, domain: str, replicate: int) -> ObjectiveBatch:
-    """One of ``domain``'s two objective batches at the base (``replicate`` 0 or 1 seeds its prompts)."""
-    return ObjectiveBatch(Base(), domain, prompts=params.gradient_prompts, samples=params.gradient_samples,
-                          seed=replicate)
+def objective_batch(params: Params, domain: str, replicate: int, at=None) -> ObjectiveBatch:
+    """One of ``domain``'s objective batches, sampled from ``at`` (default: the base; ``replicate`` seeds its
+    prompts and samples)."""
+    return ObjectiveBatch(at if at is not None else Base(), domain, prompts=params.gradient_prompts,
+                          samples=params.gradient_samples, seed=replicate)
+
+
+def after_stage() -> Stage:
+    """The checkpoint C3 is measured at a second time: the :data:`AFTER` expert (the single-domain stage
+    notebook 01 trains, and the first stage of the paper's Math-then-other pair)."""
+    return Stage(Base(), AFTER)
 
 
 def expert_specs() -> dict[str, Stage]:
@@ -74,8 +83,9 @@ def activity_specs(params: Params) -> dict[str, dict[str, ChannelActivity]]:
 
 
 def ablation_specs(params: Params) -> dict[str, AblationScores]:
-    """The four ablations of section 2: ``only`` (``ablation_domain``'s route-only channels), ``shared``
-    (``ablation_pair``'s shared channels, or the pair sharing most) and each one's random ``control``."""
+    """The three ablations of section 2: ``only`` (``ablation_domain``'s route-only channels) with its random
+    ``only control`` (same per-layer counts), and ``shared`` (``ablation_pair``'s shared channels, or the
+    pair sharing most), whose control is :func:`matched_controls_spec`."""
     from mdrl_lib.routes import AblationScores
 
     common = {"mode": params.ablation_mode, "route_fraction": params.route_fraction,
@@ -83,8 +93,19 @@ def ablation_specs(params: Params) -> dict[str, AblationScores]:
     pair = tuple(params.ablation_pair.split(",")) if params.ablation_pair else ()
     only = AblationScores(Base(), "only", (params.ablation_domain,), **common)
     shared = AblationScores(Base(), "shared", pair, **common)
-    return {"only": only, "only control": dataclasses.replace(only, control=True, seed=params.seed),
-            "shared": shared, "shared control": dataclasses.replace(shared, control=True, seed=params.seed + 1)}
+    return {"only": only, "only control": dataclasses.replace(only, control=True, seed=params.seed), "shared": shared}
+
+
+def matched_controls_spec(params: Params) -> MatchedAblationControls:
+    """C4's control: activation-matched random sets for the shared channels, ``C4_CONTROL_DRAWS`` per domain
+    of the pair, matched in ``C4_ACTIVATION_BINS`` quantile bins (rules file [C4])."""
+    from mdrl_lib.claims.nb02 import C4_ACTIVATION_BINS, C4_CONTROL_DRAWS
+    from mdrl_lib.routes import MatchedAblationControls
+
+    pair = tuple(params.ablation_pair.split(",")) if params.ablation_pair else ()
+    return MatchedAblationControls(Base(), pair, draws=C4_CONTROL_DRAWS, bins=C4_ACTIVATION_BINS, seed=params.seed,
+                                   mode=params.ablation_mode, route_fraction=params.route_fraction,
+                                   route_prompts=params.route_prompts)
 
 
 def gradient_specs(params: Params) -> dict[tuple[str, int], ObjectiveGradient]:
@@ -94,12 +115,24 @@ def gradient_specs(params: Params) -> dict[tuple[str, int], ObjectiveGradient]:
     return {(n, r): ObjectiveGradient(Base(), objective_batch(params, n, r)) for n in DOMAIN_NAMES for r in REPLICATES}
 
 
+def after_gradient_specs(params: Params) -> dict[tuple[str, int], ObjectiveGradient]:
+    """(domain, replicate) -> the gradient at :func:`after_stage` of that domain's batch sampled there, for the
+    two domains of ``gradient_pair`` (C3 after the first stage)."""
+    from mdrl_lib.routes import ObjectiveGradient
+
+    at = after_stage()
+    return {(n, r): ObjectiveGradient(at, objective_batch(params, n, r, at)) for n in params.gradient_domains
+            for r in REPLICATES}
+
+
 def route_gradients_spec(params: Params) -> GradientsOnRoutes:
-    """Section 3b: the gradients' cosines on the weights of the channels two domains share."""
+    """Section 3b: the gradients' cosines on the weights of the channels two domains share (batches
+    :data:`ROUTE_REPLICATES`)."""
     from mdrl_lib.routes import GradientsOnRoutes
 
-    return GradientsOnRoutes(tuple(gradient_specs(params).values()), Base(), params.route_fraction,
-                             params.route_prompts, seed=params.seed)
+    specs = gradient_specs(params)
+    return GradientsOnRoutes(tuple(specs[(n, r)] for n in DOMAIN_NAMES for r in ROUTE_REPLICATES), Base(),
+                             params.route_fraction, params.route_prompts, seed=params.seed)
 
 
 def expert_updates_spec(kit, params: Params) -> tuple[UpdatesOnRoutes | None, str]:
@@ -122,16 +155,21 @@ def expert_updates_spec(kit, params: Params) -> tuple[UpdatesOnRoutes | None, st
 
 
 def plan(kit, params: Params) -> list:
-    """Every spec notebook 02 asks for: the base and its scores, each domain's route activity, the four
-    ablations, two objective batches per domain and their gradients, the gradients on shared routes and
-    the experts' updates there (the experts themselves when ``compare_experts`` is ``yes``)."""
+    """Every spec notebook 02 asks for: the base and its scores, each domain's route activity, the three
+    ablations and the shared set's activation-matched controls, three objective batches per domain and
+    their gradients at the base, the gradients on shared routes, the :data:`AFTER` expert with three
+    batches and gradients there for each domain of ``gradient_pair``, and the experts' updates on shared
+    routes (the experts themselves when ``compare_experts`` is ``yes``)."""
     specs: list = [Base(), Scores(Base())]
     specs += [spec for by_domain in activity_specs(params).values() for spec in by_domain.values()]
-    specs += list(ablation_specs(params).values())
+    specs += list(ablation_specs(params).values()) + [matched_controls_spec(params)]
     specs += [objective_batch(params, n, r) for n in DOMAIN_NAMES for r in REPLICATES]
     specs += list(gradient_specs(params).values()) + [route_gradients_spec(params)]
+    specs += [after_stage()] + [objective_batch(params, n, r, after_stage()) for n in params.gradient_domains
+                                for r in REPLICATES]
+    specs += list(after_gradient_specs(params).values())
     if params.compare_experts == "yes":
-        specs += list(expert_specs().values())
+        specs += [spec for n, spec in expert_specs().items() if n != AFTER]  # the AFTER expert is planned above
     updates, _ = expert_updates_spec(kit, params)
     return specs + ([updates] if updates is not None else [])
 
@@ -216,8 +254,10 @@ class AblationStudy:
     """Section 2's causal test, read from the cached :class:`~mdrl_lib.routes.AblationScores`.
 
     ``scores``: per item, columns ``checkpoint`` (``unablated`` or an ablated set's name), ``domain``,
-    ``item``, ``score``; ``channel_sets``: name -> channels, in the order ablated (the shared set and its
-    control only when the pair shares a channel); ``controls``: ablated set -> its random control's name."""
+    ``item``, ``score``; ``channel_sets``: name -> channels, in the order ablated (the shared set only when
+    the pair shares a channel); ``controls``: ablated set -> its control's name in ``scores`` (for the
+    shared set: the per-item mean over its activation-matched draws, on the pair's domains only);
+    ``matched``: the :class:`~mdrl_lib.routes.MatchedControls` (``None`` without shared channels)."""
 
     scores: Any
     channel_sets: dict[str, tuple]
@@ -228,6 +268,7 @@ class AblationStudy:
     only: tuple
     shared: tuple
     mode: str
+    matched: Any = None
 
     def describe(self) -> str:
         """The sets' sizes, the shared set's channels by layer, and the mode, in one line."""
@@ -239,16 +280,34 @@ class AblationStudy:
                 f"(by layer: {by_layer}); mode: {self.mode}")
 
     def changes(self) -> pd.DataFrame:
-        """Per ablated set and domain, the paired change against the unablated model (``change``, interval, p)."""
+        """Per ablated set (and the shared set's matched control, on the pair's domains) and domain, the
+        paired change against the unablated model (``change``, interval, p)."""
         import pandas as pd
 
         from mdrl_lib.domains.base import FRACTIONAL_DOMAINS
         from mdrl_lib.stats import paired_difference_table
 
-        changes = pd.concat([paired_difference_table(self.scores, before="unablated", after=name,
-                                                     kind=FRACTIONAL_DOMAINS).assign(ablated=name)
-                             for name in self.channel_sets], ignore_index=True)
-        return changes.rename(columns={"diff": "change"})
+        names = list(self.channel_sets) + [self.controls[self.shared_name]] * bool(self.shared)
+        parts = []
+        for name in names:
+            domains = set(self.scores.loc[self.scores["checkpoint"] == name, "domain"])
+            table = self.scores[self.scores["domain"].isin(domains)]
+            parts.append(paired_difference_table(table, before="unablated", after=name,
+                                                 kind=FRACTIONAL_DOMAINS).assign(ablated=name))
+        return pd.concat(parts, ignore_index=True).rename(columns={"diff": "change"})
+
+    def matched_draws(self) -> pd.DataFrame:
+        """Per domain of the pair and matched draw: its mean score change against the unablated model, and the
+        draw's mean activation over the shared set's (``activation ratio``)."""
+        import pandas as pd
+
+        if self.matched is None:
+            return pd.DataFrame(columns=["domain", "draw", "change", "activation ratio"])
+        base = self.scores[self.scores["checkpoint"] == "unablated"].groupby("domain")["score"].mean()
+        means = self.matched.items.groupby(["domain", "draw"], as_index=False)["score"].mean()
+        means["change"] = means["score"] - means["domain"].map(base)
+        means["activation ratio"] = [self.matched.ratios[d][k] for d, k in zip(means["domain"], means["draw"])]
+        return means.drop(columns="score")
 
     def contrasts(self, name: str, domains=None) -> list:
         """:func:`~mdrl_lib.claims.nb02.ablation_contrasts` of set ``name`` against its random control."""
@@ -261,10 +320,11 @@ class AblationStudy:
         """Per ablated set and domain: its change, its control's, their paired difference and its p-value."""
         import pandas as pd
 
-        rows = [{"ablated": name, "domain": c.domain, "change": c.change, "random change": c.control_change,
-                 "ablated - random": c.difference, "p (ablated vs random)": c.p_value}
+        rows = [{"ablated": name, "control": self.controls[name], "domain": c.domain, "change": c.change,
+                 "control change": c.control_change, "ablated - control": c.difference,
+                 "p (ablated vs control)": c.p_value}
                 for name in (self.only_name, self.shared_name) if name in self.channel_sets
-                for c in self.contrasts(name)]
+                for c in self.contrasts(name, domains=self.pair if name == self.shared_name else None)]
         return pd.DataFrame(rows).set_index(["ablated", "domain"])
 
 
@@ -275,35 +335,82 @@ def ablation_study(kit, params: Params) -> AblationStudy:
     opened = {role: kit.open(spec) for role, spec in ablation_specs(params).items()}
     pair = opened["shared"].domains
     only_name, shared_name = f"{params.ablation_domain}-only", f"{pair[0]}+{pair[1]} shared"
-    names = {"only": only_name, "only control": f"random, as many as {only_name}", "shared": shared_name,
-             "shared control": f"random, as many as {shared_name}"}
-    roles = ["only", "only control"] + (["shared", "shared control"] if opened["shared"].channels else [])
+    matched_name = f"activation-matched random, as many as {shared_name} (mean of draws)"
+    names = {"only": only_name, "only control": f"random, as many as {only_name}", "shared": shared_name}
+    roles = ["only", "only control"] + (["shared"] if opened["shared"].channels else [])
     per_item = [kit.item_results(Base()).assign(checkpoint="unablated")]
     per_item += [opened[role].items.assign(checkpoint=names[role]) for role in roles]
+    matched = kit.open(matched_controls_spec(params)) if opened["shared"].channels else None
+    if matched is not None:
+        per_item.append(matched.items.groupby(["domain", "item"], as_index=False)["score"].mean()
+                        .assign(checkpoint=matched_name))
     scores = pd.concat(per_item, ignore_index=True)[["checkpoint", "domain", "item", "score"]]
     return AblationStudy(scores=scores, channel_sets={names[r]: opened[r].channels for r in roles},
-                         controls={only_name: names["only control"], shared_name: names["shared control"]},
+                         controls={only_name: names["only control"], shared_name: matched_name},
                          only_name=only_name, shared_name=shared_name, pair=pair, only=opened["only"].channels,
-                         shared=opened["shared"].channels, mode=params.ablation_mode)
+                         shared=opened["shared"].channels, mode=params.ablation_mode, matched=matched)
 
 
 # ------------------------------------------------------------------------------------------- 3. gradients
 
 
-def batch_table(kit, params: Params) -> pd.DataFrame:
-    """Per domain and batch: completions sampled, kept (verified-correct) and the acceptance rate."""
+WHERE = ("base", "after")  # where C3's gradients are measured: the base, or after the AFTER stage
+
+
+def _where(where: str) -> str:
+    if where not in WHERE:
+        raise ValueError(f"where must be one of {', '.join(WHERE)}, got {where!r}")
+    return where
+
+
+def batch_table(kit, params: Params, where: str = "base") -> pd.DataFrame:
+    """Per domain and batch: completions sampled, kept (verified-correct) and the acceptance rate, at the base
+    or (``where="after"``) at the :data:`AFTER` expert."""
     import pandas as pd
 
-    rows = [{"domain": DOMAIN_TITLES[n], "batch": r, **kit.get(objective_batch(params, n, r)).metrics}
-            for n in DOMAIN_NAMES for r in REPLICATES]
+    at = after_stage() if _where(where) == "after" else None
+    domains = params.gradient_domains if at is not None else DOMAIN_NAMES
+    rows = [{"domain": DOMAIN_TITLES[n], "batch": r, **kit.get(objective_batch(params, n, r, at)).metrics}
+            for n in domains for r in REPLICATES]
     return pd.DataFrame(rows).set_index(["domain", "batch"])
 
 
-def gradient_geometry(kit, params: Params) -> GradientGeometry:
-    """Section 3's cosines, from the cached gradient of every objective batch (:func:`gradient_specs`)."""
+def gradients(kit, params: Params, where: str = "base") -> dict:
+    """(domain, replicate) -> the cached gradient by parameter name: every domain at the base, or
+    (``where="after"``) ``gradient_pair``'s domains at the :data:`AFTER` expert."""
+    specs = after_gradient_specs(params) if _where(where) == "after" else gradient_specs(params)
+    return {k: kit.open(spec) for k, spec in specs.items()}
+
+
+def gradient_geometry(kit, params: Params, where: str = "base", grads: dict | None = None) -> GradientGeometry:
+    """Section 3's cosines, from the cached gradients (:func:`gradients`), the embeddings a module of their own."""
     from mdrl_lib.routes import GradientGeometry
 
-    return GradientGeometry.of({k: kit.open(spec) for k, spec in gradient_specs(params).items()}, REPLICATES)
+    return GradientGeometry.of(grads if grads is not None else gradients(kit, params, where), REPLICATES,
+                               embeddings=True)
+
+
+def module_null(grads: dict, a: str, b: str, seed: int):
+    """C3's sign-flip null of the most extreme module cosine of ``a`` and ``b`` over :data:`REPLICATES`
+    (:func:`mdrl_lib.routes.module_cosine_null`, ``C3_NULL_DRAWS`` draws)."""
+    from mdrl_lib.claims.nb02 import C3_NULL_DRAWS
+    from mdrl_lib.routes import module_cosine_null
+
+    return module_cosine_null([(grads[(a, r)], grads[(b, r)]) for r in REPLICATES], draws=C3_NULL_DRAWS, seed=seed)
+
+
+def shared_prompt_caveats(kit, params: Params, pair: tuple[str, str]) -> list[str]:
+    """A caveat per domain of ``pair`` whose batches must share prompts: each draws ``gradient_prompts`` of the
+    domain's N training prompts, so two share at least 2 x prompts - N of them."""
+    out = []
+    for n in pair:
+        total = len(kit.splits(n).train)
+        least = 2 * params.gradient_prompts - total
+        if least > params.gradient_prompts / 2:
+            out.append(f"{n}'s batch replicates each draw {params.gradient_prompts} of its {total} training prompts, "
+                       f"so any two share at least {least}: they differ mostly in their samples, and its noise "
+                       f"floor overstates how far independent batches agree")
+    return out
 
 
 def pair_table(geometry: GradientGeometry) -> pd.DataFrame:
@@ -323,24 +430,38 @@ def pair_table(geometry: GradientGeometry) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("pair")
 
 
-def module_bands(geometry: GradientGeometry, a: str, b: str) -> dict[str, float]:
-    """Per module, the half-width of the band C3 counts as orthogonal: ``C3_RATIO`` x the lower module floor."""
-    from mdrl_lib.claims.nb02 import C3_RATIO
+def module_bands(null) -> dict[str, float]:
+    """Per module, the half-width of the band C3 counts as chance: the ``C3_NULL_LEVEL`` quantile of the null
+    of the most extreme standardized module cosine times the module's null sd (``null``: :func:`module_null`)."""
+    from mdrl_lib.claims.nb02 import C3_NULL_LEVEL
 
-    return (C3_RATIO * geometry.module_floors(a, b)).to_dict()
+    return null.bands(C3_NULL_LEVEL)
 
 
-def module_cosine_table(geometry: GradientGeometry, a: str, b: str) -> pd.DataFrame:
-    """Per module of pair ``a``, ``b``: cosine and contribution (mean, min, max over batches), both domains'
-    same-domain floors and the orthogonal band."""
+def module_cosine_table(geometry: GradientGeometry, a: str, b: str, null) -> pd.DataFrame:
+    """Per module of pair ``a``, ``b`` (the embeddings and ``other`` included): cosine and contribution (mean,
+    min, max over batches), both domains' same-domain floors, the chance band and the max-adjusted p-value."""
     import pandas as pd
 
-    from mdrl_lib.claims.nb02 import C3_RATIO
+    from mdrl_lib.claims.nb02 import C3_NULL_LEVEL
 
     same_domain = pd.DataFrame({f"{DOMAIN_TITLES[n]} vs {DOMAIN_TITLES[n]} (noise floor)":
                                 geometry.floors[n].modules.set_index("module")["cosine"] for n in (a, b)})
-    same_domain[f"orthogonal band (±{C3_RATIO} x the lower floor)"] = pd.Series(module_bands(geometry, a, b))
-    return geometry.module_table(a, b).round(4).join(same_domain.round(3))
+    same_domain[f"chance band (null of the max, {C3_NULL_LEVEL:.0%})"] = pd.Series(module_bands(null))
+    same_domain["p (max-adjusted)"] = pd.Series(null.p_values())
+    return geometry.module_table(a, b, every_module=True).round(4).join(same_domain.round(4))
+
+
+def embedding_lines(geometry: GradientGeometry, a: str, b: str) -> str:
+    """Per batch: the global cosine with and without the embeddings, and the embeddings' contribution."""
+    from mdrl_lib.routes import EMBEDDINGS
+
+    lines = []
+    for r, c, without in zip(geometry.replicates, geometry.pair(a, b), geometry.global_cosines_without(a, b, EMBEDDINGS)):
+        share = float(c.modules.set_index("module").loc[EMBEDDINGS, "contribution"])
+        lines.append(f"batch {r}: global cosine {c.cosine:+.4f}, of which the embeddings contribute {share:+.4f}; "
+                     f"without them {without:+.4f}")
+    return "\n".join(lines)
 
 
 def cancellation_lines(geometry: GradientGeometry, a: str, b: str) -> str:
@@ -378,13 +499,31 @@ def expert_updates(kit, params: Params) -> tuple[pd.DataFrame | None, str]:
 # ------------------------------------------------------------------------------------------- the claims
 
 
-def c3_inputs(kit, params: Params, pair: tuple[str, str] | None = None) -> dict:
-    """:func:`~mdrl_lib.claims.nb02.check_c3`'s arguments for ``pair`` (default: ``gradient_pair``)."""
+def c3_inputs(kit, params: Params, pair: tuple[str, str] | None = None, where: str = "base",
+              grads: dict | None = None) -> dict:
+    """:func:`~mdrl_lib.claims.nb02.check_c3`'s arguments for ``pair`` (default: ``gradient_pair``) at the base
+    or (``where="after"``) at the :data:`AFTER` expert: every module's cosines (the embeddings included),
+    the chance bands and p-values of the sign-flip null (:func:`module_null`), the global cosine without
+    the embeddings and their contribution, and the shared-prompt caveats. ``grads``: the opened
+    gradients (:func:`gradients`), to read them once for several pairs."""
+    import numpy as np
+
+    from mdrl_lib.claims.nb02 import C3_NULL_DRAWS
+    from mdrl_lib.routes import EMBEDDINGS
+
     x, y = pair or params.gradient_domains
-    geometry = gradient_geometry(kit, params)
+    grads = grads if grads is not None else gradients(kit, params, where)
+    geometry = gradient_geometry(kit, params, where, grads)
+    null = module_null(grads, x, y, params.seed)
+    contribution = float(np.mean([c.modules.set_index("module").loc[EMBEDDINGS, "contribution"]
+                                  for c in geometry.pair(x, y)]))
     return {"pair": (x, y), "global_cosines": [c.cosine for c in geometry.pair(x, y)],
-            "noise_floor": geometry.noise_floor(x, y), "module_cosines": geometry.module_cosines(x, y),
-            "module_floors": geometry.module_floors(x, y).to_dict(), "cancellation": geometry.cancellation(x, y)}
+            "noise_floor": geometry.noise_floor(x, y), "module_cosines": geometry.module_cosines(x, y, every_module=True),
+            "module_floors": geometry.module_floors(x, y).to_dict(), "cancellation": geometry.cancellation(x, y),
+            "module_bands": module_bands(null), "module_p": null.p_values(),
+            "global_without_embeddings": geometry.global_cosines_without(x, y, EMBEDDINGS),
+            "embedding_contribution": contribution, "where": AFTER if where == "after" else "base",
+            "null_draws": C3_NULL_DRAWS, "caveats": shared_prompt_caveats(kit, params, (x, y))}
 
 
 def c4_inputs(kit, params: Params) -> dict:
@@ -398,5 +537,6 @@ def c4_inputs(kit, params: Params) -> dict:
     contrasts = study.contrasts(study.shared_name, domains=study.pair) if study.shared else None
     return {"overlaps": routes.pairwise_overlaps(route_sets(activity, params.route_fraction), units),
             "chance": routes.chance_jaccard(params.route_fraction), "pair": study.pair,
-            "shared_channels": len(study.shared), "contrasts": contrasts, "q": params.route_fraction}
+            "shared_channels": len(study.shared), "contrasts": contrasts, "q": params.route_fraction,
+            "activation_ratios": study.matched.ratios if study.matched is not None else None}
 
