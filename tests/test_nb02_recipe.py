@@ -22,7 +22,7 @@ def kit(tmp_path):
 
 
 def params(kit, **options):
-    return recipe.Params(run_dir=str(kit.config.run_dir), **options)
+    return recipe.Params(run_dir=str(kit.config.run_dir), **{"gradient_pair": "math,qa", **options})
 
 
 def store_empty(kit, spec):
@@ -101,7 +101,7 @@ def tiny_params(tiny, monkeypatch):
         at or recipe.Base(), domain, prompts=p.gradient_prompts, samples=p.gradient_samples, seed=replicate,
         min_score=0.0))
     return recipe.Params(run_dir=str(tiny.config.run_dir), route_prompts=12, route_fraction=0.3, gradient_prompts=3,
-                         gradient_samples=2)
+                         gradient_samples=2, gradient_pair="math,qa")
 
 
 def test_c3_inputs_are_the_geometry_of_the_cached_gradients(tiny, tiny_params):

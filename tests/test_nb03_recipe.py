@@ -16,7 +16,7 @@ def kit(tmp_path):
 
 
 def analysis_keys(kit, **options):
-    a = recipe.analyses(recipe.Params(**options))
+    a = recipe.analyses(recipe.Params(**{"perturbation_pair": "math,qa", **options}))
     return {"hvp": kit.key(a.hvp_check), "routes": kit.key(a.routes), "subspace": kit.key(a.subspace),
             "shares": kit.key(a.shares), "curvature": kit.key(a.curvature),
             **{f"segment {n}": kit.key(s) for n, s in a.segments.items()},
@@ -26,7 +26,7 @@ def analysis_keys(kit, **options):
 
 
 def test_the_plan_names_every_trained_artifact_and_analysis_once(kit):
-    params = recipe.Params()
+    params = recipe.Params(perturbation_pair="math,qa")
     planned = recipe.plan(kit, params)
     keys = [kit.key(s) for s in planned]
     assert len(keys) == len(set(keys)) == 6 + 14
@@ -35,6 +35,23 @@ def test_the_plan_names_every_trained_artifact_and_analysis_once(kit):
     assert s.regimes == {"default rate": s.b_stage, "local": s.local_stage}
     assert params.titles == ("Math", "QA") and recipe.Params(perturbation_pair="code,cw").titles == ("Code", "CW")
     assert not any(kit.store.get(k) for k in keys)  # keys only: nothing was built
+
+
+def test_an_auto_pair_waits_for_the_chain_and_must_be_settled_first(kit):
+    from mdrl_lib import pairs
+    from mdrl_lib.config import ConfigError
+    from mdrl_lib.plan import Pending
+
+    params = recipe.Params()
+    assert params.perturbation_pair == "math,auto"
+    with pytest.raises(ConfigError, match="recipe.resolve"):
+        params.pair
+    planned = recipe.plan(kit, params)
+    assert isinstance(planned[-1], Pending) and planned[-1].needs == tuple(planned[:-1])
+    assert [kit.key(s) for s in planned[:-1]] == [kit.key(s) for s in pairs.prerequisites(kit, kit.config.order)]
+    assert recipe.resolve(kit, params, build=False) is None  # nothing is trained to list a plan
+    given = recipe.Params(perturbation_pair="math,qa")
+    assert recipe.resolve(kit, given, build=False) is given
 
 
 @pytest.mark.parametrize("option, value, moved", [
@@ -67,7 +84,7 @@ class CannedKit:
 
 
 def test_the_claim_inputs_come_from_the_right_regimes():
-    params = recipe.Params()
+    params = recipe.Params(perturbation_pair="math,qa")
     a = recipe.analyses(params)
 
     def segment(measured):

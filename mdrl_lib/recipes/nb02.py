@@ -7,8 +7,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from mdrl_lib.config import ConfigError
 from mdrl_lib.domains.base import DOMAIN_NAMES, DOMAIN_TITLES
-from mdrl_lib.recipes.params import NotebookParams, option
+from mdrl_lib.recipes.params import NotebookParams, option, pair_choice_text  # noqa: F401 (the notebook reads it here)
 from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, ObjectiveBatch, Scores, Stage
 
@@ -39,7 +40,10 @@ class Params(NotebookParams):
                                        "prompts)", minimum=1, maximum=10**6)
     gradient_samples: int = option(16, "completions sampled per prompt; only verified-correct ones enter L_A",
                                    minimum=1, maximum=1024)
-    gradient_pair: str = option("math,qa", "the pair the C3 check reads (the paper's pair)", choices=PAIRS)
+    gradient_pair: str = option("math,auto", "the pair the C3 check reads; \"A,auto\": B is the later stage of the "
+                                             "chain that lowers A most (on the selection half of A's held-out "
+                                             "items); the paper's pair is math,qa",
+                                choices=common.chosen_pairs() + PAIRS)
     ablation_domain: str = option("math", "the domain whose route-only channels are ablated", choices=DOMAIN_NAMES)
     ablation_pair: str = option("", 'the pair whose shared channels are ablated, e.g. "math,qa"; empty: the pair '
                                     "sharing most at answer positions", choices=("",) + PAIRS)
@@ -50,7 +54,11 @@ class Params(NotebookParams):
 
     @property
     def gradient_domains(self) -> tuple[str, str]:
+        """(A, B); a pair still reading ``"A,auto"`` must first be settled by :func:`resolve`."""
         a, b = self.gradient_pair.split(",")
+        if b == "auto":
+            raise ConfigError(f"gradient_pair is {self.gradient_pair!r}: settle it first with "
+                              f"recipe.resolve(kit, params), which chooses B from the run's chain")
         return a, b
 
 
@@ -154,7 +162,20 @@ def expert_updates_spec(kit, params: Params) -> tuple[UpdatesOnRoutes | None, st
                            seed=params.seed), ""
 
 
+def resolve(kit, params: Params, *, build: bool = True) -> Params | None:
+    """``params`` with a ``gradient_pair`` of ``"A,auto"`` replaced by the pair the run's chain shows doing the
+    damage (:func:`~mdrl_lib.recipes.params.resolve_pairs`: trains and scores the chain if it is not stored);
+    ``None`` when ``build`` is False and the chain is not scored yet."""
+    return common.resolve_pairs(kit, params, ("gradient_pair",), build=build)
+
+
 def plan(kit, params: Params) -> list:
+    """Every spec notebook 02 asks for (:func:`plan_resolved`), after what the choice of ``gradient_pair`` reads
+    when it is ``"A,auto"``; a :class:`~mdrl_lib.plan.Pending` part until the chain is scored."""
+    return common.pair_plan(kit, params, ("gradient_pair",), lambda resolved: plan_resolved(kit, resolved))
+
+
+def plan_resolved(kit, params: Params) -> list:
     """Every spec notebook 02 asks for: the base and its scores, each domain's route activity, the three
     ablations and the shared set's activation-matched controls, three objective batches per domain and
     their gradients at the base, the gradients on shared routes, the :data:`AFTER` expert with three

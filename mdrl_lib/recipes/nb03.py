@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from mdrl_lib.config import ConfigError
 from mdrl_lib.domains.base import DOMAIN_TITLES
-from mdrl_lib.recipes.params import NotebookParams, option
+from mdrl_lib.recipes.params import NotebookParams, option, pair_choice_text  # noqa: F401 (the notebook reads it here)
 from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, ObjectiveBatch, Refresh, Stage
 
@@ -20,8 +20,10 @@ class Params(NotebookParams):
 
     notebook: ClassVar[str] = "03_perturbation_theory"
 
-    perturbation_pair: str = option("math,qa", "A,B: A's expert is then trained on B; the damage to A is studied",
-                                    choices=PAIRS)
+    perturbation_pair: str = option("math,auto", "A,B: A's expert is then trained on B; the damage to A is studied. "
+                                                 "\"A,auto\": B is the later stage of the chain that lowers A most "
+                                                 "(on the selection half of A's held-out items)",
+                                    choices=common.chosen_pairs() + PAIRS)
     objective_prompts: int = common.objective_prompts()
     objective_samples: int = common.objective_samples()
     checkpoint_every: int = option(20, "keep B's weights every this many steps along both B stages", minimum=1,
@@ -54,7 +56,11 @@ class Params(NotebookParams):
 
     @property
     def pair(self) -> tuple[str, str]:
+        """(A, B); a pair still reading ``"A,auto"`` must first be settled by :func:`resolve`."""
         a, b = self.perturbation_pair.split(",")
+        if b == "auto":
+            raise ConfigError(f"perturbation_pair is {self.perturbation_pair!r}: settle it first with "
+                              f"recipe.resolve(kit, params), which chooses B from the run's chain")
         return a, b
 
     @property
@@ -147,10 +153,21 @@ def analyses(params: Params) -> Analyses:
         premises=pt.TheoryPremises(subspace, tuple(s.regimes.values()), draws=params.nonshared_draws, seed=params.seed))
 
 
+def resolve(kit, params: Params, *, build: bool = True) -> Params | None:
+    """``params`` with a ``perturbation_pair`` of ``"A,auto"`` replaced by the pair the run's chain shows doing the
+    damage (:func:`~mdrl_lib.recipes.params.resolve_pairs`); ``None`` when ``build`` is False and the chain is not
+    scored yet. The notebook calls it once, right after opening its kit."""
+    return common.resolve_pairs(kit, params, ("perturbation_pair",), build=build)
+
+
 def plan(kit, params: Params) -> list:
-    """Every spec notebook 03 asks for: the trained artifacts, then the analyses."""
-    s = specs(params)
-    return [Base(), s.expert, s.b_stage, s.local_stage, s.objective, s.refresh, *analyses(params).specs()]
+    """Every spec notebook 03 asks for: what the pair's choice reads (when it is ``"A,auto"``), the trained
+    artifacts, then the analyses; a :class:`~mdrl_lib.plan.Pending` part until the chain is scored."""
+    def complete(resolved: Params) -> list:
+        s = specs(resolved)
+        return [Base(), s.expert, s.b_stage, s.local_stage, s.objective, s.refresh, *analyses(resolved).specs()]
+
+    return common.pair_plan(kit, params, ("perturbation_pair",), complete)
 
 
 # ---- the claim checks' inputs ------------------------------------------------------------------

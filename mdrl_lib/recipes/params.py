@@ -76,6 +76,34 @@ def resolve_pairs(kit, params: "NotebookParams", fields: tuple[str, ...], *, bui
     return dataclasses.replace(params, **changes) if changes else params
 
 
+def pair_choice_text(kit, value: str) -> str:
+    """How a pair parameter's ``value`` was settled, in words: the rule, every candidate's damage and the choice
+    (``"A,auto"``: :meth:`mdrl_lib.pairs.PairChoice.text`, from the run's chain), or that it was given."""
+    from mdrl_lib.pairs import AUTO, chain_choice
+
+    a, b = value.split(",")
+    if b != AUTO:
+        return f"The pair {a},{b} was given as a parameter (\"{a},auto\" chooses it from the chain's damage instead)."
+    return chain_choice(kit, kit.config.order, a).text()
+
+
+def pair_plan(kit, params: "NotebookParams", fields: tuple[str, ...], complete) -> list:
+    """A recipe's plan when some of its pair ``fields`` may read ``"A,auto"``: what the choice reads (the chain's
+    stages and scores), then ``complete(resolved_params)`` once the chain is scored, or a
+    :class:`~mdrl_lib.plan.Pending` entry until then (nothing is trained to list a plan)."""
+    from mdrl_lib.pairs import AUTO, prerequisites
+    from mdrl_lib.plan import Pending
+
+    auto = [name for name in fields if getattr(params, name) and getattr(params, name).split(",")[1] == AUTO]
+    if not auto:
+        return complete(params)
+    needs = prerequisites(kit, kit.config.order)
+    resolved = resolve_pairs(kit, params, fields, build=False)
+    if resolved is None:
+        return [*needs, Pending(f"{', '.join(auto)} = \"A,auto\": the pair is chosen from the chain's damage", tuple(needs))]
+    return [*needs, *complete(resolved)]
+
+
 # Options several notebooks declare: one declaration each, so a shared name has one meaning and one default.
 def chain_order() -> Any:
     return run_param("code,math,qa,cw", "the chain's domain order (the paper's: Code -> Math -> QA -> CW)")
