@@ -458,6 +458,78 @@ def plot_costs(costs: pd.DataFrame, domain: str, fraction: float) -> None:
     plt.show()
 
 
+C7_CURVES = {"equal count": {"first_order": "first-order rule", "random": "random (mean of the draws)",
+                             "magnitude": "magnitude"},
+             "equal size of change": {"first_order": "first-order rule", "random_size": "random (mean of the draws)",
+                                      "magnitude_size": "magnitude"}}
+
+
+def plot_c7_k_curves(curves: pd.DataFrame, pair: str, domain: str, k_range: Sequence[float]) -> None:
+    """C7's figure for one pair ``"A,B"``: A's change against the rollback budget k (log scale) under the rule and
+    its controls, at equal count (left) and at equal size of change (right; the controls take coordinates until
+    they move the weights as far as the rule), with 95% paired bands and the k range C7 averages over shaded.
+    ``curves``: rows of (pair, rule, fraction, domain) with ``diff``, ``ci_low``, ``ci_high`` against the chain's
+    end, the rules named as in :data:`C7_CURVES`. Introduced in ``05_refresh_vs_rollback``."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+
+    use_style()
+    title = DOMAIN_TITLES[domain]
+    colors = {"first-order rule": "C0", "random (mean of the draws)": "C7", "magnitude": "C1"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, (matching, names) in zip(axes, C7_CURVES.items()):
+        part = curves[(curves["pair"] == pair) & (curves["domain"] == domain) & curves["rule"].isin(list(names))]
+        part = part.assign(curve=part["rule"].map(names))
+        part = part.set_index("curve").loc[[n for n in names.values() if n in set(part["curve"])]].reset_index()
+        plot_budget_curves(part, f"{pair}: {title} over k, controls at {matching}", x="fraction", ax=ax, logx=True,
+                           xlabel="rollback budget k (fraction of all parameters)",
+                           ylabel=f"{title} change vs chain end (95% paired band)", colors=colors)
+        ax.axvspan(k_range[0], k_range[1], color="grey", alpha=0.08, label="k range C7 averages over")
+        ax.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+
+
+def plot_objective_tracking(rollback: pd.DataFrame, refresh: pd.DataFrame, domain: str, pair: str) -> None:
+    """Does L_A track A's score? Left: A's score change against L_A's measured change, one series per rollback
+    rule of ``rollback`` (columns ``rule``, ``fraction``, ``loss_change``, ``score_change``) and the refresh's
+    budgets (``refresh``: ``steps``, ``loss_change``, ``score_change``); a valid proxy puts its points in the
+    upper-left and lower-right quadrants. Right: L_A's measured change against the first-order prediction
+    (``predicted_change``) for the gradient rules, with the line y = x where the prediction would hold.
+    Introduced in ``05_refresh_vs_rollback``."""
+    from mdrl_lib.domains.base import DOMAIN_TITLES
+
+    use_style()
+    title = DOMAIN_TITLES[domain]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax = axes[0]
+    for rule, group in rollback.groupby("rule", sort=False):
+        ax.plot(group["loss_change"], group["score_change"], marker="o", ls="-", lw=0.8, label=f"rollback: {rule}")
+    ax.plot(refresh["loss_change"], refresh["score_change"], marker="s", ls="--", lw=0.8, color="black",
+            label="linear refresh (0 = chain end)")
+    for _, row in refresh.iterrows():
+        ax.annotate(f"{int(row['steps'])}", (row["loss_change"], row["score_change"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set(xlabel="L_A change from the chain's end (nats, measured; symlog)",
+           ylabel=f"{title} score change vs chain end", title=f"{pair}: does L_A track {title}'s score?")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    predicted = rollback[rollback["predicted_change"].notna()]
+    for rule, group in predicted.groupby("rule", sort=False):
+        ax.plot(group["predicted_change"], group["loss_change"], marker="o", ls="-", lw=0.8, label=rule)
+    low = float(min(predicted["predicted_change"].min(), predicted["loss_change"].min(), 0))
+    high = float(max(predicted["predicted_change"].max(), predicted["loss_change"].max(), 0))
+    ax.plot([low, high], [low, high], color="grey", ls=":", lw=1, label="measured = predicted")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(xlabel="first-order prediction g_A · change (nats)", ylabel="L_A change, measured (nats)",
+           title="Is the first-order prediction local? (one point per k)")
+    ax.legend(fontsize=7)
+    plt.tight_layout()
+    plt.show()
+
+
 # ----------------------------------------------------------------------------- notebook 01's widget
 
 
@@ -483,3 +555,33 @@ def overlap_drawer(magnitudes: dict, pairs: dict, *, seed: int):
         show_overlap(magnitudes, pairs, fraction, seed=seed)
 
     return draw
+
+
+# ----------------------------------------------------------------------------- notebook 04's GRPO diagnostics
+
+
+def plot_grpo_diagnostics(diagnostics: pd.DataFrame, title: str):
+    """One panel per GRPO diagnostic (zero-advantage share, mean |advantage|, loss, entropy) and, when the table
+    holds it, the mean verifier reward of each run's own completions (``own_reward``), each a line per run against
+    the step counted over the run's stages (a :func:`mdrl_lib.interference.run_diagnostics` table; runs whose
+    stages were not recorded are left out and named in the title). Introduced in ``04_sequential_rl``."""
+    from mdrl_lib.training import DIAGNOSTICS
+
+    labels = {"zero_advantage_share": "share of zero-advantage groups", "mean_abs_advantage": "mean |advantage|",
+              "loss": "GRPO loss", "entropy": "mean token entropy",
+              "own_reward": "verifier reward of own completions"}
+    recorded = diagnostics.groupby("run", sort=False)["recorded"].all()
+    shown = diagnostics[diagnostics["run"].isin(recorded[recorded].index)]
+    names = list(DIAGNOSTICS) + (["own_reward"] if "own_reward" in shown and shown["own_reward"].notna().any() else [])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4))
+    for ax, name in zip(axes, names):
+        if shown.empty:
+            ax.set(title=labels[name])
+            continue
+        plot_budget_curves(shown, labels[name], x="step", y=name, curve="run", band=None, ax=ax,
+                           xlabel="optimizer step over the later stages", ylabel=labels[name],
+                           zero_line=name == "loss")
+    missing = list(recorded[~recorded].index)
+    fig.suptitle(title + (f" (not recorded: {', '.join(missing)})" if missing else ""))
+    fig.tight_layout()
+    return fig

@@ -30,7 +30,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -100,6 +100,63 @@ def coordinate_scores(rule: str, delta: Tensors, *, gradient: Tensors | None = N
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """Every coordinate of a set of score tensors in rollback order, built once (:func:`rank_coordinates`) so
+    that many budgets can be cut from one sort: ``names`` (sorted tensor names), ``shapes``, ``order`` (flat
+    positions of the eligible coordinates, highest score first; ties by tensor name order, then position;
+    -inf and NaN left out) and ``total`` (all coordinates). Introduced in ``05_refresh_vs_rollback``."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    order: torch.Tensor
+    total: int
+
+    def masks(self, count: int) -> dict[str, torch.Tensor]:
+        """Boolean masks (one per tensor, its shape) of the first ``count`` coordinates of the order."""
+        chosen = torch.zeros(self.total, dtype=torch.bool)
+        chosen[self.order[:count]] = True
+        out, offset = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            size = math.prod(shape)
+            out[name] = chosen[offset:offset + size].view(shape)
+            offset += size
+        return out
+
+    def top(self, count: int) -> dict[str, torch.Tensor]:
+        """:func:`top_coordinates`: the masks of the ``count`` highest-scoring coordinates."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= self.total:
+            raise ValueError(f"count must be an integer in [0, {self.total}], got {count!r}")
+        return self.masks(count)
+
+    def by_norm(self, delta: Tensors, norm: float) -> tuple[dict[str, torch.Tensor], int]:
+        """:func:`top_coordinates_by_norm`: the shortest prefix of the order whose reset moves the weights by at
+        least ``norm`` in L2 (``delta``: the displacement a rollback undoes), and its length."""
+        if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm < 0:
+            raise ValueError(f"norm must be a finite number >= 0, got {norm!r}")
+        if set(self.names) != set(delta):
+            raise ValueError("scores and delta must hold the same tensor names")
+        moved = torch.cat([delta[n].flatten().double() ** 2 for n in self.names])
+        cumulative = torch.cumsum(moved[self.order], dim=0)
+        target = float(norm) ** 2
+        if target == 0 or not len(self.order):
+            count = 0
+        else:
+            reached = torch.nonzero(cumulative >= target * (1 - 1e-12))
+            count = int(reached[0]) + 1 if len(reached) else len(self.order)
+        return self.masks(count), count
+
+
+def rank_coordinates(scores: Tensors) -> Ranking:
+    """The :class:`Ranking` of ``scores`` (one stable sort over all tensors, highest first)."""
+    names = tuple(sorted(scores))
+    flat = torch.cat([scores[n].flatten().float() for n in names]) if names else torch.zeros(0)
+    eligible = ~torch.isnan(flat) & (flat != float("-inf"))
+    order = torch.argsort(flat, descending=True, stable=True)
+    return Ranking(names=names, shapes=tuple(scores[n].shape for n in names), order=order[eligible[order]],
+                   total=int(flat.numel()))
+
+
 def top_coordinates(scores: Tensors, count: int) -> dict[str, torch.Tensor]:
     """Boolean masks of the ``count`` highest-scoring coordinates over all tensors (ties by tensor name
     order, then position); coordinates scoring -inf (or NaN) are never chosen, so fewer than ``count``
@@ -107,20 +164,21 @@ def top_coordinates(scores: Tensors, count: int) -> dict[str, torch.Tensor]:
     total = sum(s.numel() for s in scores.values())
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= total:
         raise ValueError(f"count must be an integer in [0, {total}], got {count!r}")
-    names = sorted(scores)
-    flat = torch.cat([scores[n].flatten().float() for n in names]) if names else torch.zeros(0)
-    chosen = torch.zeros(total, dtype=torch.bool)
-    if count:
-        eligible = ~torch.isnan(flat) & (flat != float("-inf"))
-        order = torch.argsort(flat, descending=True, stable=True)
-        order = order[eligible[order]][:count]
-        chosen[order] = True
-    out, offset = {}, 0
-    for name in names:
-        size = scores[name].numel()
-        out[name] = chosen[offset:offset + size].view(scores[name].shape)
-        offset += size
-    return out
+    return rank_coordinates(scores).masks(count)
+
+
+def top_coordinates_by_norm(scores: Tensors, delta: Tensors, norm: float) -> tuple[dict[str, torch.Tensor], int]:
+    """The equal-*size* control set: coordinates taken in ``scores``' order (highest first, as
+    :func:`top_coordinates`) until the cumulative squared change ``sum delta_i^2`` of resetting them reaches
+    ``norm ** 2``, i.e. the shortest prefix whose rollback moves the weights by at least ``norm`` in L2 (all
+    eligible coordinates when even they fall short). Returns the boolean masks (same shapes as ``scores``)
+    and the count taken. ``delta``: the displacement a rollback undoes, same names and shapes as ``scores``.
+    Introduced in ``05_refresh_vs_rollback`` (C7's controls at equal size of change)."""
+    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm < 0:
+        raise ValueError(f"norm must be a finite number >= 0, got {norm!r}")
+    if set(scores) != set(delta):
+        raise ValueError("scores and delta must hold the same tensor names")
+    return rank_coordinates(scores).by_norm(delta, norm)
 
 
 def roll_back(current: Tensors, reference: Tensors, masks: Tensors) -> dict[str, torch.Tensor]:
@@ -393,6 +451,14 @@ class RollbackScores(Spec):
     ``route_fraction``/``route_prompts``: where and how A's and B's shared routes are measured
     (``first_order_routes``). ``other``: (after, before) of another stage, for ``other_delta``.
 
+    The controls' matching: by default each budget resets ``round(fraction x entries)`` coordinates (equal
+    *count*). With ``norm_of`` (another sweep of the same rollback, e.g. the ``first_order`` rule's), each
+    budget instead takes coordinates in this rule's order until the rollback moves the weights as far in L2 as
+    ``norm_of``'s rollback at that budget (equal *size* of change, :func:`top_coordinates_by_norm`). ``draws``
+    (``random`` only): independent random sets per budget (seeds ``seed``, ``seed + 1``, ...); the stored
+    items carry a ``draw`` column and :meth:`open` gives each item's mean over the draws. ``domains``: score
+    only these domains' held-out items (default: every domain).
+
     Memory: the build holds a few copies of the model's weights in memory (current, reference, delta,
     gradient, scores, the rolled-back copy), fine for the toy and small models; at several billion
     parameters it needs a machine with that many times the model's fp32 size.
@@ -413,6 +479,9 @@ class RollbackScores(Spec):
     stage_after: Spec | None = None
     probes: int = 8
     seed: int = 0
+    norm_of: Spec | None = None
+    draws: int = 1
+    domains: tuple[str, ...] | None = None
     kind: ClassVar[str] = "rollback"
 
     def __post_init__(self) -> None:
@@ -432,9 +501,24 @@ class RollbackScores(Spec):
         missing = [name for name, needed in needs.items() if needed and getattr(self, name) is None]
         if missing:
             raise ConfigError(f"rollback rule {self.rule!r} needs {', '.join(missing)}")
+        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
+            raise ConfigError(f"rollback draws: expected a positive integer, got {self.draws!r}")
+        if self.draws > 1 and self.rule != "random":
+            raise ConfigError(f"rollback draws: only the random rule draws several sets, not {self.rule!r}")
+        if self.norm_of is not None:
+            if self.rule in ("gradient_step", "revert_stage"):
+                raise ConfigError(f"rollback norm_of: the rule {self.rule!r} cannot be matched in size; valid: "
+                                  f"{', '.join(RULES)}")
+            if not isinstance(self.norm_of, RollbackScores) or self.norm_of.rule == "revert_stage":
+                raise ConfigError("rollback norm_of: expected a RollbackScores sweep (not revert_stage) to match in size")
+        if self.domains is not None:
+            object.__setattr__(self, "domains", tuple(check_domain(d) for d in self.domains))
+            if not self.domains:
+                raise ConfigError("rollback domains: expected at least one domain (None: every domain)")
 
     def inputs(self) -> tuple[Spec, ...]:
-        extra = [s for s in (self.objective, self.gradient_at, self.routes_at, self.stage_after) if s is not None]
+        extra = [s for s in (self.objective, self.gradient_at, self.routes_at, self.stage_after, self.norm_of)
+                 if s is not None]
         return (self.current, self.reference, *extra, *(self.other or ()))
 
     def key_fields(self, kit: Kit) -> dict:
@@ -456,15 +540,23 @@ class RollbackScores(Spec):
             fields["seed"] = self.seed
         if self.rule == "revert_stage":
             fields["stage_after"] = key(self.stage_after)
+        # the later fields enter the key only when set, so the sweeps stored before they existed keep their keys
+        if self.norm_of is not None:
+            fields["norm_of"] = key(self.norm_of)
+        if self.draws > 1:
+            fields["draws"] = self.draws
+        if self.domains is not None:
+            fields["domains"] = list(self.domains)
         return fields
 
     def at_current(self, kit: Kit) -> bool:
         return kit.key(self.gradient_at) == kit.key(self.current)
 
-    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
-        from mdrl_lib.evaluation import score_items
-
-        start = time.perf_counter()
+    def moves(self, kit: Kit) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
+        """Each rolled-back weight set of the sweep, in order: (row, weights), ``row`` holding ``fraction``,
+        ``draw``, ``count`` (the budget's coordinates; for ``norm_of``, the count the size match took),
+        ``chosen``, ``norm`` (L2 of the change) and ``predicted_change`` (g_A . change; None without a
+        gradient). What :meth:`build` scores, and :class:`ObjectiveAlong` measures L_A at."""
         current = dict(kit.weights(self.current))
         reference = dict(kit.weights(self.reference))
         delta = deltas(current, reference)
@@ -476,27 +568,30 @@ class RollbackScores(Spec):
             if self.rule == "second_order":
                 hessian = _complete(hessian_diagonal(objective.loss, model, self.probes, self.seed), delta)
             del model
-        scorer, tokenizer = kit.load(self.current)
-        analysis_seconds = time.perf_counter() - start
-
-        def evaluate(tensors: Tensors) -> pd.DataFrame:
-            _load_weights(scorer, tensors)
-            return score_items(scorer, tokenizer, kit.evals, max_new_tokens=kit.config.rl.max_completion_length,
-                               batch_size=kit.config.compute.eval_batch_size or None)[["domain", "item", "score"]]
-
-        rows, frames = [], []
         if self.rule == "revert_stage":
             stage = deltas(dict(kit.weights(self.stage_after)), reference)
             moved = {n: (t - stage[n].to(t.dtype)) if n in stage else t.clone() for n, t in current.items()}
-            rows.append({"fraction": 1.0, "count": sum(t.numel() for t in stage.values()), "chosen": None,
-                         "norm": change_norm(current, moved), "predicted_change": None})
-            frames.append(evaluate(moved).assign(fraction=1.0))
-        else:
-            scores = self._scores(kit, delta, gradient, hessian)
-            first = coordinate_scores("first_order", delta, gradient=gradient) if self.rule == "gradient_step" else None
+            yield ({"fraction": 1.0, "draw": 0, "count": sum(t.numel() for t in stage.values()), "chosen": None,
+                    "norm": change_norm(current, moved), "predicted_change": None}, moved)
+            return
+        targets = None
+        if self.norm_of is not None:
+            budgets = kit.get(self.norm_of).metrics["budgets"]
+            targets = {float(r["fraction"]): float(r["norm"]) for r in budgets}
+            missing = [f for f in self.fractions if not any(math.isclose(f, t) for t in targets)]
+            if missing:
+                raise ValueError(f"norm_of: the matched sweep has no budget {missing}; its budgets: {sorted(targets)}")
+        first = coordinate_scores("first_order", delta, gradient=gradient) if self.rule == "gradient_step" else None
+        for draw in range(self.draws):
+            scores = self._scores(kit, delta, gradient, hessian, seed=self.seed + draw)
+            ranking = rank_coordinates(first if first is not None else scores)  # one sort for every budget
             for fraction in self.fractions:
                 count = budget_count(fraction, delta)
-                masks = top_coordinates(first if first is not None else scores, count)
+                if targets is not None:
+                    norm = next(v for f, v in targets.items() if math.isclose(f, fraction))
+                    masks, count = ranking.by_norm(delta, norm)
+                else:
+                    masks = ranking.top(count)
                 rolled = roll_back(current, reference, masks)
                 norm = change_norm(current, rolled)
                 if self.rule == "gradient_step":
@@ -504,21 +599,40 @@ class RollbackScores(Spec):
                 moved = {n: rolled[n].float() - current[n].float() for n in delta}
                 predicted = (float(sum((gradient[n].double() * moved[n].double()).sum() for n in delta))
                              if gradient is not None else None)
-                rows.append({"fraction": fraction, "count": count, "chosen": int(sum(int(m.sum()) for m in masks.values())),
-                             "norm": change_norm(current, rolled), "predicted_change": predicted})
-                frames.append(evaluate(rolled).assign(fraction=fraction))
+                yield ({"fraction": fraction, "draw": draw, "count": count,
+                        "chosen": int(sum(int(m.sum()) for m in masks.values())),
+                        "norm": change_norm(current, rolled), "predicted_change": predicted}, rolled)
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        from mdrl_lib.evaluation import score_items
+
+        start = time.perf_counter()
+        evals = kit.evals if self.domains is None else {d: kit.evals[d] for d in self.domains}
+        scorer = tokenizer = None
+        rows, frames, analysis_seconds = [], [], None
+        for row, tensors in self.moves(kit):
+            if scorer is None:
+                analysis_seconds = time.perf_counter() - start
+                scorer, tokenizer = kit.load(self.current)
+            _load_weights(scorer, tensors)
+            table = score_items(scorer, tokenizer, evals, max_new_tokens=kit.config.rl.max_completion_length,
+                                batch_size=kit.config.compute.eval_batch_size or None)[["domain", "item", "score"]]
+            frames.append(table.assign(fraction=row["fraction"], **({"draw": row["draw"]} if self.draws > 1 else {})))
+            rows.append(row if self.draws > 1 else {k: v for k, v in row.items() if k != "draw"})
         items = pd.concat(frames, ignore_index=True)
         items.to_json(directory / ROLLBACK_ITEMS, orient="records", lines=True)
         means = items.groupby(["fraction", "domain"])["score"].mean()
-        return {"rule": self.rule, "pair": [self.domain_a, self.domain_b], "budgets": rows,
+        return {"rule": self.rule, "pair": [self.domain_a, self.domain_b], "budgets": _mean_budgets(rows),
                 "gradient_at": "current" if self.gradient_at is None or self.at_current(kit) else "own",
                 "scores": {f"{f:g}": {d: round(float(means[(f, d)]), 6) for d in means.loc[f].index}
                            for f in sorted({r["fraction"] for r in rows})},
-                "analysis_seconds": round(analysis_seconds, 2), "seconds": round(time.perf_counter() - start, 2)}
+                **({"draws": self.draws} if self.draws > 1 else {}),
+                **({"matched": "norm"} if self.norm_of is not None else {}),
+                "analysis_seconds": round(analysis_seconds or 0.0, 2), "seconds": round(time.perf_counter() - start, 2)}
 
-    def _scores(self, kit: Kit, delta: Tensors, gradient, hessian) -> dict[str, torch.Tensor]:
+    def _scores(self, kit: Kit, delta: Tensors, gradient, hessian, seed: int | None = None) -> dict[str, torch.Tensor]:
         if self.rule in ("random", "magnitude"):
-            return coordinate_scores(self.rule, delta, seed=self.seed)
+            return coordinate_scores(self.rule, delta, seed=self.seed if seed is None else seed)
         if self.rule in ("first_order", "gradient_step"):
             return coordinate_scores("first_order", delta, gradient=gradient)
         if self.rule == "second_order":
@@ -534,12 +648,44 @@ class RollbackScores(Spec):
         return coordinate_scores("first_order_routes", delta, gradient=gradient, mask=masks)
 
     def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
-        """The per-item scores: columns ``rule``, ``fraction``, ``domain``, ``item``, ``score``."""
-        path = artifact.path / ROLLBACK_ITEMS
-        return pd.read_json(path, orient="records", lines=True).assign(rule=self.rule)
+        """The per-item scores: columns ``rule``, ``fraction``, ``domain``, ``item``, ``score`` (with ``draws``,
+        each item's mean over the draws; :func:`rollback_draws` gives them one by one)."""
+        items = _read_items(artifact.path)
+        if "draw" in items:
+            items = items.groupby(["fraction", "domain", "item"], as_index=False, sort=False)["score"].mean()
+        return items.assign(rule=self.rule)
+
+    def toy_seconds(self, config) -> float:
+        return 0.5 * len(self.fractions) * self.draws * (1.0 if self.domains is None else 0.4 * len(self.domains))
 
     def label(self) -> str:
-        return f"rollback {self.domain_a},{self.domain_b} by {self.rule} in {self.current.label()}"
+        extra = (" at equal size" if self.norm_of is not None else "") + (f", {self.draws} draws" if self.draws > 1 else "")
+        return f"rollback {self.domain_a},{self.domain_b} by {self.rule}{extra} in {self.current.label()}"
+
+
+def _read_items(directory: Path) -> pd.DataFrame:
+    return pd.read_json(directory / ROLLBACK_ITEMS, orient="records", lines=True)
+
+
+def _mean_budgets(rows: list[dict]) -> list[dict]:
+    """One budget row per fraction: a single draw's row as it is; over several draws, the mean ``count``,
+    ``chosen``, ``norm`` and ``predicted_change`` with ``draws`` (how many)."""
+    if not rows or "draw" not in rows[0]:
+        return rows
+    out = []
+    for fraction in dict.fromkeys(r["fraction"] for r in rows):
+        group = [r for r in rows if r["fraction"] == fraction]
+        mean = lambda k: None if group[0][k] is None else float(np.mean([r[k] for r in group]))  # noqa: E731
+        out.append({"fraction": fraction, "count": mean("count"), "chosen": mean("chosen"), "norm": mean("norm"),
+                    "predicted_change": mean("predicted_change"), "draws": len(group)})
+    return out
+
+
+def rollback_draws(kit: Kit, spec: RollbackScores) -> pd.DataFrame:
+    """A sweep's per-item scores draw by draw (columns ``fraction``, ``domain``, ``item``, ``score`` and
+    ``draw``; 0 throughout for a sweep of one draw)."""
+    items = _read_items(kit.get(spec).path)
+    return items if "draw" in items else items.assign(draw=0)
 
 
 def _complete(tensors: Mapping[str, torch.Tensor], like: Tensors) -> dict[str, torch.Tensor]:
@@ -684,7 +830,9 @@ class RollbackChanges(Spec):
 
 def sweep_changes(baseline: pd.DataFrame, sweep: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """:func:`paired_changes` from ``baseline`` (per-item table: ``domain``, ``item``, ``score``) to each budget
-    of a sweep (per-item table with ``fraction``), stacked: columns :data:`CHANGE_COLUMNS`."""
+    of a sweep (per-item table with ``fraction``), stacked: columns :data:`CHANGE_COLUMNS`. Only the domains the
+    sweep scored are compared (a control sweep may score A's items only)."""
+    baseline = baseline[baseline["domain"].isin(set(sweep["domain"]))]
     frames = [paired_changes(baseline, group[["domain", "item", "score"]], n_boot=n_boot, seed=seed)
               .assign(fraction=float(fraction)) for fraction, group in sweep.groupby("fraction")]
     return pd.concat(frames, ignore_index=True)[list(CHANGE_COLUMNS)]
@@ -697,3 +845,175 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+# ------------------------------------------------------------------ L_A along the rollbacks and the refresh
+
+OBJECTIVE_ROWS = "objective_along.jsonl"
+OBJECTIVE_COLUMNS = ("source", "rule", "matched", "fraction", "draw", "model", "loss", "norm", "predicted_change")
+
+
+@dataclass(frozen=True)
+class ObjectiveAlong(Spec):
+    """A's objective L_A (``objective``, an :class:`~mdrl_lib.specs.ObjectiveBatch`; its mean NLL of A's
+    verified-correct samples, :meth:`~mdrl_lib.objectives.DomainObjective.loss`) measured in fp32 at every
+    rolled-back weight set of each of ``sweeps`` (rebuilt exactly as the sweep built them,
+    :meth:`RollbackScores.moves`) and at each stored model of ``models`` (e.g. the chain's end and the
+    refreshes' checkpoints), cached. No evaluation, no training: one forward pass over the batch per point.
+    :meth:`open` gives one row per point with the columns :data:`OBJECTIVE_COLUMNS` (``source``: ``rollback``
+    or ``model``; ``model``: the model's label; a rollback's ``rule``, ``matched`` (``count`` or ``norm``),
+    ``fraction``, ``draw``, ``norm`` and ``predicted_change``, the first-order change g_A . change that the
+    sweep's own gradient predicts). Introduced in ``05_refresh_vs_rollback`` (does L_A track A's score along
+    the rollback and the refresh? C7's premise)."""
+
+    objective: Spec
+    sweeps: tuple[Spec, ...] = ()
+    models: tuple[Spec, ...] = ()
+    kind: ClassVar[str] = "objective_along"
+
+    def __post_init__(self) -> None:
+        from mdrl_lib.config import ConfigError
+
+        object.__setattr__(self, "sweeps", tuple(self.sweeps))
+        object.__setattr__(self, "models", tuple(self.models))
+        if not self.sweeps and not self.models:
+            raise ConfigError("objective_along: give at least one rollback sweep or model")
+        if any(not isinstance(s, RollbackScores) for s in self.sweeps):
+            raise ConfigError("objective_along: every sweep must be a RollbackScores spec")
+
+    def inputs(self) -> tuple[Spec, ...]:
+        return (self.objective, *self.sweeps, *self.models)
+
+    def key_fields(self, kit: Kit) -> dict:
+        return {"objective": kit.key(self.objective), "sweeps": [kit.key(s) for s in self.sweeps],
+                "models": [kit.key(m) for m in self.models], "dtype": "fp32"}
+
+    def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
+        start = time.perf_counter()
+        objective = kit.objective(self.objective)
+        first = self.sweeps[0].current if self.sweeps else self.models[0]
+        model, _ = kit.load(first, placement="analysis")
+
+        @torch.no_grad()
+        def loss(tensors: Tensors) -> float:
+            _load_weights(model, tensors)
+            return float(objective.loss(model))
+
+        rows = []
+        for spec in self.models:
+            rows.append({"source": "model", "rule": None, "matched": None, "fraction": None, "draw": None,
+                         "model": spec.label(), "loss": loss(dict(kit.weights(spec))), "norm": None,
+                         "predicted_change": None})
+        for sweep in self.sweeps:
+            for row, tensors in sweep.moves(kit):
+                rows.append({"source": "rollback", "rule": sweep.rule,
+                             "matched": "norm" if sweep.norm_of is not None else "count", "fraction": row["fraction"],
+                             "draw": row["draw"], "model": sweep.label(), "loss": loss(tensors), "norm": row["norm"],
+                             "predicted_change": row["predicted_change"]})
+        with open(directory / OBJECTIVE_ROWS, "w") as handle:
+            for row in rows:
+                handle.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+        return {"points": len(rows), "seconds": round(time.perf_counter() - start, 2)}
+
+    def open(self, kit: Kit, artifact: Artifact) -> pd.DataFrame:
+        lines = (artifact.path / OBJECTIVE_ROWS).read_text().splitlines()
+        return pd.DataFrame([json.loads(line) for line in lines], columns=list(OBJECTIVE_COLUMNS))
+
+    def toy_seconds(self, config) -> float:
+        return 1.0 + 0.05 * (len(self.models) + 5 * len(self.sweeps))
+
+    def label(self) -> str:
+        return f"L_A along {len(self.sweeps)} rollback sweeps and {len(self.models)} models"
+
+
+# ------------------------------------------------------------- C7 over the k curve, and its premises' figures
+
+
+def in_range(fractions: Iterable[float], k_range: Sequence[float]) -> list[float]:
+    """The budgets of ``fractions`` inside the closed range ``k_range = (low, high)`` (a relative tolerance of
+    1e-9 at the ends), sorted. Introduced in ``05_refresh_vs_rollback`` (C7's pre-set k range)."""
+    low, high = (float(v) for v in k_range)
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"k range: expected 0 < low <= high <= 1, got {tuple(k_range)!r}")
+    return sorted(float(f) for f in fractions
+                  if low * (1 - 1e-9) <= float(f) <= high * (1 + 1e-9))
+
+
+def curve_item_means(items: pd.DataFrame, domain: str, fractions: Sequence[float]) -> pd.Series:
+    """Each item's mean score over the budgets ``fractions`` of one sweep, for ``domain``: a Series indexed
+    by item. ``items``: a sweep's per-item table (columns ``fraction``, ``domain``, ``item``, ``score``); every
+    budget must be present for every item (the area under the item's k curve, divided by the number of
+    budgets)."""
+    if not len(fractions):
+        raise ValueError("no budget in the k range; widen the range or add budgets")
+    part = items[items["domain"] == domain]
+    table = part.pivot_table(index="item", columns="fraction", values="score", aggfunc="mean")
+    columns = [next((c for c in table.columns if math.isclose(float(c), f)), None) for f in fractions]
+    missing = [f for f, c in zip(fractions, columns) if c is None]
+    if missing:
+        raise ValueError(f"domain {domain!r}: the sweep has no budget {missing}; its budgets: {sorted(table.columns)}")
+    chosen = table[columns]
+    if chosen.isna().any().any():
+        raise ValueError(f"domain {domain!r}: some items are not scored at every budget")
+    return chosen.mean(axis=1).sort_index()
+
+
+def curve_difference(first: pd.DataFrame, second: pd.DataFrame | pd.Series, domain: str, fractions: Sequence[float],
+                     *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """How much ``first``'s k curve lies above ``second``'s for ``domain`` over ``fractions``, paired over items:
+    the mean over items of (item's mean over k of first) - (the same of second), with a paired bootstrap
+    interval of coverage ``level`` and p-value (:func:`mdrl_lib.stats.paired_bootstrap`). ``first``: a sweep's per-item table;
+    ``second``: another sweep's per-item table, or a per-item table without ``fraction`` (one model, e.g. the
+    chain's end: the recovery's mean over k). Returns ``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``n``.
+    Introduced in ``05_refresh_vs_rollback`` (C7 judged over the whole k curve)."""
+    from mdrl_lib.stats import paired_bootstrap
+
+    one = curve_item_means(first, domain, fractions)
+    if "fraction" in second:
+        two = curve_item_means(second, domain, fractions)
+    else:
+        two = second[second["domain"] == domain].set_index("item")["score"].sort_index()
+    if not one.index.equals(two.index):
+        raise ValueError(f"domain {domain!r}: the two curves are not on the same items")
+    result = paired_bootstrap(two.to_numpy(), one.to_numpy(), n_boot=n_boot, seed=seed, level=level)
+    return {"diff": result.diff, "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value,
+            "n": int(result.n)}
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (shape ``(n,)``, ``n >= 3``): Pearson's correlation of
+    their average ranks (ties share a rank). NaN when either is constant. Introduced in
+    ``05_refresh_vs_rollback`` (does L_A's fall order the points as A's score does?)."""
+    x, y = pd.Series(np.asarray(x, dtype=float)), pd.Series(np.asarray(y, dtype=float))
+    if len(x) != len(y) or len(x) < 3 or x.isna().any() or y.isna().any():
+        raise ValueError(f"rank correlation: expected two finite sequences of the same length >= 3, got {len(x)} and "
+                         f"{len(y)}")
+    rx, ry = x.rank().to_numpy(), y.rank().to_numpy()
+    if np.all(rx == rx[0]) or np.all(ry == ry[0]):
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def sign_agreement(loss_change: Sequence[float], score_change: Sequence[float]) -> float:
+    """The share of points where L_A and the score move the right way together: L_A falls and the score rises,
+    or L_A rises and the score falls (a zero change on either side agrees with nothing). Shape ``(n,)``
+    each, ``n >= 1``."""
+    a, b = np.asarray(loss_change, dtype=float), np.asarray(score_change, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"sign agreement: expected two sequences of the same length >= 1, got {a.shape} and {b.shape}")
+    return float(np.mean(np.sign(-a) * np.sign(b) > 0))
+
+
+def paired_standard_errors(before: pd.DataFrame, after: pd.DataFrame, domain: str) -> dict[str, float]:
+    """``domain``'s paired change from ``before`` to ``after`` (per-item tables: ``domain``, ``item``, ``score``) in
+    its own standard errors: ``diff`` (mean of after - before), ``se`` (std of the per-item differences, ddof 1,
+    over sqrt(n)), ``z = diff / se`` (NaN when se is 0) and ``n``. Introduced in ``05_refresh_vs_rollback``
+    (the damage premise: B's stage must cost A at least a set number of standard errors)."""
+    b = before[before["domain"] == domain].set_index("item")["score"].sort_index()
+    a = after[after["domain"] == domain].set_index("item")["score"].reindex(b.index)
+    if b.empty or a.isna().any():
+        raise ValueError(f"domain {domain!r}: the two tables do not score the same items")
+    d = (a - b).to_numpy(dtype=float)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+    diff = float(d.mean())
+    return {"diff": diff, "se": se, "z": diff / se if se > 0 else math.nan, "n": int(len(d))}

@@ -73,3 +73,30 @@ def test_the_cost_figure_draws_weight_only_rollbacks_as_dotted_lines(figure):
     dotted = [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert dotted == [0.002, 0.02] and ax.get_xscale() == "log"
     assert ax.get_title() == "Math recovered against cost (dotted: weight-only rollbacks)"
+
+
+def test_the_c7_figure_shows_the_rule_and_both_controls_at_both_matchings(figure):
+    rows = [{"pair": "math,cw", "rule": rule, "fraction": k, "domain": "math", "diff": 0.01, "ci_low": 0.0,
+             "ci_high": 0.02} for rule in ("first_order", "random", "magnitude", "random_size", "magnitude_size",
+                                           "gradient_step") for k in (0.001, 0.01, 0.1)]
+    plots.plot_c7_k_curves(pd.DataFrame(rows), "math,cw", "math", (0.001, 0.1))
+    axes = figure[0].axes
+    assert len(axes) == 2 and all(ax.get_xscale() == "log" for ax in axes)
+    for ax, matching in zip(axes, ("equal count", "equal size of change")):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels[:3] == ["first-order rule", "random (mean of the draws)", "magnitude"]
+        assert matching in ax.get_title() and ax.get_xlabel().startswith("rollback budget k")
+        assert "gradient_step" not in labels
+
+
+def test_the_objective_figure_plots_each_rule_and_the_refresh(figure):
+    rollback = pd.DataFrame([{"rule": r, "fraction": k, "loss_change": -k, "score_change": k,
+                              "predicted_change": (-2 * k if r == "first_order" else None)}
+                             for r in ("first_order", "magnitude") for k in (0.01, 0.1)])
+    refresh = pd.DataFrame({"steps": [0, 10], "loss_change": [0.0, -0.05], "score_change": [0.0, 0.02]})
+    plots.plot_objective_tracking(rollback, refresh, "math", "math,cw")
+    left, right = figure[0].axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == [
+        "rollback: first_order", "rollback: magnitude", "linear refresh (0 = chain end)"]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["first_order", "measured = predicted"]
+    assert "L_A" in left.get_xlabel() and "Math" in left.get_ylabel()

@@ -17,6 +17,7 @@ from mdrl_lib.recipes import nb05 as recipe
 from mdrl_lib.recovery import refresh_step_cost, rollback_cost, sweep_changes
 
 ITEMS = 20
+FIRST_ORDER = [0.6, 0.7, 0.8, 0.85, 0.9]  # Math after the first-order rollback at each default budget
 
 
 def scores(math_level: float, others: float = 0.5) -> pd.DataFrame:
@@ -41,14 +42,25 @@ class StubKit:
                        for (schedule, steps), spec in plan.refreshes.items()})
         levels.update({spec: 0.85 for spec in plan.controls.values()})
         self.tables = {kit.key(spec): scores(level) for spec, level in levels.items()}
-        rule_level = {"first_order": 0.8, "magnitude": 0.6}
-        self.sweeps, self.budgets = {}, {}
+        # Math under each rollback: the first-order rule rises with k (0.6 ... 0.9), the others stay flat
+        rule_level = {"magnitude": 0.6, "magnitude_size": 0.7}
+        self.sweeps, self.budgets, self.along = {}, {}, {}
         for (pair, rule), spec in plan.rollbacks.items():
             fractions = (1.0,) if rule == "revert_stage" else spec.fractions
-            self.sweeps[kit.key(spec)] = pd.concat([scores(rule_level.get(rule, 0.5)).assign(fraction=f)
-                                                    for f in fractions], ignore_index=True)
+            levels = FIRST_ORDER if rule == "first_order" else [rule_level.get(rule, 0.5)] * len(fractions)
+            table = pd.concat([scores(level).assign(fraction=f) for f, level in zip(fractions, levels)],
+                              ignore_index=True)
+            self.sweeps[kit.key(spec)] = table[table["domain"].isin(spec.domains or DOMAIN_NAMES)]
             self.budgets[kit.key(spec)] = [{"fraction": f, "count": round(f * 1000), "chosen": round(f * 1000),
                                             "norm": f, "predicted_change": -f} for f in fractions]
+        # L_A: 1.0 at every model, falling by 0.1 per budget along each rollback, whose first-order prediction
+        # says it rises (+0.1 per budget): the measured fall tracks the first-order rule's scores, the prediction not
+        for spec in [*plan.objective_along.values(), plan.refresh_objective]:
+            rows = [{"source": "model", "model": m.label(), "loss": 1.0 - 0.01 * i} for i, m in enumerate(spec.models)]
+            rows += [{"source": "rollback", "rule": s.rule, "fraction": f, "model": s.label(), "loss": 1.0 - 0.1 * i,
+                      "norm": f, "predicted_change": 0.1 * i if s.rule in ("first_order", "gradient_step") else None}
+                     for s in spec.sweeps for i, f in enumerate(s.fractions)]
+            self.along[kit.key(spec)] = pd.DataFrame(rows)
 
     def key(self, spec):
         return self.kit.key(spec)
@@ -57,6 +69,8 @@ class StubKit:
         return self.tables[self.key(spec)]
 
     def open(self, spec):
+        if spec.kind == "objective_along":
+            return self.along[self.key(spec)]
         if spec.kind == "rollback_changes":
             return sweep_changes(recipe.items(self, spec.baseline), self.open(spec.sweep), n_boot=spec.n_boot,
                                  seed=spec.seed)
@@ -97,35 +111,57 @@ def test_the_plan_holds_the_subspace_and_each_sweeps_changes(setup):
 
 def test_the_c6_inputs_are_the_hand_counted_changes(setup):
     stub, plan = setup
-    inputs = recipe.c6_inputs(stub, plan)
+    inputs = recipe.c6_inputs(stub, plan, distance=pd.DataFrame(
+        {"curve": [recipe.refresh_curve("linear")] * 2, "steps": [0, 7], "subspace": [0.02, 0.01]}))
     assert inputs["drop"]["diff"] == pytest.approx(0.5 - 0.9)
     assert inputs["recovery"]["diff"] == pytest.approx(0.05)  # the 7-step linear refresh: 0.55
     assert set(inputs["others"]) == {"code", "qa", "cw"} and all(v["diff"] == 0 for v in inputs["others"].values())
     assert inputs["control_gain"]["diff"] == pytest.approx(-0.05)
     assert inputs["excess"]["diff"] == pytest.approx(inputs["recovery"]["diff"] - inputs["control_gain"]["diff"])
     assert (inputs["domain"], inputs["steps"], inputs["name"]) == ("math", 7, "refresh-math")
+    # the constant rate at the largest given budget (50 steps: 0.8) against the decaying rate's 50 steps (0.75)
+    assert inputs["constant"]["diff"] == pytest.approx(0.3) and inputs["constant"]["steps"] == 50
+    assert inputs["constant"]["linear"] == pytest.approx(0.25)
+    assert inputs["subspace_distance"] == (0.02, 0.01)
+    # 18 of 20 right at theta_A*, 10 at the chain's end: 8 items lost, d = -1 on 8 and 0 on 12
+    se = math.sqrt((8 * 0.6 ** 2 + 12 * 0.4 ** 2) / 19) / math.sqrt(20)
+    assert inputs["damage"]["z"] == pytest.approx(-0.4 / se)
+    # L_A falls from the chain's end (0.99) along the linear refresh (0.98, 0.97, ...) as Math rises: rank 1
+    assert inputs["tracking"]["rank_correlation"] == pytest.approx(1.0)
     check = check_c6_refresh(**inputs)
-    assert check.figures["recovery"] == inputs["recovery"]["diff"]
+    assert check.figures["recovery"] == inputs["recovery"]["diff"] and check.tested == "outcome"
+    assert check.premises[0]["holds"] and check.verdict == "not supported"  # +0.05 on 20 items: not significant
 
 
-@pytest.mark.parametrize("pair, fall", [(("math", "qa"), 0.5 - 0.9), (("math", "cw"), 0.5 - 0.7)])
-def test_the_c7_inputs_read_the_rollback_at_the_fixed_budget(setup, pair, fall):
+@pytest.mark.parametrize("pair", [("math", "qa"), ("math", "cw")])
+def test_the_c7_inputs_average_the_whole_k_curve(setup, pair):
     stub, plan = setup
     inputs = recipe.c7_inputs(stub, plan, pair)
-    assert inputs["drop"]["diff"] == pytest.approx(fall)
-    assert inputs["recovery"]["diff"] == pytest.approx(0.3)  # first_order 0.8 against the chain end's 0.5
-    assert inputs["over_controls"]["random"]["diff"] == pytest.approx(0.3)
-    assert inputs["over_controls"]["magnitude"]["diff"] == pytest.approx(0.2)
-    assert inputs["count"] == 10 and inputs["fraction"] == 0.01 and inputs["rule"] == "first_order"
-    assert "fraction" not in inputs["recovery"]
-    assert check_c7(**inputs).figures["over_magnitude"] == inputs["over_controls"]["magnitude"]["diff"]
-
+    assert inputs["fractions"] == plan.fractions  # the default grid lies inside the rules file's k range
+    mean = sum(FIRST_ORDER) / len(FIRST_ORDER)
+    assert inputs["recovery"]["diff"] == pytest.approx(mean - 0.5)  # mean over k, against the chain end's 0.5
+    over = {c: v["diff"] for c, v in inputs["over_controls"].items()}
+    assert over == pytest.approx({"random": mean - 0.5, "magnitude": mean - 0.6, "random_size": mean - 0.5,
+                                  "magnitude_size": mean - 0.7})
+    assert [row["recovery"] for row in inputs["curve"]] == pytest.approx([v - 0.5 for v in FIRST_ORDER])
+    # both pairs: B's stage takes Math 0.2 down (0.9 -> 0.7 for QA, 0.7 -> 0.5 for CW), 4 of 20 items
+    se = math.sqrt((4 * 0.8 ** 2 + 16 * 0.2 ** 2) / 19) / math.sqrt(20)
+    assert inputs["damage"]["z"] == pytest.approx(-0.2 / se)
+    assert inputs["tracking"]["rank_correlation"] == pytest.approx(1.0)  # measured L_A falls as Math rises
+    assert inputs["tracking"]["predicted_rank_correlation"] == pytest.approx(-1.0)  # the prediction says it rises
+    assert inputs["gradient_step"]["change"]["diff"] == pytest.approx(0.0)
+    assert inputs["gradient_step"]["loss_change"] == pytest.approx(-0.2)  # mean of 0, -0.1, ..., -0.4
+    check = check_c7(**inputs)
+    assert check.verdict == "not testable here" and [p["name"].split(":")[0] for p in check.failed_premises] == [
+        "damage"]  # 2.2 standard errors < 3
+    assert check.figures["verdict_if_premises_held"] == "not supported"  # magnitude_size's margin: interval reaches 0
 
 def test_the_refresh_tables(setup):
     stub, plan = setup
     drop = recipe.chain_drop(stub, plan)
     curves = recipe.refresh_curves(stub, plan)
-    assert len(curves) == 3 * len(DOMAIN_NAMES) * (len(plan.budgets) + 1)  # linear, constant, control; 0 steps too
+    # linear and control at every budget, constant at the largest given one; budget 0 of each curve too
+    assert len(curves) == len(DOMAIN_NAMES) * (2 * len(plan.budgets) + 1 + 3)
     summary = recipe.refresh_summary(curves, plan, drop)
     linear = summary[recipe.refresh_curve("linear")]
     assert list(summary.index) == list(plan.budgets)
@@ -139,7 +175,8 @@ def test_the_cost_table_prices_each_method(setup):
     costs = recipe.cost_table(stub, plan, curves, recipe.rollback_curves(stub, plan))
     step = refresh_step_cost(stub.config.rl)
     assert costs.loc["refresh 20 steps (linear)", "cost"] == 20 * step
-    assert costs.loc["refresh 20 steps (constant)", "A change"] == pytest.approx(0.25)
+    assert costs.loc["refresh 50 steps (constant)", "A change"] == pytest.approx(0.3)
+    assert "refresh 20 steps (constant)" not in costs.index and not costs.index.str.contains("_size").any()
     assert costs.loc["rollback first_order (k = 0.01)", "cost"] == rollback_cost("first_order", objective_sequences=256)
     assert costs.loc["rollback first_order (k = 0.01)", "A change"] == pytest.approx(0.3)
     assert costs.loc["rollback revert_stage (k = 1)", "cost"] == 0
@@ -152,7 +189,9 @@ def test_the_paper_table_and_the_rollback_tables(setup):
     stub, plan = setup
     table = recipe.paper_table(stub, plan)
     assert table.loc["chain end", "Math"] == 0.5 and table.loc["θ_A* (after the Math stage)", "Math"] == 0.9
-    assert table.loc["rollback math,qa first_order (best k = 0.001)", "Math"] == 0.8  # ties: the smallest budget
+    assert table.loc["rollback math,qa first_order (best k = 0.1)", "Math"] == 0.9
+    assert table.loc["rollback math,qa magnitude (best k = 0.001)", "Math"] == 0.6  # ties: the smallest budget
+    assert not table.index.str.contains("random").any()  # A-only controls stay out of the all-domain table
     assert "rollback math,cw revert_stage" in table.index
     assert table["average"].tolist() == pytest.approx(table[["Code", "Math", "QA", "CW"]].mean(axis=1).tolist())
     budgets = recipe.rollback_budgets(stub, plan)

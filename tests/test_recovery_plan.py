@@ -10,7 +10,7 @@ import pytest
 
 from mdrl_lib.config import ConfigError, RunConfig
 from mdrl_lib.kit import Kit
-from mdrl_lib.recipes.nb05 import MAIN_RULES, SECOND_PAIR_RULES, Params, recovery_plan
+from mdrl_lib.recipes.nb05 import MAIN_RULES, RANDOM_DRAWS, SECOND_PAIR_RULES, SIZE_CONTROLS, Params, recovery_plan
 from mdrl_lib.recovery import RollbackScores, budget_count, rollback_items
 from mdrl_lib.specs import Base, GradientSteps, ObjectiveBatch, Scores
 
@@ -36,16 +36,28 @@ def test_planned_specs_name_every_artifact_once_and_build_nothing(kit):
     assert not any(kit.store.get(k) for k in keys)  # keys only: nothing was built
     chain = kit.chain_specs()
     assert [kit.key(s) for s in chain] == [kit.key(s) for s in specs if s.kind == "stage"]
-    # budgets 10, 20, 50 and the run's refresh_steps (7), linear and constant, plus the controls and the
-    # equal-cost refresh; every model has its Scores
+    # budgets 10, 20, 50 and the run's refresh_steps (7) at the linear rate, the largest given budget (50) also at a
+    # constant one, plus the controls and the equal-cost refresh; every model has its Scores
     p = plan(kit, {})
-    assert p.budgets == (7, 10, 20, 50) and len(p.refreshes) == 8 and len(p.controls) == 4
+    assert p.budgets == (7, 10, 20, 50) and len(p.refreshes) == 5 and len(p.controls) == 4
+    assert [key for key in p.refreshes if key[0] == "constant"] == [("constant", 50)]
     assert kit.key(p.refreshes[("linear", 7)]) == kit.key(kit.refresh_spec("math"))  # the CLI's refresh
     assert all(kit.key(c.parent) == kit.key(chain[1]) for c in p.controls.values())  # from theta_A* (after Math)
     models = [s for s in specs if s.kind in ("base", "stage", "refresh")]
     assert {kit.key(Scores(m)) for m in models} <= set(keys)
     rollbacks = [s for s in specs if s.kind == "rollback"]
-    assert len(rollbacks) == len(MAIN_RULES) + len(SECOND_PAIR_RULES)
+    assert len(rollbacks) == len(MAIN_RULES) + len(SECOND_PAIR_RULES) + 2 * len(SIZE_CONTROLS)
+    for pair in ("math,qa", "math,cw"):  # the controls C7 needs: random of RANDOM_DRAWS draws, both matchings
+        random, size = p.rollbacks[(pair, "random")], p.rollbacks[(pair, "random_size")]
+        assert random.draws == size.draws == RANDOM_DRAWS >= 10 and random.domains == ("math",)
+        assert kit.key(size.norm_of) == kit.key(p.rollbacks[(pair, "first_order")])
+        assert p.rollbacks[(pair, "magnitude_size")].norm_of is not None
+        along = p.objective_along[pair]
+        assert [s.rule for s in along.sweeps] == ["first_order", "gradient_step", "magnitude", "magnitude"]
+        assert kit.key(along.models[0]) == kit.key(chain[-1]) and kit.key(along) in keys
+    assert kit.key(p.rollbacks[("math,qa", "magnitude")]) == kit.key(RollbackScores(
+        chain[-1], chain[1], "math", "qa", "magnitude", p.fractions, seed=kit.config.seed))  # stored keys unchanged
+    assert kit.key(p.refresh_objective) in keys
     qa = [s for s in rollbacks if s.domain_b == "qa"]
     assert all(kit.key(s.reference) == kit.key(chain[1]) and kit.key(s.current) == kit.key(chain[-1]) for s in qa)
     assert kit.key(ObjectiveBatch(chain[1], "math")) in keys

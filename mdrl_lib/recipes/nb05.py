@@ -15,7 +15,16 @@ from mdrl_lib.specs import Base, ObjectiveBatch, Refresh, Scores, Spec, Stage
 PAIRS = common.domain_pairs()
 MAIN_RULES: tuple[str, ...] = ("first_order", "first_order_routes", "second_order", "random", "magnitude",
                                "other_delta", "gradient_step", "revert_stage")
-SECOND_PAIR_RULES: tuple[str, ...] = ("first_order", "random", "magnitude", "revert_stage")
+SECOND_PAIR_RULES: tuple[str, ...] = ("first_order", "random", "magnitude", "gradient_step", "revert_stage")
+# C7's controls at equal size of change: the name in the plan -> the rule whose order picks the coordinates; each
+# takes coordinates until its rollback moves the weights as far (L2) as the first-order rule's at the same budget
+SIZE_CONTROLS: dict[str, str] = {"random_size": "random", "magnitude_size": "magnitude"}
+# the controls C7 is judged against: the plan's name -> (rule, matched by)
+C7_CONTROLS: dict[str, tuple[str, str]] = {"random": ("random", "count"), "magnitude": ("magnitude", "count"),
+                                           "random_size": ("random", "size"), "magnitude_size": ("magnitude", "size")}
+# the rollbacks along which L_A is measured beside A's score (the first-order rule and the deterministic controls)
+ALONG_RULES: tuple[str, ...] = ("first_order", "gradient_step", "magnitude", "magnitude_size")
+RANDOM_DRAWS = 10  # random coordinate sets per budget for each random control (the kit's floor for random-set controls)
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,8 @@ class Params(NotebookParams):
                                  choices=DOMAIN_NAMES)
     refresh_budgets: str = option("10,20,50", "GRPO steps of the shorter refreshes; the run's rl_refresh_steps is "
                                               "always added", minimum=1, maximum=10**6, number_list=True)
-    constant_refresh: bool = option(True, "also refresh at a constant rate at every budget (beside the decaying one)")
+    constant_refresh: bool = option(True, "also refresh at a constant rate at the largest of refresh_budgets (beside "
+                                          "the decaying one)")
     rollback_pair: str = option("math,qa", "A,B: coordinates of the chain-end model go back to their value before "
                                            "B's stage", choices=PAIRS)
     second_rollback_pair: str = option("math,cw", "a second pair, with the first-order rule and its controls (empty: "
@@ -41,8 +51,9 @@ class Params(NotebookParams):
                                                     "weights)", choices=("chain_end", "own"))
     hessian_probes: int = option(8, "Rademacher probes of the Hessian diagonal (second-order rule)", minimum=1,
                                  maximum=10**4)
-    c7_fraction: float = option(0.01, "the budget at which C7 is judged (one of rollback_fractions), fixed in "
-                                      "advance", above=0.0, maximum=1.0)
+    c7_fraction: float = option(0.01, "the budget at which the cost table compares the rollbacks (one of "
+                                      "rollback_fractions); C7 itself is judged over the rules file's k range",
+                                above=0.0, maximum=1.0)
     objective_prompts: int = common.objective_prompts()
     objective_samples: int = common.objective_samples()
     conflict_route_fraction: float = common.conflict_route_fraction()
@@ -99,8 +110,12 @@ class RecoveryPlan:
     ``{steps: Refresh}`` of the same budgets of A's steps from ``post_a``; ``equal_cost``: the refresh that
     costs as much as the ``first_order`` rollback; ``objective``: A's objective batch (samples of
     ``post_a``); ``rollbacks``: ``{(pair, rule): RollbackScores}``; ``changes``: ``{(pair, rule):
-    RollbackChanges}``, each sweep's paired changes against the chain's end; ``subspace``: the conflict
-    subspace of A and the main pair's B at theta_A* (``ConflictBasis``); ``options``: the parameters used.
+    RollbackChanges}``, each sweep's paired changes against the chain's end (rule ``random``: the mean over
+    :data:`RANDOM_DRAWS` draws, A's items only; ``random_size`` and ``magnitude_size``: the equal-size controls
+    of :data:`SIZE_CONTROLS`, A's items only); ``subspace``: the conflict subspace of A and the main pair's B
+    at theta_A* (``ConflictBasis``); ``objective_along``: ``{pair: ObjectiveAlong}``, L_A measured along each
+    pair's first-order, gradient-step and magnitude rollbacks; ``refresh_objective``: L_A at theta_A*, the
+    chain's end and each linear refresh; ``options``: the parameters used.
     """
 
     options: dict
@@ -118,6 +133,8 @@ class RecoveryPlan:
     fractions: tuple[float, ...]
     changes: dict
     subspace: Spec
+    objective_along: dict
+    refresh_objective: Spec
 
     @property
     def chain_end(self) -> Stage:
@@ -136,14 +153,14 @@ class RecoveryPlan:
         models = [Base(), *self.chain, *self.refreshes.values(), *self.controls.values(), self.equal_cost]
         objectives = [s.objective for s in self.rollbacks.values() if s.objective is not None]
         out = [*models, *(Scores(m) for m in models), self.objective, *objectives, *self.rollbacks.values(),
-               *self.changes.values(), self.subspace]
+               *self.changes.values(), self.subspace, *self.objective_along.values(), self.refresh_objective]
         return list(dict.fromkeys(out))
 
 
 def recovery_plan(kit, params: Params) -> RecoveryPlan:
     """Notebook 05's artifacts for ``params`` (the chain's order is the run's). Specs only: nothing is built."""
-    from mdrl_lib.recovery import (GRADIENT_RULES, ConflictBasis, RollbackChanges, RollbackScores, equal_cost_steps,
-                                   rollback_cost)
+    from mdrl_lib.recovery import (GRADIENT_RULES, ConflictBasis, ObjectiveAlong, RollbackChanges, RollbackScores,
+                                   equal_cost_steps, rollback_cost)
 
     order = kit.config.order
     chain = tuple(kit.chain_specs(order, rl_seed=0))
@@ -151,15 +168,16 @@ def recovery_plan(kit, params: Params) -> RecoveryPlan:
     post_a = chain[order.index(domain)]
     end = chain[-1]
     budgets = tuple(sorted(set(params.budgets) | {kit.config.rl.refresh_steps}))
-    schedules = ("linear", "constant") if params.constant_refresh else ("linear",)
-    refreshes = {(schedule, steps): Refresh(end, domain, steps=steps, lr_schedule=schedule)
-                 for schedule in schedules for steps in budgets}
+    refreshes = {("linear", steps): Refresh(end, domain, steps=steps, lr_schedule="linear") for steps in budgets}
+    if params.constant_refresh:  # one budget only (the largest given): does the recovery depend on the schedule?
+        longest = max(params.budgets)
+        refreshes[("constant", longest)] = Refresh(end, domain, steps=longest, lr_schedule="constant")
     controls = {steps: Refresh(post_a, domain, steps=steps, lr_schedule="linear") for steps in budgets}
     objective = ObjectiveBatch(post_a, domain, prompts=params.objective_prompts, samples=params.objective_samples)
     cost = rollback_cost("first_order", objective_sequences=params.objective_prompts * params.objective_samples)
     steps = equal_cost_steps(cost, kit.config.rl)
     equal = Refresh(end, domain, steps=steps, lr_schedule="linear")
-    rollbacks = {}
+    rollbacks, along = {}, {}
     for number, (a, b) in enumerate(params.pairs):
         stage_b = chain[order.index(b)]
         own = chain[order.index(a)]
@@ -179,15 +197,26 @@ def recovery_plan(kit, params: Params) -> RecoveryPlan:
                 route_fraction=params.conflict_route_fraction, route_prompts=params.conflict_route_prompts,
                 other=other if rule == "other_delta" else None,
                 stage_after=stage_b if rule == "revert_stage" else None,
-                probes=params.hessian_probes, seed=kit.config.seed)
+                probes=params.hessian_probes, seed=kit.config.seed,
+                draws=RANDOM_DRAWS if rule == "random" else 1,
+                domains=(a,) if rule == "random" or (number > 0 and rule == "gradient_step") else None)
+        first = rollbacks[(f"{a},{b}", "first_order")]
+        for name, rule in SIZE_CONTROLS.items():
+            rollbacks[(f"{a},{b}", name)] = RollbackScores(end, stage_b.parent, a, b, rule, params.fractions,
+                                                           seed=kit.config.seed, norm_of=first, domains=(a,),
+                                                           draws=RANDOM_DRAWS if rule == "random" else 1)
+        along[f"{a},{b}"] = ObjectiveAlong(pair_objective, models=(end,), sweeps=tuple(
+            rollbacks[(f"{a},{b}", r)] for r in ALONG_RULES))
     subspace = ConflictBasis(post_a, objective, domain, params.pairs[0][1],
                              route_fraction=params.conflict_route_fraction, route_prompts=params.conflict_route_prompts,
                              rank=params.distance_subspace_rank, seed=kit.config.seed)
+    linear = tuple(refreshes[("linear", n)] for n in budgets)
     return RecoveryPlan(options=params.options(), chain=chain, domain=domain, post_a=post_a, budgets=budgets,
                         refreshes=refreshes, controls=controls, equal_cost_steps=steps, equal_cost=equal,
                         objective=objective, pairs=params.pairs, rollbacks=rollbacks, fractions=params.fractions,
                         changes={key: RollbackChanges(spec, end) for key, spec in rollbacks.items()},
-                        subspace=subspace)
+                        subspace=subspace, objective_along=along,
+                        refresh_objective=ObjectiveAlong(objective, models=(post_a, end, *linear)))
 
 
 def plan(kit, params: Params) -> list:
@@ -330,7 +359,7 @@ def cost_table(kit, plan: RecoveryPlan, curves, rollbacks):
                  "cost": plan.equal_cost_steps * step_cost, "A change": change_row(equal, a)["diff"]})
     main = ",".join(plan.pairs[0])
     for pair, rule in plan.changes:
-        if pair != main:
+        if pair != main or rule in SIZE_CONTROLS:
             continue
         fraction = options["c7_fraction"] if rule != "revert_stage" else 1.0
         at = _at(rollbacks[(rollbacks["pair"] == pair) & (rollbacks["rule"] == rule)], fraction)
@@ -357,6 +386,8 @@ def paper_table(kit, plan: RecoveryPlan):
     for steps, spec in plan.controls.items():
         rows[f"control: {steps} {title} steps from θ_A*"] = items(kit, spec)
     for (pair, rule), spec in plan.rollbacks.items():
+        if spec.domains is not None:  # a control scored on A's items only (C7's random draws, equal-size sets)
+            continue
         table = kit.open(spec)
         best = best_fraction(table, pair.split(",")[0])
         label = f"rollback {pair} {rule}" + ("" if rule == "revert_stage" else f" (best k = {best:g})")
@@ -364,40 +395,157 @@ def paper_table(kit, plan: RecoveryPlan):
     return results_table(rows, DOMAIN_NAMES).rename(columns=DOMAIN_TITLES)
 
 
-def c6_inputs(kit, plan: RecoveryPlan) -> dict:
+def damage(kit, before, after, domain: str) -> dict:
+    """``domain``'s paired change from the model ``before`` to the model ``after`` in standard errors (``diff``,
+    ``se``, ``z``, ``n``: :func:`~mdrl_lib.recovery.paired_standard_errors`): the damage premise's figure."""
+    from mdrl_lib.recovery import paired_standard_errors
+
+    return paired_standard_errors(items(kit, before), items(kit, after), domain)
+
+
+def refresh_tracking(kit, plan: RecoveryPlan):
+    """Does L_A follow A's score along the (linear) refresh? One row per budget (0: the chain's end): ``steps``,
+    ``loss`` (L_A, the mean NLL of A's verified-correct samples, at that checkpoint), ``loss_change`` (minus the
+    chain end's) and ``score_change`` (A's paired change from the chain's end)."""
+    import pandas as pd
+
+    from mdrl_lib.recovery import paired_changes
+
+    losses = kit.open(plan.refresh_objective).set_index("model")["loss"]
+    end = items(kit, plan.chain_end)
+    rows = [{"steps": 0, "loss": float(losses[plan.chain_end.label()]), "score_change": 0.0}]
+    for (schedule, steps), spec in plan.refreshes.items():
+        if schedule == "linear":
+            rows.append({"steps": steps, "loss": float(losses[spec.label()]),
+                         "score_change": change_row(paired_changes(end, items(kit, spec)), plan.domain)["diff"]})
+    table = pd.DataFrame(rows).sort_values("steps").reset_index(drop=True)
+    table["loss_change"] = table["loss"] - table.loc[0, "loss"]
+    return table[["steps", "loss", "loss_change", "score_change"]]
+
+
+def rollback_tracking(kit, plan: RecoveryPlan, pair: tuple[str, str]):
+    """Does L_A follow A's score along the pair's rollbacks? One row per (``rule``, ``fraction``) of
+    :data:`ALONG_RULES` (the first-order rule, the equal-norm gradient step, magnitude at equal count and at
+    equal size): ``loss`` (L_A measured there), ``loss_change`` (minus L_A at the chain's end), ``predicted_change``
+    (the first-order prediction g_A . change; gradient rules only) and ``score_change`` (A's paired change from
+    the chain's end, the cached ``RollbackChanges``)."""
+    import pandas as pd
+
+    a, key = pair[0], ",".join(pair)
+    along = kit.open(plan.objective_along[key])
+    start = float(along[along["source"] == "model"]["loss"].iloc[0])
+    rows = []
+    for rule in ALONG_RULES:
+        sweep = plan.rollbacks[(key, rule)]
+        points = along[(along["source"] == "rollback") & (along["model"] == sweep.label())]
+        changes = kit.open(plan.changes[(key, rule)])
+        changes = changes[changes["domain"] == a]
+        for _, point in points.iterrows():
+            score = changes[[math.isclose(f, point["fraction"]) for f in changes["fraction"]]]["diff"].iloc[0]
+            rows.append({"rule": rule, "fraction": float(point["fraction"]), "norm": point["norm"], "loss": point["loss"],
+                         "loss_change": point["loss"] - start, "predicted_change": point["predicted_change"],
+                         "score_change": float(score)})
+    return pd.DataFrame(rows)
+
+
+def tracking_figures(table, *, rule: str | None = None) -> dict:
+    """How well L_A's fall orders the points of a tracking table (:func:`rollback_tracking` restricted to
+    ``rule``, or :func:`refresh_tracking`) as A's score change does: ``rank_correlation`` (Spearman, measured
+    fall against score change; None when it cannot be computed: fewer than 3 points or a constant side),
+    ``sign_agreement`` (:func:`~mdrl_lib.recovery.sign_agreement`), ``predicted_rank_correlation`` (the
+    first-order predicted fall against the score change, where predicted) and ``points``."""
+    from mdrl_lib.recovery import rank_correlation, sign_agreement
+
+    part = table if rule is None else table[table["rule"] == rule]
+
+    def rho(x, y):
+        if len(part) < 3:
+            return None
+        value = rank_correlation(x, y)
+        return None if math.isnan(value) else value
+
+    out = {"rank_correlation": rho(-part["loss_change"], part["score_change"]),
+           "sign_agreement": sign_agreement(part["loss_change"], part["score_change"]) if len(part) else None,
+           "points": int(len(part))}
+    if "predicted_change" in part and part["predicted_change"].notna().all():
+        out["predicted_rank_correlation"] = rho(-part["predicted_change"].astype(float), part["score_change"])
+    return out
+
+
+def c6_inputs(kit, plan: RecoveryPlan, distance=None) -> dict:
     """The arguments of :func:`~mdrl_lib.claims.nb05.check_c6_refresh` for the real refresh at the run's
-    ``rl_refresh_steps`` (linear rate): A's drop from theta_A* to the chain's end, the refresh's change on
-    every domain, its excess over the same steps from theta_A*, and that control's own gain."""
+    ``rl_refresh_steps`` (linear rate): A's drop from theta_A* to the chain's end (and in standard errors, the
+    damage premise), the refresh's change on every domain, its excess over the same steps from theta_A*, that
+    control's own gain, the constant-rate refresh (its budget ``steps`` and the decaying refresh's change at that
+    budget ``linear``: schedule dependence, when planned), whether
+    L_A tracks A's score along the linear refresh, and (given ``distance``, :func:`refresh_distances`) the
+    distance to theta_A* on the conflict subspace before and after the refresh."""
     from mdrl_lib.recovery import difference_in_changes, paired_changes
 
     a, steps = plan.domain, kit.config.rl.refresh_steps
     post, end = items(kit, plan.post_a), items(kit, plan.chain_end)
     refreshed, control = items(kit, plan.refreshes[("linear", steps)]), items(kit, plan.controls[steps])
     over = paired_changes(end, refreshed)
-    return {"drop": change_row(paired_changes(post, end), a), "recovery": change_row(over, a),
-            "others": {d: change_row(over, d) for d in DOMAIN_NAMES if d != a},
-            "excess": difference_in_changes((end, refreshed), (post, control), a), "domain": a, "steps": steps,
-            "control_gain": change_row(paired_changes(post, control), a), "name": f"refresh-{a}"}
+    inputs = {"drop": change_row(paired_changes(post, end), a), "recovery": change_row(over, a),
+              "others": {d: change_row(over, d) for d in DOMAIN_NAMES if d != a},
+              "excess": difference_in_changes((end, refreshed), (post, control), a), "domain": a, "steps": steps,
+              "control_gain": change_row(paired_changes(post, control), a), "name": f"refresh-{a}",
+              "damage": damage(kit, plan.post_a, plan.chain_end, a),
+              "tracking": tracking_figures(refresh_tracking(kit, plan))}
+    constant = [n for schedule, n in plan.refreshes if schedule == "constant"]
+    if constant:  # the constant-rate refresh against the decaying one of the same budget
+        n = constant[0]
+        inputs["constant"] = {**change_row(paired_changes(end, items(kit, plan.refreshes[("constant", n)])), a),
+                              "steps": n, "linear": change_row(paired_changes(end, items(kit, plan.refreshes[("linear", n)])),
+                                                               a)["diff"]}
+    if distance is not None:
+        along = distance[distance["curve"] == refresh_curve("linear")].set_index("steps")["subspace"]
+        inputs["subspace_distance"] = (float(along.loc[0]), float(along.loc[steps]))
+    return inputs
 
 
 def c7_inputs(kit, plan: RecoveryPlan, pair: tuple[str, str]) -> dict:
-    """The arguments of :func:`~mdrl_lib.claims.nb05.check_c7` for the pair (A, B): the first-order rollback at
-    ``c7_fraction`` (its cached paired changes), A's drop since before B's stage, and A after the rollback
-    against A after the ``random`` and ``magnitude`` controls of the same count."""
-    from mdrl_lib.recovery import paired_changes
+    """The arguments of :func:`~mdrl_lib.claims.nb05.check_c7` for the pair (A, B), over the budgets of the rules
+    file's ``[C7] k_range``: A's drop since before B's stage; B's own stage's cost to A in standard errors (the
+    damage premise); the first-order rollback's recovery as the mean over those budgets of each item's change
+    from the chain's end (a paired test over items); its advantage over each control of :data:`C7_CONTROLS`
+    (random of :data:`RANDOM_DRAWS` draws and magnitude, at equal count and at equal size of change), the same
+    mean over budgets; the per-budget curve of those advantages (mean differences); whether L_A's measured fall
+    tracks A's score along the rule's rollbacks (the objective premise) and along all of :data:`ALONG_RULES`; the
+    equal-norm gradient step's change of A and of L_A; and the other domains' mean change over the budgets."""
+    from mdrl_lib.claims.rules import rule as read_rule
+    from mdrl_lib.recovery import curve_difference, in_range, paired_changes
 
     a, b = pair
-    key, fraction = f"{a},{b}", plan.options["c7_fraction"]
+    key = f"{a},{b}"
+    k_range = read_rule("C7", "k_range")
+    level = 1 - read_rule("C7", "alpha")
+    ks = in_range(plan.fractions, k_range)
+    end = items(kit, plan.chain_end)
+    sweeps = {name: kit.open(plan.rollbacks[(key, name)]) for name in ("first_order", "gradient_step", *C7_CONTROLS)}
+    rolled = sweeps["first_order"]
 
-    def at(rule: str):
-        return _at(kit.open(plan.rollbacks[(key, rule)]), fraction)[ITEM_COLUMNS]
+    def over_k(first, second) -> dict:
+        return curve_difference(first, second, a, ks, level=level) if ks else None
 
-    rolled = at("first_order")
-    change = _at(kit.open(plan.changes[(key, "first_order")]), fraction).drop(columns="fraction")
-    budgets = kit.get(plan.rollbacks[(key, "first_order")]).metrics["budgets"]
-    count = next(int(r["count"]) for r in budgets if math.isclose(r["fraction"], fraction))
-    drop = paired_changes(items(kit, plan.before(b)), items(kit, plan.chain_end))
-    return {"drop": change_row(drop, a), "recovery": change_row(change, a),
-            "over_controls": {c: change_row(paired_changes(at(c), rolled), a) for c in ("random", "magnitude")},
-            "pair": (a, b), "rule": "first_order", "fraction": fraction, "count": count,
-            "others": {d: change_row(change, d) for d in DOMAIN_NAMES if d != a}}
+    curve = []
+    for fraction in ks:
+        at = {name: _at(table, fraction) for name, table in sweeps.items()}
+        means = {name: float(t[t["domain"] == a]["score"].mean()) for name, t in at.items()}
+        curve.append({"fraction": fraction, "recovery": means["first_order"] - float(end[end["domain"] == a]["score"].mean()),
+                      **{f"over_{c}": means["first_order"] - means[c] for c in C7_CONTROLS}})
+    tracking = rollback_tracking(kit, plan, pair)
+    in_k = tracking[[any(math.isclose(f, k) for k in ks) for f in tracking["fraction"]]]
+    step = in_k[in_k["rule"] == "gradient_step"]
+    changes = kit.open(plan.changes[(key, "first_order")])
+    changes = changes[[any(math.isclose(f, k) for k in ks) for f in changes["fraction"]]]
+    drop = paired_changes(items(kit, plan.before(b)), end)
+    return {"drop": change_row(drop, a), "damage": damage(kit, plan.before(b), plan.stage_of(b), a),
+            "recovery": over_k(rolled, end),
+            "over_controls": {c: over_k(rolled, sweeps[c]) for c in C7_CONTROLS},
+            "pair": (a, b), "rule": "first_order", "fractions": tuple(ks), "k_range": tuple(k_range), "curve": curve,
+            "tracking": tracking_figures(in_k, rule="first_order"),
+            "tracking_all": tracking_figures(in_k.drop(columns="predicted_change")),
+            "gradient_step": {"change": over_k(sweeps["gradient_step"], end),
+                              "loss_change": float(step["loss_change"].mean()) if len(step) else None},
+            "others": {d: float(changes[changes["domain"] == d]["diff"].mean()) for d in DOMAIN_NAMES if d != a}}
