@@ -5,8 +5,9 @@ say what the verifier read in each completion; :func:`error_category` sorts an i
 kinds of answer, :func:`breakdown` counts them, and :func:`drop_breakdown` says, for the items a domain
 lost between two checkpoints, what they became: answers in the wrong convention or wrong content.
 :func:`control_specs` builds the artifacts that separate the cheap explanations of a drop from the
-paper's (more of the same domain; RL on the later domains with rewards permuted within each prompt's group,
-several control seeds; a random Gaussian displacement of the real chain's size, :class:`RandomDirections`).
+paper's (more of the same domain; RL on the later domains with the real stages' group rewards replayed,
+permuted within each group whatever the completions, several control seeds; a random Gaussian displacement
+of the real chain's size, :class:`RandomDirections`).
 GRPO's per-step diagnostics of a run (:func:`run_diagnostics`) and the distance it moved
 (:func:`displacement_norm`) show whether a control moves like RL.
 
@@ -88,13 +89,13 @@ def _paired(before: pd.DataFrame, after: pd.DataFrame, domain: str) -> pd.DataFr
     return pair
 
 
-PERMUTED = "permuted rewards"  # the within-group control's name; replicates are "permuted rewards (seed <s>)"
+REPLAYED = "replayed rewards"  # the replayed control's name; replicates are "replayed rewards (seed <s>)"
 REAL = "real chain"
 MORE = "more of the same"
 
 
 def control_seeds(rl_seed: int, replicates: int) -> tuple[int, ...]:
-    """The RL seeds of the within-group control's replicates: ``rl_seed``, ``rl_seed + 1``, ... (the first shares
+    """The RL seeds of the replayed control's replicates: ``rl_seed``, ``rl_seed + 1``, ... (the first shares
     the real chain's trainer seed, so its first step samples the same completions)."""
     if replicates < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
@@ -102,8 +103,8 @@ def control_seeds(rl_seed: int, replicates: int) -> tuple[int, ...]:
 
 
 def replicate_name(seed: int) -> str:
-    """The control table's name of the within-group control replicate with RL seed ``seed``."""
-    return f"{PERMUTED} (seed {seed})"
+    """The control table's name of the replayed control's replicate with RL seed ``seed``."""
+    return f"{REPLAYED} (seed {seed})"
 
 
 def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, replicates: int = 3) -> dict[str, object]:
@@ -114,11 +115,12 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, repli
     rules file: same steps, same rate schedule):
 
     - ``real chain``: the chain's later stages (the paper's setting);
-    - ``permuted rewards (seed <s>)``, one per control seed (:func:`control_seeds`): the same later domains,
-      with each prompt's group of verifier rewards permuted among its own completions
-      (:func:`mdrl_lib.training.permute_within_groups`): each group's rewards, hence the share of
-      zero-advantage groups and the advantages' sizes, are the real ones, but which completion is rewarded
-      is unrelated to correctness, so the updates have RL's shape and learn nothing about those domains;
+    - ``replayed rewards (seed <s>)``, one per control seed (:func:`control_seeds`): the same later domains,
+      each stage replaying the real stage's recorded rewards (``Stage(..., reward="replayed", replay=<real
+      stage>)``, :func:`mdrl_lib.training.replayed_reward`): at its ``t``-th step group ``g`` gets a random
+      permutation of the real run's group ``g`` rewards at step ``t``, whatever the control's completions. Every
+      step has exactly the real run's zero-advantage groups and advantage sizes by construction, and since the
+      rewards do not depend on the completions the updates learn nothing about those domains;
     - ``more of the same``: the same number of steps continuing ``domain`` itself.
 
     Returns {name: spec of the final checkpoint}, plus ``after`` (the checkpoint right after the stage).
@@ -142,7 +144,7 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, repli
     for seed in control_seeds(rl_seed, replicates):
         control = after
         for spec in later:
-            control = Stage(control, spec.domain, steps=spec.steps, rl_seed=seed, reward="permuted")
+            control = Stage(control, spec.domain, steps=spec.steps, rl_seed=seed, reward="replayed", replay=spec)
         out[replicate_name(seed)] = control
     steps = sum(spec.resolved_steps(kit) for spec in later)
     out[MORE] = Stage(after, domain, rl_seed=rl_seed, steps=steps)
@@ -150,8 +152,8 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, repli
 
 
 def replicate_names(controls: Mapping[str, object]) -> list[str]:
-    """The names of the within-group control's replicates among ``controls`` (:func:`control_specs`), in order."""
-    return [name for name in controls if name.startswith(PERMUTED)]
+    """The names of the replayed control's replicates among ``controls`` (:func:`control_specs`), in order."""
+    return [name for name in controls if name.startswith(REPLAYED)]
 
 
 def stages_between(end: Spec, start: Spec) -> list[Spec]:
@@ -181,11 +183,37 @@ def stage_diagnostics(kit, spec: Spec) -> pd.DataFrame | None:
     return table.astype(float)
 
 
+def stage_own_rewards(kit, spec: Spec) -> list[float] | None:
+    """The mean verifier reward of a stored stage's own sampled completions at each call of its reward function
+    (one optimizer step at toy scale): from its :data:`~mdrl_lib.training.GROUP_REWARDS_FILE`, the rewards its
+    trainer was given for a verifier stage, what the verifier said of the same completions for a control (whose
+    trainer was given other rewards). ``None`` when the stage stored no group rewards. Introduced in
+    ``04_sequential_rl``: a replayed control's rewards are the real run's, so only this shows what its own
+    completions are worth as it trains."""
+    import json
+
+    from mdrl_lib.training import GROUP_REWARDS_FILE
+
+    where = getattr(kit.get(spec), "path", None)
+    path = Path(where) / GROUP_REWARDS_FILE if where is not None else None
+    if path is None or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    calls = record.get("calls") if record.get("mode") == "verifier" else record.get("verifier_calls")
+    if not calls:
+        return None
+    return [sum(sum(g) for g in call) / sum(len(g) for g in call) for call in calls]
+
+
+OWN_REWARD = "own_reward"  # run_diagnostics' column: mean verifier reward of the run's own completions per step
+
+
 def run_diagnostics(kit, runs: Mapping[str, Spec], start: Spec) -> pd.DataFrame:
     """Per-step GRPO diagnostics of each run in ``runs`` (name -> its last stage) over its stages after ``start``,
     stacked: columns ``run``, ``stage`` (the stage's domain), ``step`` (counted over the run's stages),
-    ``recorded`` and the :data:`~mdrl_lib.training.DIAGNOSTICS`. A stage built before diagnostics were recorded
-    gives one row with ``recorded`` False and NaN values. Introduced in ``04_sequential_rl``."""
+    ``recorded``, the :data:`~mdrl_lib.training.DIAGNOSTICS` and ``own_reward`` (:func:`stage_own_rewards`; NaN
+    where not stored). A stage built before diagnostics were recorded gives one row with ``recorded`` False and
+    NaN values. Introduced in ``04_sequential_rl``."""
     from mdrl_lib.training import DIAGNOSTICS
 
     frames = []
@@ -199,10 +227,22 @@ def run_diagnostics(kit, runs: Mapping[str, Spec], start: Spec) -> pd.DataFrame:
             else:
                 table = table.assign(step=table["step"] + offset)
                 recorded = True
+            own = stage_own_rewards(kit, spec) if recorded else None
+            table[OWN_REWARD] = own if own is not None and len(own) == len(table) else float("nan")
             offset = int(table["step"].max())
             frames.append(table.assign(run=name, stage=spec.domain, recorded=recorded))
-    columns = ["run", "stage", "step", "recorded", *DIAGNOSTICS]
+    columns = ["run", "stage", "step", "recorded", *DIAGNOSTICS, OWN_REWARD]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def per_step(diagnostics: pd.DataFrame, name: str) -> dict[str, list[float] | None]:
+    """Each run's values of the diagnostic ``name`` step by step over all its stages (a :func:`run_diagnostics`
+    table): run -> list (one value per step, in step order), or ``None`` when any of its stages was not recorded.
+    Introduced in ``04_sequential_rl`` (C0(b)'s zero-advantage premise compares these step by step)."""
+    out: dict[str, list[float] | None] = {}
+    for run, group in diagnostics.groupby("run", sort=False):
+        out[run] = ([float(v) for v in group.sort_values("step")[name]] if bool(group["recorded"].all()) else None)
+    return out
 
 
 def diagnostics_means(diagnostics: pd.DataFrame) -> pd.DataFrame:
@@ -599,29 +639,3 @@ def random_direction_row(start_items: pd.DataFrame, draws: pd.DataFrame, referen
             "draws": int(draws["draw"].nunique()), "change_min": float(changes.min()),
             "change_max": float(changes.max())}
 
-
-def plot_grpo_diagnostics(diagnostics: pd.DataFrame, title: str):
-    """Four panels, one per GRPO diagnostic (zero-advantage share, mean |advantage|, loss, entropy), each a line
-    per run against the step counted over the run's stages (a :func:`run_diagnostics` table; runs whose stages
-    were not recorded are left out and named in the title). Introduced in ``04_sequential_rl``."""
-    import matplotlib.pyplot as plt
-
-    from mdrl_lib.plots import plot_budget_curves
-    from mdrl_lib.training import DIAGNOSTICS
-
-    labels = {"zero_advantage_share": "share of zero-advantage groups", "mean_abs_advantage": "mean |advantage|",
-              "loss": "GRPO loss", "entropy": "mean token entropy"}
-    recorded = diagnostics.groupby("run", sort=False)["recorded"].all()
-    shown = diagnostics[diagnostics["run"].isin(recorded[recorded].index)]
-    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4.2 * len(DIAGNOSTICS), 3.4))
-    for ax, name in zip(axes, DIAGNOSTICS):
-        if shown.empty:
-            ax.set(title=labels[name])
-            continue
-        plot_budget_curves(shown, labels[name], x="step", y=name, curve="run", band=None, ax=ax,
-                           xlabel="optimizer step over the later stages", ylabel=labels[name],
-                           zero_line=name == "loss")
-    missing = list(recorded[~recorded].index)
-    fig.suptitle(title + (f" (not recorded: {', '.join(missing)})" if missing else ""))
-    fig.tight_layout()
-    return fig

@@ -143,11 +143,17 @@ class Stage(Spec):
 
     ``None`` fields take the run's RL settings. ``rl_seed`` varies the RL on one base (the paper's one
     pretrained model, several RL runs); ``lr`` and ``lr_schedule`` override the run's rate and its
-    schedule; ``reward`` is ``verifier`` or a control (``shuffled``, ``random``: see
-    :func:`mdrl_lib.training.overridden_reward`); ``save_every`` > 0 also keeps the weights every that
-    many steps (:meth:`Kit.checkpoints_along`); ``grpo_options`` are extra trl ``GRPOConfig`` fields
-    that change the algorithm (keyed; fields that only change how it runs go to ``Kit.get``'s
-    ``trainer_overrides``, unkeyed).
+    schedule; ``reward`` is ``verifier`` or a control (one of :data:`mdrl_lib.training.REWARD_MODES`:
+    ``replayed``, ``permuted``, ``shuffled``, ``random``; see :func:`mdrl_lib.training.overridden_reward`);
+    ``save_every`` > 0 also keeps the weights every that many steps (:meth:`Kit.checkpoints_along`);
+    ``grpo_options`` are extra trl ``GRPOConfig`` fields that change the algorithm (keyed; fields that only
+    change how it runs go to ``Kit.get``'s ``trainer_overrides``, unkeyed). ``replay`` (with ``reward=
+    "replayed"`` only, notebook ``04_sequential_rl``'s control) is the real stage, on the same domain, whose
+    recorded group rewards the control replays (:meth:`recorded_group_rewards`): an input built first, and in
+    the key only when set, so every other stage's key is what it was.
+
+    Every stage stores, beside its weights, the rewards of each call of its reward function, group by group
+    (:data:`mdrl_lib.training.GROUP_REWARDS_FILE`; not keyed: the same training writes the same file).
     """
 
     parent: Spec
@@ -159,6 +165,7 @@ class Stage(Spec):
     reward: str = "verifier"
     save_every: int = 0
     grpo_options: tuple[tuple[str, Any], ...] = ()
+    replay: Spec | None = None
     kind: ClassVar[str] = "stage"
 
     def __post_init__(self) -> None:
@@ -182,6 +189,16 @@ class Stage(Spec):
         if self.reward not in REWARD_MODES:
             raise ConfigError(f"{self.kind} reward: unknown value {self.reward!r}; valid choices: "
                               f"{', '.join(REWARD_MODES)}")
+        if (self.reward == "replayed") != (self.replay is not None):
+            raise ConfigError(f"{self.kind} replay: reward 'replayed' needs replay=<the real Stage it replays>, and "
+                              f"replay goes with reward 'replayed' only (got reward {self.reward!r}, replay "
+                              f"{'set' if self.replay is not None else 'None'})")
+        if self.replay is not None:
+            if not isinstance(self.replay, Stage):
+                raise ConfigError(f"{self.kind} replay: expected a Stage, got {self.replay!r}")
+            if self.replay.domain != self.domain:
+                raise ConfigError(f"{self.kind} replay: the replayed stage trains {self.replay.domain!r}, this one "
+                                  f"{self.domain!r}; replay a stage of the same domain")
         options = dict(self.grpo_options)
         execution = sorted(set(options) & EXECUTION_ONLY_GRPO_FIELDS)
         if execution:
@@ -190,7 +207,7 @@ class Stage(Spec):
         object.__setattr__(self, "grpo_options", tuple(sorted(options.items())))
 
     def inputs(self) -> tuple[Spec, ...]:
-        return (self.parent,)
+        return (self.parent,) + ((self.replay,) if self.replay is not None else ())
 
     def resolved_steps(self, kit: Kit) -> int:
         return kit.config.rl.steps if self.steps is None else self.steps
@@ -209,7 +226,26 @@ class Stage(Spec):
                   "grpo_options": dict(self.grpo_options)}
         if kit.config.scale == "toy":
             fields["threads"] = 1  # the toy scale trains on one thread: the bytes depend on it
+        if self.replay is not None:
+            fields["replay"] = kit.key(self.replay)  # only when set: every other stage's key is unchanged
         return fields
+
+    def recorded_group_rewards(self, kit: Kit) -> list:
+        """This stage's rewards per call of its reward function, group by group (``calls`` of its
+        :data:`mdrl_lib.training.GROUP_REWARDS_FILE`: a list per call of lists per group of the rewards its
+        trainer was given), built first if needed. Raises ``FileNotFoundError`` for a stage stored before stages
+        recorded them (or trained on several processes), saying to rebuild it."""
+        from mdrl_lib.training import GROUP_REWARDS_FILE
+
+        artifact = kit.get(self)
+        path = artifact.path / GROUP_REWARDS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{self.label()} ({kit.key(self)}) has no recorded group rewards ({GROUP_REWARDS_FILE}): it was built "
+                f"before stages recorded them, or on several processes. A replayed control needs them: rebuild that "
+                f"stage on one process by deleting {artifact.path} and asking for it again (training is "
+                f"deterministic: the same weights come back, and every artifact built from it stays valid)")
+        return json.loads(path.read_text())["calls"]
 
     def seed(self, kit: Kit) -> int:
         """The stage's trainer seed: from the run seed, the RL seed, the parent's key and the domain."""
@@ -224,20 +260,26 @@ class Stage(Spec):
         per-process batch)."""
         from mdrl_lib.training import grpo
 
+        replay = self.replay.recorded_group_rewards(kit) if self.replay is not None else None
         model, tokenizer = kit.load(self.parent, placement="train")
         along = directory / "along" if (directory is not None and self.save_every) else None
         options = {**dict(self.grpo_options), **dict(trainer_overrides or {})}
         model, log = grpo(model, tokenizer, kit.domain(self.domain), kit.splits(self.domain).train,
                           self.rl_config(kit, rl_config), self.seed(kit), steps=self.resolved_steps(kit),
                           progress=progress, desc=f"RL {self.label()}", reward_mode=self.reward,
-                          save_every=self.save_every, save_dir=along, trainer_overrides=options or None)
+                          save_every=self.save_every, save_dir=along, trainer_overrides=options or None,
+                          replay=replay)
         return model, tokenizer, log
 
-    def write(self, kit: Kit, model, tokenizer, log, directory: Path) -> dict:
-        """Store a trained model (both precisions for bf16) and return the manifest metrics."""
-        from mdrl_lib.training import save_stage
+    def write(self, kit: Kit, model, tokenizer, log, directory: Path, record_rewards: bool = True) -> dict:
+        """Store a trained model (both precisions for bf16) and, with ``record_rewards`` (one process: its
+        reward calls saw the whole batch), the group rewards of every reward call; return the manifest metrics."""
+        from mdrl_lib.training import GROUP_REWARDS_FILE, save_stage
 
         save_stage(model, tokenizer, directory, kit.config.rl.precision)
+        if record_rewards and log.group_rewards.get("given"):
+            record = log.group_rewards_record(self.reward, self.rl_config(kit).num_generations)
+            (directory / GROUP_REWARDS_FILE).write_text(json.dumps(record, separators=(",", ":")))
         return {"domain": self.domain, "parent": kit.key(self.parent), "precision": kit.config.rl.precision,
                 "log": log.to_metrics()}
 
@@ -255,6 +297,9 @@ class Stage(Spec):
         from mdrl_lib.scratch import ALONG_PREFIX, scratch_dir
 
         main = processes.is_main_process
+        if self.replay is not None and processes.num_processes > 1:
+            raise ConfigError(f"{self.label()}: a replayed control trains on one process (its reward calls must see "
+                              f"the whole batch the replayed stage saw), not {processes.num_processes}")
         scratch = scratch_dir(ALONG_PREFIX) if (self.save_every and main) else None
         try:
             model, tokenizer, log = self.train(kit, scratch, progress, trainer_overrides, rl_config=processes.rl_config)
@@ -263,7 +308,8 @@ class Stage(Spec):
             def write(directory: Path) -> dict:
                 if scratch is not None and (scratch / "along").is_dir():
                     shutil.move(str(scratch / "along"), str(directory / "along"))
-                return {**self.write(kit, model, tokenizer, log, directory), **processes.metrics()}
+                return {**self.write(kit, model, tokenizer, log, directory,
+                                     record_rewards=processes.num_processes == 1), **processes.metrics()}
 
             yield write if main else None
         finally:

@@ -157,13 +157,26 @@ DIAGNOSTICS: tuple[str, ...] = ("zero_advantage_share", "mean_abs_advantage", "l
 class GRPOLog:
     """One GRPO stage: mean sampled reward per optimizer step, KL to the reference per step (empty
     when ``kl_beta`` is 0), the step count, the seconds the stage took and, per step, GRPO's
-    :data:`DIAGNOSTICS` (name -> one value per step; empty for a log made before they were recorded)."""
+    :data:`DIAGNOSTICS` (name -> one value per step; empty for a log made before they were recorded) and the
+    rewards of every call of its reward function, group by group (``group_rewards``: ``given``, what the trainer
+    was given, and ``verifier``, what the verifier said of the same completions; :class:`GroupRecorder`)."""
 
     rewards: list[float]
     kl: list[float]
     steps: int
     seconds: float
     diagnostics: dict[str, list[float]] = field(default_factory=dict)
+    group_rewards: dict[str, list] = field(default_factory=dict)
+
+    def group_rewards_record(self, mode: str, num_generations: int) -> dict:
+        """What a stage stores in :data:`GROUP_REWARDS_FILE` (not in its manifest: 200 steps x 64 rewards):
+        ``mode`` (its reward mode), ``num_generations``, ``calls`` (per call of the reward function, the rewards
+        its trainer was given, group by group) and, for a control whose verifier was asked,
+        ``verifier_calls`` (what the verifier said of the same completions)."""
+        out = {"mode": mode, "num_generations": int(num_generations), "calls": self.group_rewards.get("given", [])}
+        if mode != "verifier" and self.group_rewards.get("verifier"):
+            out["verifier_calls"] = self.group_rewards["verifier"]
+        return out
 
     def to_metrics(self) -> dict:
         """The log as JSON-ready manifest metrics (rounded); ``diagnostics`` only when recorded."""
@@ -208,9 +221,13 @@ EXECUTION_ONLY_GRPO_FIELDS: frozenset[str] = frozenset({
     "gradient_accumulation_steps", "per_device_train_batch_size", "steps_per_generation", "generation_batch_size",
     "dataloader_num_workers", "dataloader_pin_memory", "torch_compile", "ddp_timeout", "cast_lm_head_to_fp32",
 })
-# ``permuted`` (notebook 04's control) permutes within each prompt's group; ``shuffled`` (across the whole step's
-# batch, kept so stores built with it still open) and ``random`` are older controls.
-REWARD_MODES: tuple[str, ...] = ("verifier", "permuted", "shuffled", "random")
+# ``replayed`` (notebook 04's control) gives each group a permutation of the real stage's group rewards at the same
+# call, whatever the completions; ``permuted`` (within each prompt's group of the control's own verifier rewards: the
+# previous control, which let the control's own completions set its zero-advantage share), ``shuffled`` (across the
+# whole step's batch) and ``random`` are older controls, kept so stores built with them still open.
+REWARD_MODES: tuple[str, ...] = ("verifier", "replayed", "permuted", "shuffled", "random")
+# A stage's rewards per call of its reward function, group by group (notebook 04's replayed control reads them).
+GROUP_REWARDS_FILE = "group_rewards.json"
 
 
 def _grpo_args(rl_config, seed: int, steps: int, output_dir: str, overrides: Mapping | None = None):
@@ -251,7 +268,8 @@ def permute_within_groups(rewards: Sequence[float], group_size: int, rng: random
     those blocks). Each group keeps its multiset of rewards, so its mean, its spread, whether all its
     rewards are equal (zero advantage) and its |advantage| values are the real ones; only which completion
     gets which reward changes. ``prompts`` (one per completion), when given, must be equal within each
-    block. Introduced in ``04_sequential_rl`` (its within-group control)."""
+    block. Introduced in ``04_sequential_rl`` (its earlier within-group control, kept for reference; the notebook
+    now replays the real stage's group rewards, :func:`replayed_reward`)."""
     rewards = list(rewards)
     if group_size < 1 or len(rewards) % group_size:
         raise ValueError(f"permute_within_groups: {len(rewards)} rewards do not split into groups of {group_size}")
@@ -268,9 +286,87 @@ def permute_within_groups(rewards: Sequence[float], group_size: int, rng: random
     return out
 
 
-def overridden_reward(reward, mode: str, seed: int, num_generations: int | None = None):
+def as_groups(rewards: Sequence[float], group_size: int) -> list[list[float]]:
+    """``rewards`` (one per completion, trl's order: the ``group_size`` completions of one prompt next to each other)
+    cut into its groups: a list of ``len(rewards) / group_size`` lists. Introduced in ``04_sequential_rl``."""
+    rewards = [float(r) for r in rewards]
+    if group_size < 1 or len(rewards) % group_size:
+        raise ValueError(f"as_groups: {len(rewards)} rewards do not split into groups of {group_size}")
+    return [rewards[i:i + group_size] for i in range(0, len(rewards), group_size)]
+
+
+def replay_groups(real_groups: Sequence[Sequence[float]], rng: random.Random) -> list[float]:
+    """One call of the replayed control: group ``g`` gets a random permutation (drawn from ``rng``) of
+    ``real_groups[g]``, the real stage's rewards of its group ``g`` at the same call; returned flat (one reward per
+    completion, groups in order). Each group's multiset of rewards is the real one, so whether the group has zero
+    advantage and its |advantage| values are exactly the real run's. Introduced in ``04_sequential_rl``."""
+    out: list[float] = []
+    for group in real_groups:
+        block = [float(r) for r in group]
+        rng.shuffle(block)
+        out += block
+    return out
+
+
+def replayed_reward(reward, recorded: Sequence[Sequence[Sequence[float]]], seed: int, num_generations: int):
+    """The replayed control's reward function (notebook ``04_sequential_rl``): at its ``t``-th call it returns
+    :func:`replay_groups` of ``recorded[t]`` (the real stage's group rewards at its ``t``-th call, as stored in
+    :data:`GROUP_REWARDS_FILE`), permuted by ``random.Random(f"replayed:{seed}:{t}")``. What it returns does not
+    depend on the completions: the control learns nothing, while each step has exactly the real run's
+    zero-advantage groups and advantage sizes. ``reward`` (the verifier) is still called on the control's
+    completions and its output discarded, so a recording wrapper can keep what they would have earned.
+    Raises ``ValueError`` when a call holds another number of completions than the recorded call, when the recorded
+    groups are not of ``num_generations``, or when the control calls more often than the real stage did."""
+    recorded = [[list(g) for g in call] for call in recorded]
+    calls = [0]
+
+    def control(prompts=None, completions=None, **columns) -> list[float]:
+        t = calls[0]
+        calls[0] += 1
+        if t >= len(recorded):
+            raise ValueError(f"replayed reward: call {t + 1}, but the replayed stage recorded {len(recorded)} calls; "
+                             f"give the control the same steps and batch as the stage it replays")
+        groups = recorded[t]
+        if any(len(g) != num_generations for g in groups):
+            raise ValueError(f"replayed reward: the replayed stage's groups at call {t + 1} have sizes "
+                             f"{sorted({len(g) for g in groups})}, the control's num_generations is {num_generations}")
+        if len(completions) != sum(len(g) for g in groups):
+            raise ValueError(f"replayed reward: call {t + 1} has {len(completions)} completions, the replayed stage's "
+                             f"had {sum(len(g) for g in groups)}; give the control the same batch (one process)")
+        reward(prompts=prompts, completions=completions, **columns)  # for the record only: the output is not used
+        return replay_groups(groups, random.Random(f"replayed:{seed}:{t}"))
+
+    control.__name__ = f"{getattr(reward, '__name__', 'reward')}_replayed"
+    return control
+
+
+class GroupRecorder:
+    """Keeps, for every call of a wrapped reward function, the rewards it returned cut into groups of
+    ``group_size`` (:func:`as_groups`): ``calls[name]`` is a list (one per call) of lists (one per group) of
+    rewards. Introduced in ``04_sequential_rl``: a stage stores what its trainer was given (``given``) and, for a
+    control, what the verifier said of the same completions (``verifier``)."""
+
+    def __init__(self, group_size: int) -> None:
+        self.group_size = int(group_size)
+        self.calls: dict[str, list[list[list[float]]]] = {}
+
+    def wrap(self, reward, name: str):
+        """``reward`` with every call's output recorded under ``name`` (the output is passed on unchanged)."""
+        self.calls[name] = []
+
+        def recorded(*args, **kwargs):
+            out = list(reward(*args, **kwargs))
+            self.calls[name].append(as_groups(out, self.group_size))
+            return out
+
+        recorded.__name__ = getattr(reward, "__name__", "reward")
+        return recorded
+
+
+def overridden_reward(reward, mode: str, seed: int, num_generations: int | None = None, replay=None):
     """The control rewards of a stage (introduced in ``04_sequential_rl``): ``verifier`` is ``reward``
-    itself; ``permuted`` permutes the verifier's rewards within each group of ``num_generations``
+    itself; ``replayed`` is :func:`replayed_reward` of the recorded group rewards ``replay`` (one list of groups
+    per call of the real stage); ``permuted`` permutes the verifier's rewards within each group of ``num_generations``
     completions of one prompt (:func:`permute_within_groups`): every group keeps its rewards' multiset, so
     the share of zero-advantage groups and the size of the advantages are the real ones, but which
     completion is rewarded is unrelated to correctness; ``shuffled`` permutes them among all completions of
@@ -281,8 +377,14 @@ def overridden_reward(reward, mode: str, seed: int, num_generations: int | None 
         return reward
     if mode not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {mode!r}; valid: {', '.join(REWARD_MODES)}")
-    if mode == "permuted" and not num_generations:
-        raise ValueError("reward mode 'permuted' needs num_generations (the size of a prompt's group)")
+    if mode in ("permuted", "replayed") and not num_generations:
+        raise ValueError(f"reward mode {mode!r} needs num_generations (the size of a prompt's group)")
+    if mode == "replayed":
+        if replay is None:
+            raise ValueError("reward mode 'replayed' needs replay, the real stage's recorded group rewards per call")
+        return replayed_reward(reward, replay, seed, num_generations)
+    if replay is not None:
+        raise ValueError(f"replay is for reward mode 'replayed' only, not {mode!r}")
     calls = [0]
 
     def control(prompts=None, completions=None, **columns) -> list[float]:
@@ -380,7 +482,7 @@ def _stage_callback(total: int, desc: str, progress: bool):
 
 def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, examples, rl_config, seed: int,
          *, steps: int | None = None, progress: bool = True, desc: str | None = None, reward_mode: str = "verifier",
-         save_every: int = 0, save_dir=None, trainer_overrides: Mapping | None = None,
+         save_every: int = 0, save_dir=None, trainer_overrides: Mapping | None = None, replay=None,
          ) -> tuple[PreTrainedModel, GRPOLog]:
     """One GRPO stage on ``domain`` through trl's ``GRPOTrainer``; returns (trained model, log).
 
@@ -396,8 +498,9 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     ``model`` is changed in place: pass a copy to keep the original. The trainer
     writes nothing (its output directory is a removed temporary one) and prints nothing; a tqdm bar
     per stage shows the running reward. The same seed and inputs give byte-identical weights.
-    ``reward_mode`` replaces the verifier's reward by a control (:func:`overridden_reward`); the log holds
-    GRPO's per-step :data:`DIAGNOSTICS` (zero-advantage share, mean |advantage|, loss, entropy);
+    ``reward_mode`` replaces the verifier's reward by a control (:func:`overridden_reward`; ``replay``: the
+    replayed stage's group rewards per call, for ``replayed``); the log holds GRPO's per-step :data:`DIAGNOSTICS`
+    (zero-advantage share, mean |advantage|, loss, entropy) and every reward call's rewards, group by group;
     ``save_every`` > 0 writes the weights every that many steps into ``save_dir``;
     ``trainer_overrides`` are extra ``GRPOConfig`` fields (vLLM, DeepSpeed, micro-batching).
     """
@@ -429,7 +532,12 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
         if save_dir is None:
             raise ValueError("grpo: save_every needs a save_dir")
         callbacks.append(_save_along_callback(save_every, save_dir))
-    reward = overridden_reward(domain.reward_function(), reward_mode, seed, num_generations=rl_config.num_generations)
+    recorder = GroupRecorder(rl_config.num_generations)
+    verifier = domain.reward_function()
+    if reward_mode != "verifier":
+        verifier = recorder.wrap(verifier, "verifier")  # what the verifier says of a control's own completions
+    reward = recorder.wrap(overridden_reward(verifier, reward_mode, seed, num_generations=rl_config.num_generations,
+                                             replay=replay), "given")
     output_dir = str(scratch_dir(GRPO_PREFIX))
     start = time.perf_counter()
     try:
@@ -452,7 +560,7 @@ def grpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain, exa
     if use_cache is not None:
         trained.config.use_cache = use_cache  # transformers' Trainer turns it off for training
     log = GRPOLog(callback.rewards, callback.kl if rl_config.kl_beta > 0 else [], steps, time.perf_counter() - start,
-                  diagnostics=callback.diagnostics)
+                  diagnostics=callback.diagnostics, group_rewards=recorder.calls)
     return trained, log
 
 

@@ -4,7 +4,7 @@
 ``--domain D`` trains the single-domain expert (notebook ``01_sparse_edits``); ``--order a,b,...`` the
 sequential chain (notebook ``04_sequential_rl``), resuming after its last stored stage; ``--order ...
 --refresh D`` also the refresh on ``D`` from the chain's end (notebook ``05_refresh_vs_rollback``).
-``--rl-seed``, ``--reward`` (a control: shuffled or random rewards) and ``--save-every`` (checkpoints
+``--rl-seed``, ``--reward`` (a control's rewards, see below) and ``--save-every`` (checkpoints
 along each stage, notebook ``03``) select the other artifacts the notebooks ask for. Every artifact is
 the kit's own spec (:class:`mdrl_lib.specs.Stage` / :class:`~mdrl_lib.specs.Refresh`, from
 ``kit.chain_specs``), built by ``kit.get`` and stored under its key: the notebooks find these
@@ -101,9 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refresh", choices=DOMAIN_NAMES, default=None,
                         help="with --order: also the refresh on this domain from the chain's end (rl_refresh_steps)")
     parser.add_argument("--rl-seed", type=int, default=0, help="RL seed: several RL runs on one base (default: 0)")
-    parser.add_argument("--reward", choices=REWARD_MODES, default="verifier",
-                        help="the verifier's reward, or a control: shuffled within each step, or random (default: "
-                             "verifier)")
+    parser.add_argument("--reward", choices=[m for m in REWARD_MODES if m != "replayed"], default="verifier",
+                        help="the verifier's reward, or an older control: permuted (the stage's own verifier rewards "
+                             "permuted within each prompt's group), shuffled (across each step's batch) or random (0 or "
+                             "1 at even odds). Notebook 04's control, 'replayed' (the real stage's recorded group "
+                             "rewards, permuted within each group), needs the real stage as an input and is built by "
+                             "the notebook or `python -m mdrl_lib plan --build` (default: verifier)")
     parser.add_argument("--save-every", type=int, default=0,
                         help="also keep the weights every N steps of each stage (notebook 03; default: 0, none)")
     group = parser.add_argument_group("run parameters (the notebooks' own; see `python -m mdrl_lib params`)")

@@ -57,7 +57,7 @@ def test_the_permuted_reward_mode_asks_the_verifier_and_is_seeded_per_call():
                                                                             completions=completions) == first
     with pytest.raises(ValueError, match="needs num_generations"):
         overridden_reward(verifier, "permuted", seed=5)
-    with pytest.raises(ValueError, match="verifier, permuted, shuffled, random"):
+    with pytest.raises(ValueError, match="verifier, replayed, permuted, shuffled, random"):
         overridden_reward(verifier, "batch", seed=5)
 
 
@@ -97,14 +97,20 @@ def test_diagnostics_are_read_per_stage_and_a_stage_built_before_them_is_not_rec
 
 # ---- each premise holds on one case and fails on another ------------------------------------------------------
 
-def test_the_zero_advantage_premise():
+def test_the_zero_advantage_premise_compares_the_shares_step_by_step():
     tolerance = rule("C0", "zero_advantage_tolerance")
-    assert zero_advantage_premise(0.50, [0.52, 0.48, 0.50])["holds"] is True
-    failed = zero_advantage_premise(0.50, [0.52, 0.50 + tolerance + 0.01])
+    real = [0.50, 0.25, 0.75]
+    matched = zero_advantage_premise(real, [real, list(real), [0.50, 0.25, 0.75 + tolerance / 2]])
+    assert matched["holds"] is True and matched["value"] == pytest.approx(tolerance / 2)
+    failed = zero_advantage_premise(real, [real, [0.50, 0.25 + tolerance + 0.01, 0.75]])
     assert failed["holds"] is False and failed["value"] == pytest.approx(tolerance + 0.01)
-    not_recorded = zero_advantage_premise(None, [0.5, 0.5, 0.5])
+    # equal means are not enough: a control off by +0.2 then -0.2 fails though its mean is the real one
+    swings = zero_advantage_premise([0.5, 0.5], [[0.7, 0.3]])
+    assert swings["holds"] is False and swings["value"] == pytest.approx(0.2)
+    not_recorded = zero_advantage_premise(None, [real] * 3)
     assert not_recorded["holds"] is False and not_recorded["value"] == "not recorded"
-    assert zero_advantage_premise(0.5, [0.5, None])["holds"] is False
+    assert zero_advantage_premise(real, [real, None])["holds"] is False
+    assert zero_advantage_premise(real, [real[:2]])["value"] == "not recorded"  # other step counts: no comparison
 
 
 def test_the_distance_premise():
@@ -135,9 +141,10 @@ def test_the_replicates_and_preconditions_premises():
 
 # ---- C0(b) on hand-made inputs ---------------------------------------------------------------------------
 
-def specificity(diffs=(-0.1, -0.08, -0.12), mean=(-0.1, 0.002), zero=(0.5, [0.51, 0.49, 0.5]),
+def specificity(diffs=(-0.1, -0.08, -0.12), mean=(-0.1, 0.002), zero=([0.5, 0.5], [[0.51, 0.5], [0.49, 0.5],
+                                                                                    [0.5, 0.5]]),
                 distance=(1.5, [1.4, 1.5, 1.6]), kept=(0.55, 0.38), preconditions=True):
-    versus = pd.DataFrame({"control": [f"permuted rewards (seed {i})" for i in range(len(diffs))], "diff": diffs,
+    versus = pd.DataFrame({"control": [f"replayed rewards (seed {i})" for i in range(len(diffs))], "diff": diffs,
                            "ci_low": [d - 0.05 for d in diffs], "ci_high": [d + 0.05 for d in diffs],
                            "p_value": [0.01] * len(diffs)})
     own = pd.DataFrame({"control": ["c", "c"], "domain": ["qa", "cw"], "before": [0.6, 0.4], "after": list(kept)})
@@ -166,8 +173,8 @@ def test_c0_specificity_not_supported_when_the_mean_is_not_significant_or_one_re
 
 
 @pytest.mark.parametrize("change, premise_name", [
-    ({"zero": (0.5, [0.7, 0.7, 0.7])}, "zero-advantage share"),
-    ({"zero": (None, [0.5, 0.5, 0.5])}, "zero-advantage share"),
+    ({"zero": ([0.5, 0.5], [[0.5, 0.7]] * 3)}, "zero-advantage share"),
+    ({"zero": (None, [[0.5, 0.5]] * 3)}, "zero-advantage share"),
     ({"distance": (1.5, [0.5, 0.6, 0.7])}, "distance moved"),
     ({"kept": (0.02, 0.01)}, "own domains"),
     ({"diffs": (-0.1, -0.1)}, "control replicates"),

@@ -67,15 +67,17 @@ def test_control_specs_take_the_later_stages_step_budget_from_the_same_checkpoin
     specs = control_specs(kit, "code,math,qa,cw", "math", rl_seed=2)
     chain = kit.chain_specs("code,math,qa,cw", rl_seed=2)
     assert specs["after"] == chain[1] and specs["real chain"] == chain[-1]
-    names = [f"permuted rewards (seed {s})" for s in (2, 3, 4)]  # 3 replicates, control seeds from the RL seed
+    names = [f"replayed rewards (seed {s})" for s in (2, 3, 4)]  # 3 replicates, control seeds from the RL seed
     assert list(specs) == ["after", "real chain", *names, "more of the same"]
     for seed, name in zip((2, 3, 4), names):
-        permuted = specs[name]
-        assert (permuted.domain, permuted.reward, permuted.parent.domain, permuted.parent.reward) == (
-            "cw", "permuted", "qa", "permuted")
-        assert permuted.rl_seed == permuted.parent.rl_seed == seed and permuted.parent.parent == chain[1]
+        replayed = specs[name]
+        assert (replayed.domain, replayed.reward, replayed.parent.domain, replayed.parent.reward) == (
+            "cw", "replayed", "qa", "replayed")
+        # each control stage replays the real stage of its domain (an input, built first)
+        assert (replayed.replay, replayed.parent.replay) == (chain[3], chain[2]) and chain[3] in replayed.inputs()
+        assert replayed.rl_seed == replayed.parent.rl_seed == seed and replayed.parent.parent == chain[1]
         # the distance rule: as many steps as the real later stages
-        assert [s.resolved_steps(kit) for s in (permuted.parent, permuted)] == [c.resolved_steps(kit) for c in chain[2:]]
+        assert [s.resolved_steps(kit) for s in (replayed.parent, replayed)] == [c.resolved_steps(kit) for c in chain[2:]]
     same = specs["more of the same"]
     assert isinstance(same, Stage) and same.domain == "math" and same.steps == 100 and same.parent == chain[1]
     assert len({kit.key(s) for s in specs.values()}) == 6
@@ -210,7 +212,7 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
     # the base first; last the precondition check's signal and the random-direction baseline
     assert specs[0] == Base() and specs[-2] == GroupSignal(Base()) and isinstance(specs[-1], RandomDirections)
     assert specs[-1].draws == 10 and specs[-1].start == kit.chain_specs(None, 0)[1]
-    # 3 x 4 chain stages + 3 replicates x 2 permuted stages + 1 more-of-the-same stage
+    # 3 x 4 chain stages + 3 replicates x 2 replayed stages + 1 more-of-the-same stage
     assert len(training) == 19 and len(scores) == 17 and specs[1:20] == training
     position = {kit.key(s): i for i, s in enumerate(specs)}
     for spec in specs:
@@ -220,8 +222,8 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
             assert stage in training and Scores(stage) in scores
     controls = control_specs(kit, None, "math", rl_seed=0)
     assert all(Scores(spec) in scores for spec in controls.values())
-    assert sum(s.reward == "permuted" for s in training) == 6 and Scores(Base()) in scores
-    assert not any(s.reward == "shuffled" for s in training)
+    assert sum(s.reward == "replayed" for s in training) == 6 and Scores(Base()) in scores
+    assert not any(s.reward in ("shuffled", "permuted") for s in training)
     one = own_world(kit, rl_seeds="3", damaged_domain="qa", order="code,math,qa,cw")
     assert len([s for s in one if isinstance(s, Stage)]) == 4 + 4 and len(one) == 1 + 8 + 9 + 2
     params = nb04.Params(run_dir=str(tmp_path), rl_seeds=3)

@@ -20,7 +20,7 @@ def controls(real_after=0.6, permuted_after=0.7, more_change=0.05, more_p=0.01):
              "minus_reference": nan, "minus_reference_ci_low": nan, "minus_reference_ci_high": nan,
              "minus_reference_p": nan}]
     for seed in (0, 1, 2):
-        rows.append({"control": f"permuted rewards (seed {seed})", "before": 0.8, "after": permuted_after,
+        rows.append({"control": f"replayed rewards (seed {seed})", "before": 0.8, "after": permuted_after,
                      "change": permuted_after - 0.8, "p_value": 0.01, "minus_reference": real_after - permuted_after,
                      "minus_reference_ci_low": -0.15, "minus_reference_ci_high": -0.05, "minus_reference_p": 0.002})
     rows.append({"control": "more of the same", "before": 0.8, "after": 0.8 + more_change, "change": more_change,
@@ -30,13 +30,16 @@ def controls(real_after=0.6, permuted_after=0.7, more_change=0.05, more_p=0.01):
 
 
 def specificity(random_changes=(-0.004, -0.001, -0.002)):
-    versus = pd.DataFrame({"control": [f"permuted rewards (seed {s})" for s in (0, 1, 2)], "diff": [-0.1] * 3,
+    versus = pd.DataFrame({"control": [f"replayed rewards (seed {s})" for s in (0, 1, 2)], "diff": [-0.1] * 3,
                            "ci_low": [-0.15] * 3, "ci_high": [-0.05] * 3, "p_value": [0.002] * 3})
     own = pd.DataFrame({"control": ["c"] * 2, "domain": ["qa", "cw"], "before": [0.6, 0.4], "after": [0.55, 0.4]})
     return check_c0_specificity(versus, {"diff": -0.1, "ci_low": -0.15, "ci_high": -0.05, "p_value": 0.002},
-                                zero_advantage={"real": 0.7, "controls": [0.71, 0.69, 0.72]},
+                                zero_advantage={"real": [0.7, 0.7], "controls": [[0.7, 0.72], [0.7, 0.68],
+                                                                                 [0.72, 0.72]]},
                                 distance={"real": 1.5, "controls": [1.4, 1.45, 1.5]}, own_domains=own,
-                                random_changes=list(random_changes), same_domain_change=0.05)
+                                random_changes=list(random_changes), same_domain_change=0.05,
+                                entropy={"real": [0.1] * 20, "controls": [[0.1] * 10 + [0.5 + 0.1 * i] * 10
+                                                                          for i in range(3)]})
 
 
 def splits(lost, convention, seeds=(0,)):
@@ -86,8 +89,9 @@ def test_the_narrative_tells_the_drop_the_controls_the_lost_items_the_cautions_a
     assert text[0].startswith("The paper: Math 66.49 -> 57.66 (-8.83 points, -13% of its post-stage value), one run.")
     assert ("This run: Math 0.800 -> 0.600 on RL seed 0 (-25% of its post-stage value); "
             "mean over 3 RL seeds -0.200") in text[0]
-    assert "permuted within that prompt's own group of completions (3 control seeds): at every step" in text[1]
-    assert "Zero-advantage share over the stages' steps: real 0.700, control 0.707" in text[1]
+    assert "permuted within the group, whatever the control's own completions are (3 control seeds)" in text[1]
+    assert ("Zero-advantage share, mean over the steps: real 0.700, control 0.707; largest gap at any one step "
+            "0.020") in text[1]
     assert "distance moved from the post-stage checkpoint: real 1.500, control 1.450" in text[1]
     assert "the real chain ended -0.100 [-0.150, -0.050] from their mean (p=0.002)" in text[1]
     assert text[2].startswith("The control stayed matched")
@@ -118,3 +122,6 @@ def test_the_narrative_tells_the_drop_the_controls_the_lost_items_the_cautions_a
     told = c0_narrative(one, collapsed, controls(), splits(0, 0), base_score=0.5, order=("code", "math", "qa"),
                         rl_seed=0).splitlines()
     assert told[2].startswith("The control did not stay neutral on this run") and "own domains kept: 0" in told[2]
+    assert "not a reason" not in told[2] and "reported, not retuned" in told[2]
+    assert ("entropy went from 0.100 to 0.600 under the control (mean of its first and last 10 steps) against 0.100 "
+            "to 0.100 under the real stages") in told[2]

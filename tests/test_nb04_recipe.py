@@ -19,7 +19,7 @@ def math(scores: list[int]) -> pd.DataFrame:
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     """(kit, params): two RL seeds; Math all right after its stage (10 items), the chain's end 7 - seed right,
-    the three permuted-reward control replicates' ends 9, 8 and 10 right, more Math all right."""
+    the three replayed-reward control replicates' ends 9, 8 and 10 right, more Math all right."""
     kit = Kit(RunConfig.from_params(run_dir=str(tmp_path), rl_steps=5))
     params = nb04.Params(run_dir=str(tmp_path), rl_seeds="0,1")
     plan = nb04.chain_plan(kit, params)
@@ -28,7 +28,7 @@ def run(tmp_path, monkeypatch):
         tables.update({kit.key(spec): math([1] * 5 + [0] * 5) for spec in chain})
         tables[kit.key(chain[1])] = math([1] * 10)
         tables[kit.key(chain[-1])] = math([1] * (7 - seed) + [0] * (3 + seed))
-    for name, right in zip(["permuted rewards (seed 0)", "permuted rewards (seed 1)", "permuted rewards (seed 2)"],
+    for name, right in zip(["replayed rewards (seed 0)", "replayed rewards (seed 1)", "replayed rewards (seed 2)"],
                            (9, 8, 10)):
         tables[kit.key(plan.controls[name])] = math([1] * right + [0] * (10 - right))
     tables[kit.key(plan.controls["more of the same"])] = math([1] * 10)
@@ -68,10 +68,10 @@ def test_c0_specificity_inputs_pair_the_real_end_with_each_replicate_and_their_m
     monkeypatch.setattr(kit, "scores_of", lambda spec: pd.DataFrame(
         [{"domain": d, "score": v} for d, v in scores[kit.key(spec)].items()]))
     monkeypatch.setattr(interference, "displacement_norm", lambda kit, a, b: 2.0 if b == plan.controls["real chain"] else 1.8)
-    shares = {"real chain": 0.70, **{n: 0.72 for n in names}}
+    shares = {"real chain": [0.70, 0.50], **{n: [0.70, 0.50 + 0.01 * i] for i, n in enumerate(names)}}
     monkeypatch.setattr(nb04, "diagnostics", lambda kit, params: pd.DataFrame(
-        [{"run": r, "stage": "qa", "step": 1, "recorded": True, "zero_advantage_share": v, "mean_abs_advantage": 0.2,
-          "loss": 0.0, "entropy": 1.0} for r, v in shares.items()]))
+        [{"run": r, "stage": "qa", "step": step + 1, "recorded": True, "zero_advantage_share": v[step],
+          "mean_abs_advantage": 0.2, "loss": 0.0, "entropy": 1.0 + step} for r, v in shares.items() for step in (1, 0)]))
     draws = pd.concat([math([1] * 10).assign(draw=0), math([1] * 9 + [0]).assign(draw=1)])
     monkeypatch.setattr(nb04, "random_direction_items", lambda kit, params: draws)
     inputs = nb04.c0_specificity_inputs(kit, params)
@@ -80,7 +80,9 @@ def test_c0_specificity_inputs_pair_the_real_end_with_each_replicate_and_their_m
     # the real end (RL seed 0: 7 right) minus each replicate's end (9, 8, 10 right)
     assert versus["diff"].tolist() == pytest.approx([-0.2, -0.1, -0.3])
     assert inputs["real_minus_mean"]["diff"] == pytest.approx(-0.2)  # 0.7 - mean(0.9, 0.8, 1.0)
-    assert inputs["zero_advantage"] == {"real": 0.70, "controls": [0.72] * 3}
+    # per step, in step order (the table above lists step 2 first)
+    assert inputs["zero_advantage"] == {"real": [0.70, 0.50], "controls": [[0.70, 0.50], [0.70, 0.51], [0.70, 0.52]]}
+    assert inputs["entropy"]["real"] == [1.0, 2.0] and inputs["mean_abs_advantage"]["controls"] == [[0.2, 0.2]] * 3
     assert inputs["distance"] == {"real": 2.0, "controls": [1.8] * 3}
     own = inputs["own_domains"]
     assert len(own) == 3 * 2 and set(own["domain"]) == {"qa", "cw"} and own["after"].min() == 0.1
@@ -88,14 +90,19 @@ def test_c0_specificity_inputs_pair_the_real_end_with_each_replicate_and_their_m
     check = check_c0_specificity(**inputs)
     # CW kept 0.1 / 0.4 = 0.25 of its post-stage score: a collapse, so the check is not testable here
     assert check.verdict == "not testable here" and "own domains" in check.why
-    assert check.figures["zero_advantage_share_control"] == pytest.approx(0.72)
+    assert check.figures["zero_advantage_share_control"] == pytest.approx((0.60 + 0.605 + 0.61) / 3)
+    assert check.figures["zero_advantage_step_gap"] == pytest.approx(0.02)
+    assert check.figures["mean_abs_advantage_step_gap"] == 0.0
+    table = nb04.neutrality_table(inputs)
+    assert table["largest step gap in zero-advantage share"].tolist() == pytest.approx([0.0, 0.0, 0.01, 0.02])
+    assert table["distance / real"].tolist() == pytest.approx([1.0, 0.9, 0.9, 0.9])
 
 
 def test_control_runs_pair_each_control_with_the_checkpoint_after_the_damaged_stage(run):
     kit, params, _ = run
     runs = nb04.control_runs(kit, params)
-    assert list(runs) == ["real chain", "permuted rewards (seed 0)", "permuted rewards (seed 1)",
-                          "permuted rewards (seed 2)", "more of the same"]
+    assert list(runs) == ["real chain", "replayed rewards (seed 0)", "replayed rewards (seed 1)",
+                          "replayed rewards (seed 2)", "more of the same"]
     after = kit.item_results(kit.chain_specs(None, 0)[1])
     assert all(before is after for before, _ in runs.values())
     assert runs["real chain"][1]["score"].sum() == 7  # RL seed 0's chain, the first seed

@@ -16,6 +16,8 @@ from mdrl_lib.kit import Kit
 from mdrl_lib.recipes import nb05 as recipe
 from mdrl_lib.recovery import refresh_step_cost, rollback_cost, sweep_changes
 
+PAIRS = {"rollback_pair": "math,qa", "second_rollback_pair": "math,cw"}  # the pairs these tests were written for
+
 ITEMS = 20
 FIRST_ORDER = [0.6, 0.7, 0.8, 0.85, 0.9]  # Math after the first-order rollback at each default budget
 
@@ -87,7 +89,7 @@ class StubKit:
 def setup(tmp_path_factory):
     kit = Kit(RunConfig.from_params(run_dir=str(tmp_path_factory.mktemp("nb05-recipe")), rl_steps=3,
                                     rl_refresh_steps=7))
-    plan = recipe.recovery_plan(kit, recipe.Params(run_dir=kit.config.run_dir))
+    plan = recipe.recovery_plan(kit, recipe.Params(run_dir=kit.config.run_dir, **PAIRS))
     return StubKit(kit, plan), plan
 
 
@@ -103,9 +105,9 @@ def test_the_plan_holds_the_subspace_and_each_sweeps_changes(setup):
         plan.objective)
     keys = [kit.key(s) for s in plan.specs()]
     assert kit.key(plan.subspace) in keys and all(kit.key(s) in keys for s in plan.changes.values())
-    other = recipe.recovery_plan(kit, recipe.Params(run_dir=kit.config.run_dir, distance_subspace_rank=4))
+    other = recipe.recovery_plan(kit, recipe.Params(run_dir=kit.config.run_dir, distance_subspace_rank=4, **PAIRS))
     assert kit.key(other.subspace) != kit.key(plan.subspace)
-    fewer = recipe.recovery_plan(kit, recipe.Params(run_dir=kit.config.run_dir, rollback_fractions="0.01"))
+    fewer = recipe.recovery_plan(kit, recipe.Params(run_dir=kit.config.run_dir, rollback_fractions="0.01", **PAIRS))
     assert kit.key(fewer.subspace) == kit.key(plan.subspace)  # the budgets are not the subspace's input
 
 
@@ -155,6 +157,20 @@ def test_the_c7_inputs_average_the_whole_k_curve(setup, pair):
     assert check.verdict == "not testable here" and [p["name"].split(":")[0] for p in check.failed_premises] == [
         "damage"]  # 2.2 standard errors < 3
     assert check.figures["verdict_if_premises_held"] == "not supported"  # magnitude_size's margin: interval reaches 0
+
+
+def test_a_chosen_pair_is_judged_on_the_report_half_only(setup):
+    import dataclasses
+
+    from mdrl_lib.pairs import half_items
+
+    stub, plan = setup
+    chosen = dataclasses.replace(plan, chosen=("math,qa",))
+    inputs = recipe.c7_inputs(stub, chosen, ("math", "qa"))
+    assert inputs["items_half"] == "report" and recipe.c7_inputs(stub, plan, ("math", "qa"))["items_half"] == "all"
+    report = half_items(range(20), "report")
+    assert inputs["damage"]["n"] == len(report) == 10 and inputs["recovery"]["n"] == 10
+    assert "judged on the other half only" in " ".join(check_c7(**inputs).caveats)
 
 def test_the_refresh_tables(setup):
     stub, plan = setup

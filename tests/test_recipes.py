@@ -134,7 +134,8 @@ def test_derived_values():
     assert recipe("01_sparse_edits").Params(second_seed_domains="").second_seeds == ()
     nb04 = recipe("04_sequential_rl").Params(rl_seeds="2, 0", world_seeds="")
     assert nb04.seeds == (2, 0) and nb04.other_worlds == ()
-    nb05 = recipe("05_refresh_vs_rollback").Params(refresh_budgets="50,10,10", second_rollback_pair="math,qa")
+    nb05 = recipe("05_refresh_vs_rollback").Params(refresh_budgets="50,10,10", rollback_pair="math,qa",
+                                                   second_rollback_pair="math,qa")
     assert nb05.budgets == (10, 50) and nb05.pairs == (("math", "qa"),)
 
 

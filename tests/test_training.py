@@ -188,7 +188,7 @@ def test_invalid_domains_and_orders_fail_before_training(run_dir, monkeypatch, c
     monkeypatch.setattr(Stage, "build", never)
     monkeypatch.setattr(Base, "build", never)
     with pytest.raises(ConfigError, match="code, math, qa, cw|expected an integer|expected a finite number|"
-                                          "verifier, permuted, shuffled, random|trainer_overrides"):
+                                          "verifier, replayed, permuted, shuffled, random|trainer_overrides"):
         call(make_kit(run_dir, rl_steps=4))
 
 
@@ -244,6 +244,30 @@ def test_a_stage_stores_grpos_diagnostics_per_step_and_the_permuted_control_keep
     assert all(0 <= s <= 1 for s in real["zero_advantage_share"]) and all(e > 0 for e in real["entropy"])
     assert control["zero_advantage_share"][0] == real["zero_advantage_share"][0]
     assert control["mean_abs_advantage"][0] == pytest.approx(real["mean_abs_advantage"][0])
+
+
+def test_the_replayed_control_has_the_real_stages_zero_advantage_share_at_every_step(kit):
+    """A stage stores its group rewards per call beside its weights; the replayed control (another RL seed, so
+    other completions) is given, at each step, the real stage's groups permuted within each group, so trl counts
+    exactly the real zero-advantage share at every step, and its record keeps what the verifier said of its own
+    completions."""
+    import json
+
+    from mdrl_lib.training import GROUP_REWARDS_FILE
+
+    real = Stage(Base(), "cw", steps=2)
+    control = Stage(Base(), "cw", steps=2, rl_seed=1, reward="replayed", replay=real)
+    stored = kit.get(control, progress=False)
+    record = json.loads((stored.path / GROUP_REWARDS_FILE).read_text())
+    real_record = json.loads((kit.get(real).path / GROUP_REWARDS_FILE).read_text())
+    assert real_record["mode"] == "verifier" and len(real_record["calls"]) == 2 and "verifier_calls" not in real_record
+    assert [[sorted(g) for g in call] for call in record["calls"]] == \
+        [[sorted(g) for g in call] for call in real_record["calls"]]
+    assert record["mode"] == "replayed" and len(record["verifier_calls"]) == 2
+    ours, theirs = stored.metrics["log"]["diagnostics"], kit.get(real).metrics["log"]["diagnostics"]
+    assert ours["zero_advantage_share"] == theirs["zero_advantage_share"]
+    assert ours["mean_abs_advantage"] == pytest.approx(theirs["mean_abs_advantage"], abs=1e-5)
+    assert stored.metrics["log"]["rewards"] == pytest.approx(kit.get(real).metrics["log"]["rewards"])
 
 
 def test_checkpoints_along_a_stage_end_at_the_stored_weights(kit):

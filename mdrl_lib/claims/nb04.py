@@ -14,7 +14,7 @@ from mdrl_lib.claims.rules import rule
 C0_STATEMENT = ("RL on later domains lowers an earlier domain: after Code -> Math -> QA -> CW, Math ends below "
                 "the score it reached in its own stage.")
 C0_SPECIFIC_STATEMENT = ("The fall is specific to learning the later domains: RL of the same shape and length on "
-                         "the same later domains, with rewards unrelated to correctness, leaves Math higher.")
+                         "the same later domains, with rewards unrelated to the completions, leaves Math higher.")
 C0_PAPER = ("Math 66.49 right after its own stage (secondary summaries of the full text) -> 57.66 at the end of "
             "Code -> Math -> QA -> CW (abstract), AIME25 accuracy in %; one training run")
 C0_SPECIFIC_PAPER = "not reported: the paper runs no control of this kind"
@@ -22,6 +22,7 @@ C0_ALPHA = rule("C0", "alpha")  # significance level of the paired comparison wi
 C0_LEVEL = rule("C0", "level")  # coverage of the interval over RL seeds
 DROP_COLUMNS = ("rl_seed", "change", "ci_low", "ci_high", "p_value")
 VERSUS_COLUMNS = ("control", "diff", "ci_low", "ci_high", "p_value")
+ENTROPY_WINDOW = 10  # steps at each end of a run over which C0(b) reports the policy's mean token entropy
 OWN_DOMAIN_COLUMNS = ("control", "domain", "before", "after")
 
 
@@ -40,17 +41,38 @@ def replicates_premise(count: int, minimum: int | None = None) -> dict:
                    int(count) >= int(minimum))
 
 
-def zero_advantage_premise(real: float | None, controls, tolerance: float | None = None) -> dict:
-    """Premise: every control replicate's share of zero-advantage groups (mean over its stages' steps) is within
-    ``tolerance`` (``[C0] zero_advantage_tolerance``) of the real chain's. ``real`` and each of ``controls``
-    are shares in [0, 1], or ``None`` when the run's stages were built before GRPO diagnostics were recorded:
-    then the premise cannot be measured and fails, its value saying so. Value: the largest |control - real|."""
-    tolerance = rule("C0", "zero_advantage_tolerance") if tolerance is None else tolerance
-    name = "zero-advantage share, |control - real| (mean over the stages' steps, worst replicate) <= threshold"
+def step_gap(real, controls) -> float | None:
+    """The largest |control_t - real_t| over the steps ``t`` and the replicates: ``real`` one value per step, each
+    of ``controls`` one value per step (the same steps). ``None`` when a run is missing (``None``), holds a NaN or
+    has another number of steps than the real run (nothing to compare step by step)."""
     controls = list(controls)
-    if real is None or not controls or any(c is None for c in controls) or _nan(real) or any(_nan(c) for c in controls):
+    if real is None or not controls or any(c is None for c in controls):
+        return None
+    real = [float(x) for x in real]
+    if not real or any(_nan(x) for x in real):
+        return None
+    gaps = []
+    for control in controls:
+        control = [float(x) for x in control]
+        if len(control) != len(real) or any(_nan(x) for x in control):
+            return None
+        gaps += [abs(c - r) for c, r in zip(control, real)]
+    return max(gaps)
+
+
+def zero_advantage_premise(real, controls, tolerance: float | None = None) -> dict:
+    """Premise: at every optimizer step, every control replicate's share of zero-advantage groups is within
+    ``tolerance`` (``[C0] zero_advantage_tolerance``) of the real chain's share at the same step. ``real``: the
+    real run's share per step over its later stages (trl's ``frac_reward_zero_std`` as stored with each stage);
+    ``controls``: one such list per replicate, or ``None`` for a run whose stages were built before GRPO
+    diagnostics were recorded: then the premise cannot be measured and fails, its value saying so (as it does
+    when the runs have different step counts). Value: the largest |control_t - real_t| over steps and replicates
+    (:func:`step_gap`); the replayed control matches it by construction, so it is 0 up to rounding."""
+    tolerance = rule("C0", "zero_advantage_tolerance") if tolerance is None else tolerance
+    name = "zero-advantage share per step, |control - real| (largest over steps and replicates) <= threshold"
+    gap = step_gap(real, controls)
+    if gap is None:
         return premise(name, "not recorded", tolerance, False)
-    gap = max(abs(float(c) - float(real)) for c in controls)
     return premise(name, gap, tolerance, gap <= tolerance)
 
 
@@ -101,7 +123,7 @@ def c0_rules_text() -> str:
         f"replicates' mean end, paired over the items, at p < {C0_ALPHA}, and below every replicate's end.",
         f"C0(b)'s premises (a failed one makes it not testable here): the base meets notebook 00's preconditions; "
         f"at least {rule('C0', 'min_control_replicates')} control replicates; the control's share of zero-advantage "
-        f"groups (mean over the stages' steps) within {rule('C0', 'zero_advantage_tolerance')} of the real chain's; "
+        f"groups within {rule('C0', 'zero_advantage_tolerance')} of the real chain's at every step; "
         f"its distance moved within [{low}, {high}] x the real chain's; each replicate keeps at least "
         f"{rule('C0', 'own_domain_floor'):.0%} of each later domain's held-out score. Distance rule: "
         f"{rule('C0', 'distance_rule')} as the real later stages."])
@@ -168,23 +190,29 @@ def check_c0_specificity(real_minus_controls: pd.DataFrame, real_minus_mean: Map
                          zero_advantage: Mapping[str, Any], distance: Mapping[str, Any], own_domains: pd.DataFrame,
                          preconditions_hold: bool = True, domain: str = "math",
                          random_changes: list[float] | None = None, same_domain_change: float | None = None,
+                         mean_abs_advantage: Mapping[str, Any] | None = None, entropy: Mapping[str, Any] | None = None,
                          alpha: float = C0_ALPHA) -> ClaimCheck:
     """C0(b), specificity: does the real chain leave ``domain`` lower than RL of the same shape and length that
-    learns nothing (rewards permuted within each prompt's group, several control seeds)? (tested: the mechanism
+    learns nothing (each stage replays the real stage's group rewards, permuted within each group whatever the
+    completions: :func:`mdrl_lib.training.replayed_reward`; several control seeds)? (tested: the mechanism
     "learning the later domains does the damage", against neutral RL drift.)
 
     Inputs: ``real_minus_controls``, one row per control replicate (columns ``control``, ``diff`` = real end -
     that replicate's end, its paired ``ci_low``, ``ci_high``, ``p_value`` over the held-out items);
     ``real_minus_mean``: the real end minus the replicates' mean end (each item's control score averaged over
     replicates), keys ``diff``, ``ci_low``, ``ci_high``, ``p_value`` (fractional paired test);
-    ``zero_advantage``: ``{"real": share, "controls": [share per replicate]}``, each the mean over the run's
-    stages' steps of the share of zero-advantage groups (None: not recorded); ``distance``: ``{"real": norm,
+    ``zero_advantage``: ``{"real": [share per step], "controls": [[share per step] per replicate]}``, the share of
+    zero-advantage groups at each step over the run's later stages (None: not recorded); ``mean_abs_advantage``
+    (optional, reported): the same for the mean |advantage|; ``entropy`` (optional, reported): the same for the
+    policy's mean token entropy (figures: its mean over the first and the last :data:`ENTROPY_WINDOW` steps,
+    real and replicates' mean); ``distance``: ``{"real": norm,
     "controls": [norm per replicate]}``, ||theta_end - theta_after||; ``own_domains``: the replicates' held-out
     scores on the later domains (:func:`own_domains_premise`); ``random_changes`` (the random-direction
     baseline's change of ``domain`` per draw) and ``same_domain_change`` are reported, not judged.
 
     Premises (rules file ``[C0]``): the base meets notebook 00's preconditions; at least
-    ``min_control_replicates`` replicates; zero-advantage share matched within ``zero_advantage_tolerance``;
+    ``min_control_replicates`` replicates; zero-advantage share matched within ``zero_advantage_tolerance`` at
+    every step (:func:`zero_advantage_premise`);
     distance ratio within ``distance_ratio_band``; the control's own domains kept above ``own_domain_floor``.
     A failed premise makes the verdict "not testable here".
 
@@ -201,19 +229,31 @@ def check_c0_specificity(real_minus_controls: pd.DataFrame, real_minus_mean: Map
     zero_controls = list(zero_advantage.get("controls") or [])
     dist_controls = [float(d) for d in distance.get("controls") or []]
 
-    def mean_or_none(values):
-        values = [x for x in values if x is not None and not _nan(x)]
-        return statistics.fmean(values) if values and len(values) == len(zero_controls) else None
+    def run_mean(values):
+        values = None if values is None else [float(x) for x in values]
+        return statistics.fmean(values) if values and not any(_nan(x) for x in values) else None
+
+    def mean_or_none(runs):
+        means = [run_mean(r) for r in runs]
+        return statistics.fmean(means) if means and all(m is not None for m in means) else None
 
     figures: dict[str, Any] = {
         "domain": domain, "alpha": alpha, "control_replicates": replicates,
-        "zero_advantage_share_real": zero_advantage.get("real"),
+        "zero_advantage_share_real": run_mean(zero_advantage.get("real")),
         "zero_advantage_share_control": mean_or_none(zero_controls),
+        "zero_advantage_step_gap": step_gap(zero_advantage.get("real"), zero_controls),
         "distance_real": distance.get("real"),
         "distance_control": statistics.fmean(dist_controls) if dist_controls else None,
         "real_minus_control_mean": v["diff"], "real_minus_control_mean_ci_low": v["ci_low"],
         "real_minus_control_mean_ci_high": v["ci_high"], "real_minus_control_mean_p": v["p_value"],
         "same_domain_change": same_domain_change, "preconditions_hold": bool(preconditions_hold)}
+    if entropy is not None:
+        for run, values in (("real", [entropy.get("real")]), ("control", list(entropy.get("controls") or []))):
+            for end, part in (("first", slice(None, ENTROPY_WINDOW)), ("last", slice(-ENTROPY_WINDOW, None))):
+                figures[f"entropy_{run}_{end}"] = mean_or_none([None if v is None else list(v)[part] for v in values])
+    if mean_abs_advantage is not None:
+        figures["mean_abs_advantage_step_gap"] = step_gap(mean_abs_advantage.get("real"),
+                                                          list(mean_abs_advantage.get("controls") or []))
     for i, row in enumerate(real_minus_controls.itertuples()):
         figures[f"real_minus_control_{i + 1}"] = float(row.diff)
         figures[f"real_minus_control_{i + 1}_p"] = float(row.p_value)
@@ -223,7 +263,7 @@ def check_c0_specificity(real_minus_controls: pd.DataFrame, real_minus_mean: Map
     premises = [preconditions_premise(preconditions_hold), replicates_premise(replicates),
                 zero_advantage_premise(zero_advantage.get("real"), zero_controls),
                 distance_premise(distance.get("real") or 0.0, dist_controls), own_domains_premise(own_domains)]
-    measured = (f"real chain's end minus the within-group control's ({replicates} replicates): mean "
+    measured = (f"real chain's end minus the replayed-reward control's ({replicates} replicates): mean "
                 f"{_fmt(v['diff'])} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}] (p={v['p_value']:.2g}); per replicate "
                 + ", ".join(f"{_fmt(float(r.diff))} (p={float(r.p_value):.2g})" for r in real_minus_controls.itertuples()))
     if random_changes:
@@ -232,8 +272,9 @@ def check_c0_specificity(real_minus_controls: pd.DataFrame, real_minus_mean: Map
                      f"{_fmt(max(random_changes))})")
     if same_domain_change is not None:
         measured += f"; more steps of {domain} itself: {_fmt(same_domain_change)}"
-    baseline = ("RL on the same later domains for the same steps with each prompt's rewards permuted among its own "
-                "completions (same zero-advantage share and advantage sizes, nothing to learn), several control seeds")
+    baseline = ("RL on the same later domains for the same steps, each step's groups given the real run's group rewards "
+                "at that step, permuted within the group whatever the completions (the same zero-advantage groups "
+                "and advantage sizes at every step, nothing to learn), several control seeds")
     below_mean = v["diff"] < 0 and v["p_value"] < alpha
     below_each = replicates > 0 and all(float(d) < 0 for d in real_minus_controls["diff"])
     why = (f"the real chain ends {'below' if below_mean else 'not below'} the control replicates' mean at p < {alpha} "
@@ -306,13 +347,14 @@ def over_worlds_text(own_change: float, world_drops: pd.DataFrame, title: str, r
 def c0_narrative(check: ClaimCheck, specificity: ClaimCheck, controls: pd.DataFrame, split: pd.DataFrame,
                  base_score: float, order, rl_seed: int) -> str:
     """Where notebook 04's run agrees with the paper and where it does not, in words: the drop beside the
-    paper's (C0(a), ``check``), the within-group control and why it is neutral (its zero-advantage share and
-    distance beside the real chain's), what the random-direction baseline says, the other control, what the
+    paper's (C0(a), ``check``), the replayed-reward control and whether it stayed neutral (its zero-advantage share
+    step by step, its distance and its own domains beside the real chain's; its entropy when it did not), what the
+    random-direction baseline says, the other control, what the
     lost items became, two cautions (the damaged domain's own stage still climbing; the stages before it
     costing more than it won back) and both verdicts.
 
     ``specificity``: C0(b) (:func:`check_c0_specificity`); ``controls``: :func:`mdrl_lib.interference.control_table`
-    (rows ``real chain``, the ``permuted rewards (seed <s>)`` replicates, ``more of the same``; optionally a
+    (rows ``real chain``, the ``replayed rewards (seed <s>)`` replicates, ``more of the same``; optionally a
     ``random directions`` row); ``split``: :func:`mdrl_lib.interference.drop_splits`; ``base_score``: the base's
     score on the damaged domain; ``rl_seed``: the RL seed of the real chain in ``controls``."""
     from mdrl_lib.domains.base import DOMAIN_TITLES
@@ -322,7 +364,7 @@ def c0_narrative(check: ClaimCheck, specificity: ClaimCheck, controls: pd.DataFr
     title = DOMAIN_TITLES[domain]
     reference = controls.set_index("control")
     real, more = reference.loc["real chain"], reference.loc["more of the same"]
-    permuted = reference[[str(n).startswith("permuted rewards") for n in reference.index]]
+    replayed = reference[[str(n).startswith("replayed rewards") for n in reference.index]]
     paper = C0_PAPER_POINTS
     drop = paper["chain end"] - paper["after Math"]
     spread = (f"mean over {f['rl_seeds']} RL seeds {f['mean_change']:+.3f} [{f['mean_ci_low']:+.3f}, "
@@ -339,26 +381,43 @@ def c0_narrative(check: ClaimCheck, specificity: ClaimCheck, controls: pd.DataFr
     def dist(x):
         return "not measured" if x is None else f"{x:.3f}"
 
-    if len(permuted):
+    if len(replayed):
+        gap = g.get("zero_advantage_step_gap")
         lines.append(
-            f"The control that learns nothing: the same later stages, same steps and rate, with each prompt's rewards "
-            f"permuted within that prompt's own group of completions ({len(permuted)} control seeds): at every step each "
-            f"group keeps its own rewards, so whether it has zero advantage and how large its advantages are is what the "
-            f"real reward gives the same completions, but which completion is rewarded is unrelated to correctness. "
-            f"Zero-advantage share over the stages' steps: real "
+            f"The control that learns nothing: the same later stages, same steps and rate, but at each step every group "
+            f"of completions is given the real run's rewards of the same group at the same step, permuted within the "
+            f"group, whatever the control's own completions are ({len(replayed)} control seeds). Its rewards do not "
+            f"depend on what it writes, so it learns nothing about those domains, while every step has exactly the "
+            f"real run's zero-advantage groups and advantage sizes. Zero-advantage share, mean over the steps: real "
             f"{share(g.get('zero_advantage_share_real'))}, control {share(g.get('zero_advantage_share_control'))}; "
-            f"distance moved from the post-stage checkpoint: real {dist(g.get('distance_real'))}, control "
-            f"{dist(g.get('distance_control'))} (mean over replicates). {title} moved by "
-            + ", ".join(f"{c:+.3f}" for c in permuted["change"]) + f" under the {len(permuted)} control replicates; "
-            f"the real chain ended {g['real_minus_control_mean']:+.3f} [{g['real_minus_control_mean_ci_low']:+.3f}, "
-            f"{g['real_minus_control_mean_ci_high']:+.3f}] from their mean (p={g['real_minus_control_mean_p']:.2g}).")
+            f"largest gap at any one step {share(gap)}; distance moved from the post-stage checkpoint: real "
+            f"{dist(g.get('distance_real'))}, control {dist(g.get('distance_control'))} (mean over replicates). "
+            f"{title} moved by " + ", ".join(f"{c:+.3f}" for c in replayed["change"])
+            + f" under the {len(replayed)} control replicates; the real chain ended {g['real_minus_control_mean']:+.3f} "
+            f"[{g['real_minus_control_mean_ci_low']:+.3f}, {g['real_minus_control_mean_ci_high']:+.3f}] from their "
+            f"mean (p={g['real_minus_control_mean_p']:.2g}).")
         failed = specificity.failed_premises
         if failed:
-            lines.append("The control did not stay neutral on this run, so it cannot say whether the fall is specific: "
+            entropy = ""
+            if g.get("entropy_control_last") is not None and g.get("entropy_real_last") is not None:
+                entropy = (f" Here the policy's mean token entropy went from {g['entropy_control_first']:.3f} to "
+                           f"{g['entropy_control_last']:.3f} under the control (mean of its first and last "
+                           f"{ENTROPY_WINDOW} steps) against {g['entropy_real_first']:.3f} to "
+                           f"{g['entropy_real_last']:.3f} under the real stages.")
+            lines.append("The control did not stay neutral on this run, so it cannot say whether the fall is specific "
+                         "(not testable here; the rules were fixed before the run, and a control that fails them is "
+                         "reported, not retuned): "
                          + "; ".join(f"{p['name']}: {p['value']:.3g}" if isinstance(p["value"], float) else
                                      f"{p['name']}: {p['value']}" for p in failed)
-                         + ". RL that learns nothing is not inert: its policy drifts, and where that drift wrecks "
-                           "its own domains their groups agree more often and its run stops resembling real RL.")
+                         + ". RL that learns nothing is not inert. Its advantages have the real sizes but random "
+                           "signs with respect to what it wrote: on average they push nowhere, yet every step still "
+                           "moves the weights by a full Adam step (Adam scales a step to the gradient's recent size, "
+                           "not to whether it means anything), along the directions that change the sampled answers. "
+                           "A zero-mean random push on the logits of a token the model is sure of lowers that token's "
+                           "probability on average (the softmax saturates: a sure token has little to gain and much "
+                           "to lose), so the policy's entropy rises step after step, and on a tiny model that spread "
+                           "reaches the answers of the very domains the control trains on." + entropy
+                         + " The random-direction baseline and more of the same, below, remain as references.")
         else:
             lines.append("The control stayed matched: its zero-advantage share and distance are within the rules' "
                          "bounds, and it kept its own domains.")
@@ -384,6 +443,7 @@ def c0_narrative(check: ClaimCheck, specificity: ClaimCheck, controls: pd.DataFr
         earlier = [DOMAIN_TITLES[d] for d in list(order)[:list(order).index(domain)]]
         lines.append(f"{title} right after its own stage ({real['before']:.3f}) is below the base's {base_score:.3f}: "
                      f"the stages before it ({', '.join(earlier) or 'none'}) cost more than its own stage won back.")
-    lines.append(f"Verdict C0(a), the observation: {check.verdict}. {check.why}")
-    lines.append(f"Verdict C0(b), specificity: {specificity.verdict}. {specificity.why}")
+    for label, c in (("C0(a), the observation", check), ("C0(b), specificity", specificity)):
+        # a "not testable here" why already starts with the verdict
+        lines.append(f"Verdict {label}: " + (c.why if c.supported is None else f"{c.verdict}. {c.why}"))
     return "\n".join(lines)

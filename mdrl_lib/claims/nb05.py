@@ -150,7 +150,7 @@ def check_c7(drop: Mapping[str, float], damage: Mapping[str, float], recovery: M
              fractions: Sequence[float], k_range: Sequence[float], tracking: Mapping[str, Any],
              curve: Sequence[Mapping[str, float]] = (), tracking_all: Mapping[str, Any] | None = None,
              gradient_step: Mapping[str, Any] | None = None, others: Mapping[str, float] | None = None,
-             name: str | None = None) -> ClaimCheck:
+             name: str | None = None, items_half: str = "all") -> ClaimCheck:
     """C7 on one pair's rollbacks in notebook ``05_refresh_vs_rollback``, judged over the whole k curve: every
     budget of ``fractions`` (those of the grid inside the rules file's ``[C7] k_range``, fixed before the run).
 
@@ -164,7 +164,8 @@ def check_c7(drop: Mapping[str, float], damage: Mapping[str, float], recovery: M
     premise). Reported: ``curve`` (per budget: ``recovery`` and ``over_<control>``, mean differences),
     ``tracking_all`` (the same over the rule, the gradient step and magnitude), ``gradient_step`` (an equal-norm
     step down g_A: A's ``change`` over the budgets and L_A's mean ``loss_change``), ``others`` (the other
-    domains' mean change).
+    domains' mean change). ``items_half``: ``"all"`` of A's held-out items, or ``"report"`` when the pair was
+    chosen from the chain's data on the other half (:mod:`mdrl_lib.pairs`; recorded as a caveat).
 
     Rule: premises first (damage >= ``[premises] damage_min_standard_errors``; objective rank correlation >=
     ``[C7] objective_min_rank_correlation``); a failed one gives "not testable here". Otherwise supported when
@@ -180,7 +181,7 @@ def check_c7(drop: Mapping[str, float], damage: Mapping[str, float], recovery: M
                                "damage": damage["diff"], "damage_se": damage.get("se"),
                                "recovery": None if recovery is None else recovery["diff"],
                                "recovery_ci_low": None if recovery is None else recovery["ci_low"],
-                               "recovered_share": share}
+                               "recovered_share": share, "items_half": items_half}
     for control, gap in over_controls.items():
         figures[f"over_{control}"] = None if gap is None else gap["diff"]
         figures[f"over_{control}_ci_low"] = None if gap is None else gap["ci_low"]
@@ -199,6 +200,9 @@ def check_c7(drop: Mapping[str, float], damage: Mapping[str, float], recovery: M
 
     premises = [damage_premise(damage, f"{DOMAIN_TITLES.get(b, b)}'s stage"), objective_premise(tracking)]
     caveats = [f"one pair ({a},{b}), one chain order and one RL seed"]
+    if items_half == "report":
+        caveats.append(f"the pair was chosen from the chain's data on one half of {a}'s held-out items; this check is "
+                       f"judged on the other half only")
     if beaten_at or beaten_size:
         caveats.append(f"magnitude beats the rule at k = {figures['magnitude_beats_rule_at']} (equal count) and "
                        f"k = {figures['magnitude_size_beats_rule_at']} (equal size)")

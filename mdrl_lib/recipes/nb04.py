@@ -29,8 +29,8 @@ class Params(NotebookParams):
                                   "none; minutes each)", type=int, minimum=0, maximum=2**31 - 1, number_list=True)
     digit_free_control: bool = option(False, "also build the digit-free world (its own base and chain) as another "
                                              "control")
-    control_replicates: int = option(3, "replicates (control seeds) of the within-group permuted-reward control of "
-                                        "the later stages (2 stages each, about 50 CPU-s)", minimum=3, maximum=20)
+    control_replicates: int = option(3, "replicates (control seeds) of the replayed-reward control of the later "
+                                        "stages (2 stages each, about 50 CPU-s)", minimum=3, maximum=20)
     random_draws: int = option(10, "random Gaussian displacements of the real later stages' size (a second each)",
                                minimum=10, maximum=1000)
 
@@ -62,7 +62,7 @@ class ChainPlan:
 
     ``chains``: RL seed -> the chain's stage specs (all on the run's one base); ``controls``: the
     :func:`~mdrl_lib.interference.control_specs` of the first RL seed (``after``, ``real chain``, the
-    ``permuted rewards (seed <s>)`` replicates, ``more of the same``); ``random_directions``: the
+    ``replayed rewards (seed <s>)`` replicates, ``more of the same``); ``random_directions``: the
     :class:`~mdrl_lib.interference.RandomDirections` baseline from ``after`` of the real chain's size;
     ``worlds``: other run configurations (other world seeds, the digit-free world) -> their chain for the
     first RL seed, each on its own base (empty unless asked for); and the base's
@@ -187,7 +187,7 @@ def world_items(kit, params: Params) -> dict:
 def control_runs(kit, params: Params, worlds: dict | None = None) -> dict:
     """What :func:`~mdrl_lib.interference.control_table` takes: control name -> (per-item results right after
     the damaged domain's stage, at the control's end), for the run's own controls (``real chain``, the
-    ``permuted rewards (seed <s>)`` replicates, ``more of the same``) and, when ``worlds`` (:func:`world_items`)
+    ``replayed rewards (seed <s>)`` replicates, ``more of the same``) and, when ``worlds`` (:func:`world_items`)
     holds it, the digit-free world's chain (from its own stage to its chain's end)."""
     plan_ = chain_plan(kit, params)
     after = kit.item_results(plan_.controls["after"])
@@ -247,16 +247,16 @@ def c0_inputs(kit, params: Params) -> dict:
 def c0_specificity_inputs(kit, params: Params) -> dict:
     """The arguments of :func:`~mdrl_lib.claims.nb04.check_c0_specificity` (C0(b)) for notebook 04's run: the
     real chain's end against each control replicate's end and against their mean (paired over the damaged
-    domain's held-out items), the zero-advantage share (mean over the later stages' steps, from the GRPO
-    diagnostics stored with each stage; None where not recorded), the distance each moved from the post-stage
-    checkpoint, the replicates' held-out scores on the later domains, the random-direction baseline's changes
-    and the "more of the same" change."""
+    domain's held-out items), the zero-advantage share, mean |advantage| and entropy at each step over the later
+    stages (trl's figures, from the GRPO diagnostics stored with each stage; None where not recorded), the distance
+    each moved from the post-stage checkpoint, the replicates' held-out scores on the later domains, the
+    random-direction baseline's changes and the "more of the same" change."""
     import numpy as np
     import pandas as pd
 
     from mdrl_lib.claims.nb00 import base_precondition_table
-    from mdrl_lib.interference import (MORE, REAL, control_table, diagnostics_means, displacement_norm,
-                                       item_scores, random_direction_changes, replicate_names)
+    from mdrl_lib.interference import (MORE, REAL, control_table, displacement_norm, item_scores, per_step,
+                                       random_direction_changes, replicate_names)
     from mdrl_lib.stats import paired_difference
 
     plan_ = chain_plan(kit, params)
@@ -271,9 +271,11 @@ def c0_specificity_inputs(kit, params: Params) -> dict:
     real_end = item_scores(runs[REAL][1], domain)
     control_mean = np.mean([item_scores(runs[n][1], domain).to_numpy() for n in names], axis=0)
     v = paired_difference(control_mean, real_end.to_numpy(), "fractional")
-    means = diagnostics_means(diagnostics(kit, params))
-    share = {n: (None if not means.loc[n, "recorded"] else float(means.loc[n, "zero_advantage_share"]))
-             for n in [REAL, *names]}
+    table_ = diagnostics(kit, params)
+    steps = {name: per_step(table_, name) for name in ("zero_advantage_share", "mean_abs_advantage", "entropy")}
+
+    def real_and_controls(name):
+        return {"real": steps[name][REAL], "controls": [steps[name][n] for n in names]}
     after = controls["after"]
     later = [d for d in plan_.order[plan_.order.index(domain) + 1:]]
     before_scores = kit.scores_of(after).set_index("domain")["score"]
@@ -283,7 +285,8 @@ def c0_specificity_inputs(kit, params: Params) -> dict:
     random_changes = random_direction_changes(runs[REAL][0], random_direction_items(kit, params), domain)["change"]
     return {"real_minus_controls": versus, "real_minus_mean": {"diff": v.diff, "ci_low": v.ci_low,
                                                                 "ci_high": v.ci_high, "p_value": v.p_value},
-            "zero_advantage": {"real": share[REAL], "controls": [share[n] for n in names]},
+            "zero_advantage": real_and_controls("zero_advantage_share"),
+            "mean_abs_advantage": real_and_controls("mean_abs_advantage"), "entropy": real_and_controls("entropy"),
             "distance": {"real": displacement_norm(kit, after, controls[REAL]),
                          "controls": [displacement_norm(kit, after, controls[n]) for n in names]},
             "own_domains": own, "preconditions_hold": bool(base_precondition_table(kit)["holds"].all()),
@@ -292,15 +295,28 @@ def c0_specificity_inputs(kit, params: Params) -> dict:
 
 
 def neutrality_table(inputs: dict) -> "pd.DataFrame":
-    """Whether the within-group control moves like RL, per run (``real chain`` and each replicate), from
-    :func:`c0_specificity_inputs`: mean share of zero-advantage groups over the later stages' steps (NaN: not
-    recorded), the distance moved from the post-stage checkpoint, and that distance over the real chain's."""
+    """Whether the replayed control moves like RL, per run (``real chain`` and each replicate), from
+    :func:`c0_specificity_inputs`: mean share of zero-advantage groups over the later stages' steps, the largest
+    |run - real| of that share at any one step (C0(b)'s premise; NaN: not recorded), the same for the mean
+    |advantage|, the distance moved from the post-stage checkpoint, and that distance over the real chain's."""
     import pandas as pd
+
+    from mdrl_lib.claims.nb04 import step_gap
+
+    def mean(values):
+        return float("nan") if values is None else sum(values) / len(values)
+
+    def gap(name, values):
+        found = step_gap(inputs[name]["real"], [values])
+        return float("nan") if found is None else found
 
     names = ["real chain", *inputs["real_minus_controls"]["control"]]
     shares = [inputs["zero_advantage"]["real"], *inputs["zero_advantage"]["controls"]]
+    sizes = [inputs["mean_abs_advantage"]["real"], *inputs["mean_abs_advantage"]["controls"]]
     distances = [inputs["distance"]["real"], *inputs["distance"]["controls"]]
-    table = pd.DataFrame({"zero-advantage share": [float("nan") if s is None else s for s in shares],
+    table = pd.DataFrame({"zero-advantage share": [mean(s) for s in shares],
+                          "largest step gap in zero-advantage share": [gap("zero_advantage", s) for s in shares],
+                          "largest step gap in mean |advantage|": [gap("mean_abs_advantage", s) for s in sizes],
                           "distance moved": distances}, index=names)
     table["distance / real"] = table["distance moved"] / inputs["distance"]["real"]
     return table
@@ -319,3 +335,11 @@ def used_and_planned(kit, params: Params) -> tuple[set[str], set[str]]:
             planned.add(kit.key(spec))
             todo += list(spec.inputs())
     return set(kit.requested_keys()), planned
+
+
+def pair_choice(kit, params: Params):
+    """Which later stage lowers the damaged domain most (:func:`mdrl_lib.pairs.chain_choice` on the first RL seed's
+    chain): the pair that notebooks 02, 03 and 05 study by default (they read RL seed 0's chain)."""
+    from mdrl_lib.pairs import chain_choice
+
+    return chain_choice(kit, kit.config.order, params.damaged_domain, params.seeds[0])

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from mdrl_lib.config import ConfigError
 from mdrl_lib.domains.base import DOMAIN_NAMES
-from mdrl_lib.recipes.params import NotebookParams, option
+from mdrl_lib.recipes.params import NotebookParams, option, pair_choice_text  # noqa: F401 (the notebook reads it here)
 from mdrl_lib.recipes import params as common
 from mdrl_lib.specs import Base, ObjectiveBatch, Refresh, Scores, Spec, Stage
 
@@ -40,10 +40,13 @@ class Params(NotebookParams):
                                               "always added", minimum=1, maximum=10**6, number_list=True)
     constant_refresh: bool = option(True, "also refresh at a constant rate at the largest of refresh_budgets (beside "
                                           "the decaying one)")
-    rollback_pair: str = option("math,qa", "A,B: coordinates of the chain-end model go back to their value before "
-                                           "B's stage", choices=PAIRS)
-    second_rollback_pair: str = option("math,cw", "a second pair, with the first-order rule and its controls (empty: "
-                                                  "none)", choices=("",) + PAIRS)
+    rollback_pair: str = option("math,auto", "A,B: coordinates of the chain-end model go back to their value before "
+                                             "B's stage. \"A,auto\": B is the later stage that lowers A most on the "
+                                             "selection half of A's held-out items (C7 is then judged on the other "
+                                             "half)", choices=common.chosen_pairs() + PAIRS)
+    second_rollback_pair: str = option("math,qa", "a second pair, with the first-order rule and its controls (empty: "
+                                                  "none; the same as the first: none); the paper's pair is math,qa",
+                                       choices=("",) + common.chosen_pairs() + PAIRS)
     rollback_fractions: str = option("0.001,0.003,0.01,0.03,0.1", "rollback budgets k, as fractions of all "
                                                                   "parameters", above=0.0, maximum=1.0,
                                      number_list=True)
@@ -71,7 +74,12 @@ class Params(NotebookParams):
         if not any(math.isclose(self.c7_fraction, f) for f in self.fractions):
             raise ConfigError(f"c7_fraction: {self.c7_fraction} is not one of rollback_fractions "
                               f"({self.rollback_fractions}); choose one of them")
-        for a, b in self.pairs:
+        for a, b in self.given_pairs:
+            if b == "auto":  # B is chosen from the chain; A must be one that a later stage can damage
+                if a not in order[:-1]:
+                    raise ConfigError(f"rollback pair {a},auto: A = {a!r} must be trained before the last stage of the "
+                                      f"order {','.join(order)}; valid: {', '.join(order[:-1])}")
+                continue
             for name, value in (("A", a), ("B", b)):
                 if value not in order:
                     raise ConfigError(f"rollback pair {a},{b}: {name} = {value!r} is not in the order {','.join(order)}")
@@ -93,12 +101,23 @@ class Params(NotebookParams):
         return tuple(sorted({float(f) for f in self.rollback_fractions.split(",")}))
 
     @property
-    def pairs(self) -> tuple[tuple[str, str], ...]:
-        """The rollback pairs (A, B): the main one, then the second unless empty or the same."""
+    def given_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The rollback pairs as given (B may read ``auto``): the main one, then the second unless empty or the same."""
         pairs = [tuple(self.rollback_pair.split(","))]
         if self.second_rollback_pair and self.second_rollback_pair != self.rollback_pair:
             pairs.append(tuple(self.second_rollback_pair.split(",")))
         return tuple(pairs)  # type: ignore[return-value]
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """The rollback pairs (A, B), settled: the main one, then the second unless empty or the same. A pair still
+        reading ``"A,auto"`` must first be settled by :func:`settle`."""
+        for a, b in self.given_pairs:
+            if b == "auto":
+                raise ConfigError(f"rollback pair {a},auto: settle it first with recipe.settle(kit, params), which "
+                                  f"chooses B from the run's chain")
+        out = list(dict.fromkeys(self.given_pairs))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -135,6 +154,7 @@ class RecoveryPlan:
     subspace: Spec
     objective_along: dict
     refresh_objective: Spec
+    chosen: tuple[str, ...] = ()
 
     @property
     def chain_end(self) -> Stage:
@@ -157,8 +177,24 @@ class RecoveryPlan:
         return list(dict.fromkeys(out))
 
 
-def recovery_plan(kit, params: Params) -> RecoveryPlan:
-    """Notebook 05's artifacts for ``params`` (the chain's order is the run's). Specs only: nothing is built."""
+PAIR_FIELDS = ("rollback_pair", "second_rollback_pair")
+
+
+def settle(kit, params: Params, *, build: bool = True) -> tuple[Params | None, tuple[str, ...]]:
+    """(``params`` with every rollback pair of ``"A,auto"`` replaced by the pair the run's chain shows doing the
+    damage, the pairs ``"A,B"`` so chosen): :func:`~mdrl_lib.recipes.params.resolve_pairs`. A chosen pair's C7 is
+    judged on the report half of A's held-out items (:func:`c7_inputs`). ``build=False``: ``(None, ())`` while
+    the chain is not scored yet."""
+    chosen_fields = [name for name in PAIR_FIELDS if getattr(params, name).endswith(",auto")]
+    resolved = common.resolve_pairs(kit, params, PAIR_FIELDS, build=build)
+    if resolved is None:
+        return None, ()
+    return resolved, tuple(dict.fromkeys(getattr(resolved, name) for name in chosen_fields))
+
+
+def recovery_plan(kit, params: Params, chosen: tuple[str, ...] = ()) -> RecoveryPlan:
+    """Notebook 05's artifacts for settled ``params`` (the chain's order is the run's; ``chosen``: the pairs chosen
+    from the chain's data, :func:`settle`). Specs only: nothing is built."""
     from mdrl_lib.recovery import (GRADIENT_RULES, ConflictBasis, ObjectiveAlong, RollbackChanges, RollbackScores,
                                    equal_cost_steps, rollback_cost)
 
@@ -216,14 +252,16 @@ def recovery_plan(kit, params: Params) -> RecoveryPlan:
                         objective=objective, pairs=params.pairs, rollbacks=rollbacks, fractions=params.fractions,
                         changes={key: RollbackChanges(spec, end) for key, spec in rollbacks.items()},
                         subspace=subspace, objective_along=along,
-                        refresh_objective=ObjectiveAlong(objective, models=(post_a, end, *linear)))
+                        refresh_objective=ObjectiveAlong(objective, models=(post_a, end, *linear)),
+                        chosen=tuple(chosen))
 
 
 def plan(kit, params: Params) -> list:
-    """Every spec notebook 05 asks for: the chain's stages, each refresh budget and schedule, the controls from
-    theta_A*, the equal-cost refresh, their scores, A's objective batch, the rollback sweeps with their paired
-    changes, and the conflict subspace the refresh's distances are measured on."""
-    return recovery_plan(kit, params).specs()
+    """Every spec notebook 05 asks for: what the choice of an ``"A,auto"`` pair reads, the chain's stages, each
+    refresh budget and schedule, the controls from theta_A*, the equal-cost refresh, their scores, A's objective
+    batch, the rollback sweeps with their paired changes, and the conflict subspace the refresh's distances are
+    measured on; a :class:`~mdrl_lib.plan.Pending` part until the chain is scored."""
+    return common.pair_plan(kit, params, PAIR_FIELDS, lambda resolved: recovery_plan(kit, resolved).specs())
 
 
 # ------------------------------------------------------------------- the notebook's tables and claim inputs
@@ -395,12 +433,17 @@ def paper_table(kit, plan: RecoveryPlan):
     return results_table(rows, DOMAIN_NAMES).rename(columns=DOMAIN_TITLES)
 
 
-def damage(kit, before, after, domain: str) -> dict:
+def damage(kit, before, after, domain: str, half: str | None = None) -> dict:
     """``domain``'s paired change from the model ``before`` to the model ``after`` in standard errors (``diff``,
-    ``se``, ``z``, ``n``: :func:`~mdrl_lib.recovery.paired_standard_errors`): the damage premise's figure."""
+    ``se``, ``z``, ``n``: :func:`~mdrl_lib.recovery.paired_standard_errors`): the damage premise's figure; on one
+    ``half`` of the items (:func:`mdrl_lib.pairs.split_items`) when given."""
+    from mdrl_lib.pairs import split_items
     from mdrl_lib.recovery import paired_standard_errors
 
-    return paired_standard_errors(items(kit, before), items(kit, after), domain)
+    def held(table):
+        return split_items(table, half) if half else table
+
+    return paired_standard_errors(held(items(kit, before)), held(items(kit, after)), domain)
 
 
 def refresh_tracking(kit, plan: RecoveryPlan):
@@ -516,13 +559,22 @@ def c7_inputs(kit, plan: RecoveryPlan, pair: tuple[str, str]) -> dict:
     from mdrl_lib.claims.rules import rule as read_rule
     from mdrl_lib.recovery import curve_difference, in_range, paired_changes
 
+    from mdrl_lib.pairs import split_items
+
     a, b = pair
     key = f"{a},{b}"
     k_range = read_rule("C7", "k_range")
     level = 1 - read_rule("C7", "alpha")
     ks = in_range(plan.fractions, k_range)
-    end = items(kit, plan.chain_end)
-    sweeps = {name: kit.open(plan.rollbacks[(key, name)]) for name in ("first_order", "gradient_step", *C7_CONTROLS)}
+    # a pair chosen from the chain's data is judged on the half of A's items that played no part in the choice
+    half = "report" if key in plan.chosen else None
+
+    def held(table):
+        return split_items(table, half) if half else table
+
+    end = held(items(kit, plan.chain_end))
+    sweeps = {name: held(kit.open(plan.rollbacks[(key, name)]))
+              for name in ("first_order", "gradient_step", *C7_CONTROLS)}
     rolled = sweeps["first_order"]
 
     def over_k(first, second) -> dict:
@@ -539,8 +591,9 @@ def c7_inputs(kit, plan: RecoveryPlan, pair: tuple[str, str]) -> dict:
     step = in_k[in_k["rule"] == "gradient_step"]
     changes = kit.open(plan.changes[(key, "first_order")])
     changes = changes[[any(math.isclose(f, k) for k in ks) for f in changes["fraction"]]]
-    drop = paired_changes(items(kit, plan.before(b)), end)
-    return {"drop": change_row(drop, a), "damage": damage(kit, plan.before(b), plan.stage_of(b), a),
+    drop = paired_changes(held(items(kit, plan.before(b))), end)
+    return {"drop": change_row(drop, a), "damage": damage(kit, plan.before(b), plan.stage_of(b), a, half=half),
+            "items_half": half or "all",
             "recovery": over_k(rolled, end),
             "over_controls": {c: over_k(rolled, sweeps[c]) for c in C7_CONTROLS},
             "pair": (a, b), "rule": "first_order", "fractions": tuple(ks), "k_range": tuple(k_range), "curve": curve,
