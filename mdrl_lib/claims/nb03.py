@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from mdrl_lib.claims.record import ClaimCheck, premises_text
+from mdrl_lib.claims.record import ClaimCheck, premises_table, premises_text  # noqa: F401 (premises_table: the notebook reads it here)
 from mdrl_lib.claims.rules import rule
 
 # ------------------------------------------------------------------------------------------- C5
@@ -198,14 +198,6 @@ def check_c6_theory(distance_s: Sequence[float], mu: float, alpha: float, *, nam
 
 
 # ------------------------------------------------------------------------------------ narration
-
-
-def premises_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
-    """One row per premise of each check (columns ``check``, ``premise``, ``value``, ``threshold``, ``holds``), the
-    table notebook 03 shows before each verdict."""
-    rows = [{"check": f"{c.claim} {c.name}", "premise": p["name"], "value": p["value"], "threshold": p["threshold"],
-             "holds": p["holds"]} for c in checks for p in c.premises]
-    return pd.DataFrame(rows, columns=["check", "premise", "value", "threshold", "holds"])
 
 
 def taylor_text(far: pd.DataFrame, local: pd.DataFrame, far_along: pd.DataFrame, displacement: float,

@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mdrl_lib.claims._format import _interval, _share
-from mdrl_lib.claims.record import ClaimCheck, premise
+from mdrl_lib.claims.record import ClaimCheck, premise, premises_table  # noqa: F401 (premises_table: the notebook reads it here)
 from mdrl_lib.claims.rules import rule
 
 if TYPE_CHECKING:
@@ -402,17 +402,3 @@ def agreement_text(c6: ClaimCheck, c7: Sequence[ClaimCheck], distance: pd.DataFr
                                           "compare the sign of the two changes.")))
         lines.append("  " + magnitude_text(check))
     return "\n".join(lines)
-
-
-def premises_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
-    """One row per premise of each check (``claim``, ``check``, ``premise``, ``value``, ``threshold``, ``holds``),
-    shown before the verdicts so a reader sees what each one rests on; a check without premises gets one row
-    saying so."""
-    import pandas as pd
-
-    rows = []
-    for check in checks:
-        for p in check.premises or [{"name": "(none measured)", "value": None, "threshold": None, "holds": None}]:
-            rows.append({"claim": check.claim, "check": check.name, "premise": p["name"], "value": p["value"],
-                         "threshold": p["threshold"], "holds": p["holds"]})
-    return pd.DataFrame(rows, columns=["claim", "check", "premise", "value", "threshold", "holds"])

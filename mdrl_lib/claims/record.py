@@ -215,6 +215,18 @@ def checks_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
                          for c in checks])
 
 
+def premises_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
+    """One row per premise of each check (``claim``, ``check``, ``premise``, ``value``, ``threshold``, ``holds``),
+    shown before the verdicts so that a reader sees what each one rests on; a check without premises gets one
+    row saying so. Introduced in notebook ``03_perturbation_theory``."""
+    rows = []
+    for check in checks:
+        for p in check.premises or [{"name": "(none measured)", "value": None, "threshold": None, "holds": None}]:
+            rows.append({"claim": check.claim, "check": check.name, "premise": p["name"], "value": p["value"],
+                         "threshold": p["threshold"], "holds": p["holds"]})
+    return pd.DataFrame(rows, columns=["claim", "check", "premise", "value", "threshold", "holds"])
+
+
 def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
     """How many checks of a :func:`ledger` or :func:`checks_table` got each verdict, every kind of
     :data:`VERDICTS` listed (0 where none), then ``not measured`` when the ledger has such rows."""
