@@ -119,6 +119,8 @@ JUSTIFIED = {
     ("claims/nb04.py", "PAPER_ORDER"): 4,  # the chain order of the paper's reported figures
     ("claims/nb04.py", "paper_points"): 1,  # the paper reports those figures for Math only
     ("claims/nb00.py", "base_preconditions"): 2,  # the base must know Math's arithmetic, the premise of C0
+    ("interference.py", "RandomDirections"): 1,  # a spec field's default: the damaged domain, as control_specs' default
+    ("recipes/nb02.py", "AFTER"): 1,  # C3 again at the Math expert: A of the paper's pair and of "math,auto"
 }
 
 
