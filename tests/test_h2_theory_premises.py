@@ -233,3 +233,13 @@ def test_random_subspaces_at_the_last_rank_only_match_the_full_computation():
         for column in ("random_mean", "random_max", "random_min"):
             assert cheap[name][column].iloc[-1] == pytest.approx(full[name][column].iloc[-1])
             assert cheap[name][column].iloc[:-1].isna().all()
+
+
+def test_tracking_text_says_when_the_score_does_not_move():
+    from mdrl_lib.claims.nb03 import tracking_text
+
+    moving = {"rank_correlation": -0.9, "p_value": 0.001, "sign_agreement": 0.8, "k": 11, "segments": 9}
+    still = {"rank_correlation": float("nan"), "p_value": 1.0, "sign_agreement": float("nan"), "k": 4, "segments": 0}
+    text = tracking_text({"default rate": moving, "local": still}, "Math")
+    assert "default rate: L_A tracks Math's held-out score over 11 checkpoints" in text
+    assert "local: Math's held-out score does not move over the 4 checkpoints" in text and "nan" not in text

@@ -233,6 +233,10 @@ def tracking_text(tracking: Mapping[str, Mapping], a_title: str) -> str:
     lines = []
     for name, t in tracking.items():
         rho, p, agree = t["rank_correlation"], t["p_value"], t["sign_agreement"]
+        if not t["segments"] or not math.isfinite(rho):  # A's score did not move: there is nothing to track
+            lines.append(f"{name}: {a_title}'s held-out score does not move over the {t['k']} checkpoints (no segment "
+                         f"changes it), so whether L_A tracks it cannot be measured here.")
+            continue
         verdict = ("tracks" if (p <= rule("premises", "theory_objective_alpha") and
                                 agree > rule("premises", "theory_objective_sign_agreement")) else "does not track")
         lines.append(f"{name}: L_A {verdict} {a_title}'s held-out score over {t['k']} checkpoints (Spearman rho "
