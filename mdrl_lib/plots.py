@@ -585,3 +585,69 @@ def plot_grpo_diagnostics(diagnostics: pd.DataFrame, title: str):
     fig.suptitle(title + (f" (not recorded: {', '.join(missing)})" if missing else ""))
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------ notebook 05's recovery methods side by side
+
+FAMILY_MARKERS = {"refresh": "o", "rollback": "s", "merge": "D", "alternating": "^", "expert": "*"}
+
+
+def plot_recovery_front(table: pd.DataFrame, damaged: str, *, title: str | None = None,
+                        ax: plt.Axes | None = None) -> plt.Axes:
+    """Recovery methods side by side: the damaged domain's score change against the mean change of the other
+    domains, both against the chain's end, paired over items on the report half (a
+    :func:`mdrl_lib.comparison.recovery_comparison` table: columns method, family, cost, damaged_change,
+    others_mean, and on_front when present, else :func:`mdrl_lib.comparison.pareto_front` is taken). Each point is
+    labelled with its method and cost; marker area grows with the cost in sequence passes (hollow: no cost
+    applies); colour and marker by family (legend); the Pareto front is a dashed line through its points, ringed;
+    the chain's end is the origin. Introduced for notebook ``05_refresh_vs_rollback`` (recovery methods side by
+    side)."""
+    import numpy as np
+
+    from mdrl_lib.comparison import FAMILIES, pareto_front
+
+    use_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 5.5))
+    name = DOMAIN_TITLES.get(damaged, damaged)
+    others = [DOMAIN_TITLES.get(d, d) for d in table.attrs.get("domains", []) if d != damaged]
+    costs = table["cost"].astype(float)
+    top = costs.max() if costs.notna().any() and costs.max() > 0 else 1.0
+    sizes = 40 + 360 * np.sqrt(costs.fillna(0).clip(lower=0) / top)
+    palette = dict(zip(FAMILIES, sns.color_palette("colorblind", len(FAMILIES))))
+    for family in dict.fromkeys(table["family"]):
+        part = table["family"] == family
+        filled = part & costs.notna()
+        hollow = part & costs.isna()
+        color = palette.get(family, "grey")
+        marker = FAMILY_MARKERS.get(family, "o")
+        if filled.any():
+            ax.scatter(table.loc[filled, "others_mean"], table.loc[filled, "damaged_change"], s=sizes[filled],
+                       color=color, marker=marker, alpha=0.8, label=family, zorder=3)
+        if hollow.any():
+            ax.scatter(table.loc[hollow, "others_mean"], table.loc[hollow, "damaged_change"], s=sizes[hollow],
+                       facecolors="none", edgecolors=color, marker=marker, linewidths=1.5,
+                       label=family if not filled.any() else None, zorder=3)
+    front = table[table["on_front"].astype(bool)] if "on_front" in table.columns else pareto_front(table)
+    front = front.sort_values("others_mean")
+    ax.plot(front["others_mean"], front["damaged_change"], ls="--", color="black", lw=1, zorder=2,
+            label="Pareto front (change, change, cost)")
+    ax.scatter(front["others_mean"], front["damaged_change"], s=sizes[front.index] + 120, facecolors="none",
+               edgecolors="black", linewidths=0.8, zorder=2)
+    for i, row in table.iterrows():
+        cost = "no cost: a reference" if pd.isna(row["cost"]) else f"{row['cost']:,.0f} passes"
+        ax.annotate(f"{row['method']}\n({cost})", (row["others_mean"], row["damaged_change"]), fontsize=7,
+                    xytext=(5, 4), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.annotate("chain end", (0, 0), fontsize=7, color="grey", xytext=(-4, -10), textcoords="offset points",
+                ha="right")
+    mean_of = f"the other {len(others)} ({', '.join(others)})" if others else "the other domains"
+    ax.set(xlabel=f"mean score change of {mean_of} vs the chain's end\n(paired over items, report half)",
+           ylabel=f"{name} score change vs the chain's end\n(paired over items, report half)",
+           title=title or f"Recovery methods: {name} against the other domains\n(marker area: cost in sequence passes)")
+    legend = ax.legend(title="family (hollow: no cost applies)", fontsize=8, loc="best")
+    for handle in legend.legend_handles:
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([50])  # the legend names families; marker area is for cost in the plot only
+    return ax
