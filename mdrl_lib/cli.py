@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     params_p = sub.add_parser("params", help="list a notebook's parameters with types and help")
     params_p.add_argument("notebook", help="a notebook name or two-digit prefix, e.g. 00")
     sub.add_parser("list", help="list the notebooks in order")
-    report_p = sub.add_parser("report", help="print the claims ledger of a run directory (C1-C7)")
+    report_p = sub.add_parser("report", help="print the claims ledger of a run directory (C0-C7, and the kit's own K1)")
     report_p.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/toy")
     return parser
 

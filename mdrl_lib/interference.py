@@ -5,9 +5,9 @@ say what the verifier read in each completion; :func:`error_category` sorts an i
 kinds of answer, :func:`breakdown` counts them, and :func:`drop_breakdown` says, for the items a domain
 lost between two checkpoints, what they became: answers in the wrong convention or wrong content.
 :func:`control_specs` builds the artifacts that separate the cheap explanations of a drop from the
-paper's (more of the same domain; RL on the later domains with the real stages' group rewards replayed,
-permuted within each group whatever the completions, several control seeds; a random Gaussian displacement
-of the real chain's size, :class:`RandomDirections`).
+paper's (more of the same domain, optional; RL on the later domains with the real stages' group rewards
+replayed, permuted within each group whatever the completions, several control seeds; a random Gaussian
+displacement of the real chain's size, :class:`RandomDirections`).
 GRPO's per-step diagnostics of a run (:func:`run_diagnostics`) and the distance it moved
 (:func:`displacement_norm`) show whether a control moves like RL.
 
@@ -107,7 +107,8 @@ def replicate_name(seed: int) -> str:
     return f"{REPLAYED} (seed {seed})"
 
 
-def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, replicates: int = 3) -> dict[str, object]:
+def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, replicates: int = 3, *,
+                  more_of_the_same: bool = True) -> dict[str, object]:
     """The artifacts that separate the explanations of ``domain``'s drop along the chain ``order``.
 
     All start from the checkpoint right after ``domain``'s stage and take the same number of RL steps
@@ -121,7 +122,8 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, repli
       permutation of the real run's group ``g`` rewards at step ``t``, whatever the control's completions. Every
       step has exactly the real run's zero-advantage groups and advantage sizes by construction, and since the
       rewards do not depend on the completions the updates learn nothing about those domains;
-    - ``more of the same``: the same number of steps continuing ``domain`` itself.
+    - ``more of the same`` (only with ``more_of_the_same``): the same number of steps continuing ``domain``
+      itself (notebook 04 leaves it out by default, to keep the toy pipeline's budget).
 
     Returns {name: spec of the final checkpoint}, plus ``after`` (the checkpoint right after the stage).
     """
@@ -146,8 +148,9 @@ def control_specs(kit, order=None, domain: str = "math", rl_seed: int = 0, repli
         for spec in later:
             control = Stage(control, spec.domain, steps=spec.steps, rl_seed=seed, reward="replayed", replay=spec)
         out[replicate_name(seed)] = control
-    steps = sum(spec.resolved_steps(kit) for spec in later)
-    out[MORE] = Stage(after, domain, rl_seed=rl_seed, steps=steps)
+    if more_of_the_same:
+        steps = sum(spec.resolved_steps(kit) for spec in later)
+        out[MORE] = Stage(after, domain, rl_seed=rl_seed, steps=steps)
     return out
 
 

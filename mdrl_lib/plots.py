@@ -598,7 +598,8 @@ def plot_recovery_front(table: pd.DataFrame, damaged: str, *, title: str | None 
     domains, both against the chain's end, paired over items on the report half (a
     :func:`mdrl_lib.comparison.recovery_comparison` table: columns method, family, cost, damaged_change,
     others_mean, and on_front when present, else :func:`mdrl_lib.comparison.pareto_front` is taken). Each point is
-    labelled with its method and cost; marker area grows with the cost in sequence passes (hollow: no cost
+    labelled: a point on the front or a reference (no cost) with its method and cost, any other with a number named
+    in a key beside the axes (method and cost); marker area grows with the cost in sequence passes (hollow: no cost
     applies); colour and marker by family (legend); the Pareto front is a dashed line through its points, ringed;
     the chain's end is the origin. Introduced for notebook ``05_refresh_vs_rollback`` (recovery methods side by
     side)."""
@@ -608,7 +609,7 @@ def plot_recovery_front(table: pd.DataFrame, damaged: str, *, title: str | None 
 
     use_style()
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 5.5))
+        _, ax = plt.subplots(figsize=(11, 5.5), layout="constrained")
     name = DOMAIN_TITLES.get(damaged, damaged)
     others = [DOMAIN_TITLES.get(d, d) for d in table.attrs.get("domains", []) if d != damaged]
     costs = table["cost"].astype(float)
@@ -634,10 +635,19 @@ def plot_recovery_front(table: pd.DataFrame, damaged: str, *, title: str | None 
             label="Pareto front (change, change, cost)")
     ax.scatter(front["others_mean"], front["damaged_change"], s=sizes[front.index] + 120, facecolors="none",
                edgecolors="black", linewidths=0.8, zorder=2)
+    on_front = set(front["method"])
+    key = []  # points off the front carry a number, named in a key beside the axes, so that labels do not pile up
     for i, row in table.iterrows():
         cost = "no cost: a reference" if pd.isna(row["cost"]) else f"{row['cost']:,.0f} passes"
-        ax.annotate(f"{row['method']}\n({cost})", (row["others_mean"], row["damaged_change"]), fontsize=7,
-                    xytext=(5, 4), textcoords="offset points")
+        if row["method"] in on_front or pd.isna(row["cost"]):
+            text = f"{row['method']}\n({cost})"
+        else:
+            key.append(f"{len(key) + 1}: {row['method']} ({cost})")
+            text = str(len(key))
+        ax.annotate(text, (row["others_mean"], row["damaged_change"]), fontsize=7, xytext=(5, 4),
+                    textcoords="offset points")
+    if key:
+        ax.text(1.02, 1.0, "off the front:\n" + "\n".join(key), transform=ax.transAxes, fontsize=7, va="top")
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
     ax.annotate("chain end", (0, 0), fontsize=7, color="grey", xytext=(-4, -10), textcoords="offset points",

@@ -32,7 +32,7 @@ def stored(run_dir: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--only", nargs="+", default=["00", "01", "02", "03", "04", "05"])
+    parser.add_argument("--only", nargs="+", default=["00", "01", "02", "03", "04", "05", "06"])
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args(argv)
     flags = [part for name, value in args.parameter for part in ("-p", name, value)]

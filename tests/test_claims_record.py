@@ -95,12 +95,12 @@ def test_the_ledger_gathers_recorded_checks_in_claim_order_and_names_the_missing
     record_check(tmp_path, check("C1", "paper-regime", True), notebook="01_sparse_edits")
     record_check(tmp_path, check("C1", "default-regime", None))
     table = ledger(tmp_path)
-    assert list(table["claim"]) == ["C0", "C1", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+    assert list(table["claim"]) == ["C0", "C1", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "K1"]
     assert list(table["verdict"][1:3]) == ["not testable here", "supported"]  # checks of one claim by name
     assert set(table[table["claim"].isin(["C2", "C3", "C5"])]["verdict"]) == {"not measured"}
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "C4 shared-routes: NOT SUPPORTED  (02_shared_routes)" in out and "6 not measured" in out
+    assert "C4 shared-routes: NOT SUPPORTED  (02_shared_routes)" in out and "7 not measured" in out
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no run directory" in capsys.readouterr().err
 

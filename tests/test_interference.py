@@ -82,6 +82,8 @@ def test_control_specs_take_the_later_stages_step_budget_from_the_same_checkpoin
     assert isinstance(same, Stage) and same.domain == "math" and same.steps == 100 and same.parent == chain[1]
     assert len({kit.key(s) for s in specs.values()}) == 6
     assert len(control_specs(kit, "code,math,qa,cw", "math", replicates=5)) == 2 + 5 + 1
+    without = control_specs(kit, "code,math,qa,cw", "math", rl_seed=2, more_of_the_same=False)
+    assert list(without) == ["after", "real chain", *names] and all(without[n] == specs[n] for n in without)
     with pytest.raises(ValueError, match="last stage"):
         control_specs(kit, "code,math,qa,cw", "cw")
     with pytest.raises(ValueError, match="not in the chain"):
@@ -206,26 +208,30 @@ def test_planned_specs_list_every_chain_and_control_once_with_parents_first(tmp_
     assert specs == own_world(kit, order="code,math,qa,cw", rl_seeds="0,1,2", damaged_domain="math")
     assert own_world(kit) == own_world(kit, rl_seeds="0")  # one RL seed by default
     keys = [kit.key(s) for s in specs]  # computable without building anything
-    assert len(set(keys)) == len(keys) == 39 and not list((tmp_path / "store").glob("stage-*"))
+    assert len(set(keys)) == len(keys) == 37 and not list((tmp_path / "store").glob("stage-*"))
     training = [s for s in specs if isinstance(s, Stage)]
     scores = [s for s in specs if isinstance(s, Scores)]
     # the base first; last the precondition check's signal and the random-direction baseline
     assert specs[0] == Base() and specs[-2] == GroupSignal(Base()) and isinstance(specs[-1], RandomDirections)
     assert specs[-1].draws == 10 and specs[-1].start == kit.chain_specs(None, 0)[1]
-    # 3 x 4 chain stages + 3 replicates x 2 replayed stages + 1 more-of-the-same stage
-    assert len(training) == 19 and len(scores) == 17 and specs[1:20] == training
+    # 3 x 4 chain stages + 3 replicates x 2 replayed stages (no more-of-the-same stage unless asked for)
+    assert len(training) == 18 and len(scores) == 16 and specs[1:19] == training
     position = {kit.key(s): i for i, s in enumerate(specs)}
     for spec in specs:
         assert all(position[kit.key(parent)] < position[kit.key(spec)] for parent in spec.inputs())
     for seed in (0, 1, 2):
         for stage in kit.chain_specs(None, seed):
             assert stage in training and Scores(stage) in scores
-    controls = control_specs(kit, None, "math", rl_seed=0)
+    controls = control_specs(kit, None, "math", rl_seed=0, more_of_the_same=False)
     assert all(Scores(spec) in scores for spec in controls.values())
+    more = control_specs(kit, None, "math", rl_seed=0)["more of the same"]
+    assert more not in training and Scores(more) not in scores
+    asked = own_world(kit, rl_seeds="0,1,2", more_of_the_same=True)
+    assert [s for s in asked if s not in specs] == [more, Scores(more)] and len(asked) == 39
     assert sum(s.reward == "replayed" for s in training) == 6 and Scores(Base()) in scores
     assert not any(s.reward in ("shuffled", "permuted") for s in training)
     one = own_world(kit, rl_seeds="3", damaged_domain="qa", order="code,math,qa,cw")
-    assert len([s for s in one if isinstance(s, Stage)]) == 4 + 4 and len(one) == 1 + 8 + 9 + 2
+    assert len([s for s in one if isinstance(s, Stage)]) == 4 + 3 and len(one) == 1 + 7 + 8 + 2
     params = nb04.Params(run_dir=str(tmp_path), rl_seeds=3)
     assert nb04.chain_plan(kit, params).rl_seeds == (3,)
     runs = nb04.planned_runs(kit, nb04.Params(run_dir=str(tmp_path), rl_seeds="0", world_seeds="5",

@@ -14,7 +14,8 @@ def drops(changes):
                          "ci_high": [c + 0.02 for c in changes], "p_value": [0.001] * len(changes)})
 
 
-def controls(real_after=0.6, permuted_after=0.7, more_change=0.05, more_p=0.01):
+def controls(real_after=0.6, permuted_after=0.7, more_change=0.05, more_p=0.01, more=True):
+    """A control table; ``more=False`` leaves out the "more of the same" row (notebook 04's default)."""
     nan = float("nan")
     rows = [{"control": "real chain", "before": 0.8, "after": real_after, "change": real_after - 0.8, "p_value": 0.001,
              "minus_reference": nan, "minus_reference_ci_low": nan, "minus_reference_ci_high": nan,
@@ -23,13 +24,13 @@ def controls(real_after=0.6, permuted_after=0.7, more_change=0.05, more_p=0.01):
         rows.append({"control": f"replayed rewards (seed {seed})", "before": 0.8, "after": permuted_after,
                      "change": permuted_after - 0.8, "p_value": 0.01, "minus_reference": real_after - permuted_after,
                      "minus_reference_ci_low": -0.15, "minus_reference_ci_high": -0.05, "minus_reference_p": 0.002})
-    rows.append({"control": "more of the same", "before": 0.8, "after": 0.8 + more_change, "change": more_change,
+    rows += [{"control": "more of the same", "before": 0.8, "after": 0.8 + more_change, "change": more_change,
                  "p_value": more_p, "minus_reference": real_after - 0.8 - more_change, "minus_reference_ci_low": -0.3,
-                 "minus_reference_ci_high": -0.2, "minus_reference_p": 1e-5})
+                 "minus_reference_ci_high": -0.2, "minus_reference_p": 1e-5}] * more
     return pd.DataFrame(rows)
 
 
-def specificity(random_changes=(-0.004, -0.001, -0.002)):
+def specificity(random_changes=(-0.004, -0.001, -0.002), same_domain_change=0.05):
     versus = pd.DataFrame({"control": [f"replayed rewards (seed {s})" for s in (0, 1, 2)], "diff": [-0.1] * 3,
                            "ci_low": [-0.15] * 3, "ci_high": [-0.05] * 3, "p_value": [0.002] * 3})
     own = pd.DataFrame({"control": ["c"] * 2, "domain": ["qa", "cw"], "before": [0.6, 0.4], "after": [0.55, 0.4]})
@@ -37,7 +38,7 @@ def specificity(random_changes=(-0.004, -0.001, -0.002)):
                                 zero_advantage={"real": [0.7, 0.7], "controls": [[0.7, 0.72], [0.7, 0.68],
                                                                                  [0.72, 0.72]]},
                                 distance={"real": 1.5, "controls": [1.4, 1.45, 1.5]}, own_domains=own,
-                                random_changes=list(random_changes), same_domain_change=0.05,
+                                random_changes=list(random_changes), same_domain_change=same_domain_change,
                                 entropy={"real": [0.1] * 20, "controls": [[0.1] * 10 + [0.5 + 0.1 * i] * 10
                                                                           for i in range(3)]})
 
@@ -122,6 +123,31 @@ def test_the_narrative_tells_the_drop_the_controls_the_lost_items_the_cautions_a
     told = c0_narrative(one, collapsed, controls(), splits(0, 0), base_score=0.5, order=("code", "math", "qa"),
                         rl_seed=0).splitlines()
     assert told[2].startswith("The control did not stay neutral on this run") and "own domains kept: 0" in told[2]
+    assert told[2].endswith("The random-direction baseline and more of the same, below, remain as references.")
     assert "not a reason" not in told[2] and "reported, not retuned" in told[2]
     assert ("entropy went from 0.100 to 0.600 under the control (mean of its first and last 10 steps) against 0.100 "
             "to 0.100 under the real stages") in told[2]
+
+
+def test_without_more_of_the_same_the_narrative_says_it_was_not_run_and_how_to_run_it():
+    check = check_c0(drops([-0.2, -0.21, -0.19]))
+    spec = specificity(same_domain_change=None)
+    assert spec.figures["same_domain_change"] is None and "more steps of" not in spec.measured
+    args = dict(split=splits(20, 5, seeds=(0, 1)), base_score=0.9, order=("code", "math", "qa"), rl_seed=0)
+    with_row = c0_narrative(check, specificity(), controls(), **args).splitlines()
+    text = c0_narrative(check, spec, controls(more=False), **args).splitlines()
+    assert text[:4] == with_row[:4] and with_row[4] == "More Math for as many steps moved it by +0.050."
+    assert text[4] == ("More of the same (Math itself for as many steps, the reference for whether its own stage had "
+                       "converged) was not run: it is optional and off by default, to keep the toy pipeline within "
+                       "its time budget (more_of_the_same = True, or -p more_of_the_same True, restores it: one more "
+                       "stage).")
+    # the caution "its own stage had not converged" needs that reference: without it the rest is unchanged
+    assert with_row[6].startswith("Read the drop with care") and not any("Read the drop" in line for line in text)
+    assert text[5:] == with_row[5:6] + with_row[7:]
+    collapsed = specificity(same_domain_change=None)
+    object.__setattr__(collapsed, "premises", [{"name": "own domains kept", "value": 0.0, "threshold": 0.5,
+                                                "holds": False}])
+    told = c0_narrative(check_c0(drops([-0.2])), collapsed, controls(more=False), splits(0, 0), base_score=0.5,
+                        order=("code", "math", "qa"), rl_seed=0).splitlines()
+    assert told[2].endswith("The random-direction baseline, below, remains as a reference.")
+    assert "was not run" in told[4]

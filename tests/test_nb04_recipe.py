@@ -2,6 +2,8 @@
 on a kit whose per-item results are hand-made (nothing is trained)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -19,10 +21,11 @@ def math(scores: list[int]) -> pd.DataFrame:
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     """(kit, params): two RL seeds; Math all right after its stage (10 items), the chain's end 7 - seed right,
-    the three replayed-reward control replicates' ends 9, 8 and 10 right, more Math all right."""
+    the three replayed-reward control replicates' ends 9, 8 and 10 right, more Math all right (planned only with
+    ``more_of_the_same``, off in ``params``: :func:`with_more` turns it on)."""
     kit = Kit(RunConfig.from_params(run_dir=str(tmp_path), rl_steps=5))
     params = nb04.Params(run_dir=str(tmp_path), rl_seeds="0,1")
-    plan = nb04.chain_plan(kit, params)
+    plan = nb04.chain_plan(kit, with_more(params))
     tables = {kit.key(Base()): math([1] * 5 + [0] * 5)}
     for seed, chain in plan.chains.items():
         tables.update({kit.key(spec): math([1] * 5 + [0] * 5) for spec in chain})
@@ -37,6 +40,26 @@ def run(tmp_path, monkeypatch):
     monkeypatch.setattr("mdrl_lib.claims.nb00.base_precondition_table",
                         lambda kit: pd.DataFrame({"check": ["a", "b"], "holds": [True, holds["value"]]}))
     return kit, params, holds
+
+
+def with_more(params: nb04.Params) -> nb04.Params:
+    return dataclasses.replace(params, more_of_the_same=True)
+
+
+def test_more_of_the_same_is_planned_only_when_asked_for(tmp_path):
+    kit = Kit(RunConfig.from_params(run_dir=str(tmp_path), rl_steps=5))
+    params = nb04.Params(run_dir=str(tmp_path))
+    assert params.more_of_the_same is False and nb04.Params.defaults()["more_of_the_same"] is False
+    default, asked = nb04.chain_plan(kit, params), nb04.chain_plan(kit, with_more(params))
+    assert "more of the same" not in default.controls
+    assert not any(isinstance(s, Stage) and s.domain == "math" and s.parent == default.controls["after"]
+                   for s in default.training_specs())
+    more = asked.controls["more of the same"]
+    # as many steps of Math itself, from the checkpoint right after Math's stage, as the two later stages take
+    assert more.domain == "math" and more.parent == asked.controls["after"] and more.steps == 2 * 5
+    assert set(asked.training_specs()) - set(default.training_specs()) == {more}
+    assert set(asked.specs()) - set(default.specs()) == {more, Scores(more)}
+    assert nb04.Params.from_values({"more_of_the_same": True}).more_of_the_same is True
 
 
 def test_c0_inputs_hold_each_seeds_drop_and_the_bases_preconditions(run):
@@ -86,8 +109,12 @@ def test_c0_specificity_inputs_pair_the_real_end_with_each_replicate_and_their_m
     assert inputs["distance"] == {"real": 2.0, "controls": [1.8] * 3}
     own = inputs["own_domains"]
     assert len(own) == 3 * 2 and set(own["domain"]) == {"qa", "cw"} and own["after"].min() == 0.1
-    assert inputs["random_changes"] == pytest.approx([0.0, -0.1]) and inputs["same_domain_change"] == 0
+    assert inputs["random_changes"] == pytest.approx([0.0, -0.1]) and inputs["same_domain_change"] is None
     check = check_c0_specificity(**inputs)
+    assert check.figures["same_domain_change"] is None and "more steps of" not in check.measured
+    more = nb04.c0_specificity_inputs(kit, with_more(params))
+    assert more["same_domain_change"] == 0  # more Math kept it all right
+    assert check_c0_specificity(**more).measured.endswith("; more steps of math itself: +0.000")
     # CW kept 0.1 / 0.4 = 0.25 of its post-stage score: a collapse, so the check is not testable here
     assert check.verdict == "not testable here" and "own domains" in check.why
     assert check.figures["zero_advantage_share_control"] == pytest.approx((0.60 + 0.605 + 0.61) / 3)
@@ -102,13 +129,14 @@ def test_control_runs_pair_each_control_with_the_checkpoint_after_the_damaged_st
     kit, params, _ = run
     runs = nb04.control_runs(kit, params)
     assert list(runs) == ["real chain", "replayed rewards (seed 0)", "replayed rewards (seed 1)",
-                          "replayed rewards (seed 2)", "more of the same"]
+                          "replayed rewards (seed 2)"]  # no "more of the same" unless asked for
+    assert list(nb04.control_runs(kit, with_more(params)))[-1] == "more of the same"
     after = kit.item_results(kit.chain_specs(None, 0)[1])
     assert all(before is after for before, _ in runs.values())
     assert runs["real chain"][1]["score"].sum() == 7  # RL seed 0's chain, the first seed
     digit_free = {"math": math([1] * 4), "cw": math([0] * 4)}
     with_world = nb04.control_runs(kit, params, {nb04.DIGIT_FREE: digit_free, "world seed 5": digit_free})
-    assert list(with_world)[-1] == nb04.DIGIT_FREE and len(with_world) == 6
+    assert list(with_world)[-1] == nb04.DIGIT_FREE and len(with_world) == 5
     assert with_world[nb04.DIGIT_FREE][0] is digit_free["math"] and with_world[nb04.DIGIT_FREE][1] is digit_free["cw"]
     assert nb04.world_items(kit, params) == {}  # no other world unless asked for
 

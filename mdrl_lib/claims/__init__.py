@@ -1,7 +1,8 @@
 """Claim checks: each notebook ends by holding some of the paper's claims against its own run.
 
 One module per notebook holds that notebook's rules (:mod:`~mdrl_lib.claims.nb00`: the base's preconditions;
-``nb01``: C1, C2; ``nb02``: C3, C4; ``nb03``: C5, C6's theorem; ``nb04``: C0; ``nb05``: C6's refresh, C7) and
+``nb01``: C1, C2; ``nb02``: C3, C4; ``nb03``: C5, C6's theorem; ``nb04``: C0; ``nb05``: C6's refresh, C7; ``nb06``: K1, the kit's own comparison of recovery methods, not a claim
+of the paper) and
 :mod:`~mdrl_lib.claims.record` the record every check is written to and the ledger that gathers them. The
 verdict functions take measured numbers, not models, and state their rule in their docstrings: the rule is
 fixed before the run, its thresholds are read from the versioned rules file (:mod:`~mdrl_lib.claims.rules`),
@@ -20,7 +21,8 @@ from mdrl_lib.claims.nb03 import (C5_MIN_SHARE, C5_PAPER, C5_RTOL, C5_STATEMENT,
 from mdrl_lib.claims.nb04 import C0_ALPHA, C0_PAPER, C0_STATEMENT, DROP_COLUMNS, check_c0
 from mdrl_lib.claims.nb05 import (C6_COLLATERAL, C6_REFRESH_PAPER, C6_REFRESH_STATEMENT, C7_PAPER, C7_STATEMENT,
                                   check_c6_refresh, check_c7)
-from mdrl_lib.claims.record import (CLAIM_IDS, CLAIMS_DIR, TESTED, VERDICTS, ClaimCheck, checks_table, claim_path,
+from mdrl_lib.claims.nb06 import K1_PAPER, K1_STATEMENT, check_k1
+from mdrl_lib.claims.record import (CLAIM_IDS, CLAIMS_DIR, KIT_CLAIM_IDS, TESTED, VERDICTS, ClaimCheck, checks_table, claim_path,
                                     ledger, load_check, premise, premises_table, premises_text, record_check,
                                     verdict_counts)
 from mdrl_lib.claims.rules import RULES_FILE, RULES_VERSION, rule
@@ -36,5 +38,5 @@ __all__ = [
     "C5_MIN_SHARE", "C5_PAPER", "C5_RTOL", "C5_STATEMENT", "C6_PAPER", "C6_STATEMENT", "check_c5", "check_c6_theory",
     "C0_ALPHA", "C0_PAPER", "C0_STATEMENT", "DROP_COLUMNS", "check_c0",
     "C6_COLLATERAL", "C6_REFRESH_PAPER", "C6_REFRESH_STATEMENT", "C7_PAPER", "C7_STATEMENT", "check_c6_refresh",
-    "check_c7",
+    "check_c7", "K1_PAPER", "K1_STATEMENT", "check_k1", "KIT_CLAIM_IDS",
 ]

@@ -208,7 +208,8 @@ def check_c0_specificity(real_minus_controls: pd.DataFrame, real_minus_mean: Map
     real and replicates' mean); ``distance``: ``{"real": norm,
     "controls": [norm per replicate]}``, ||theta_end - theta_after||; ``own_domains``: the replicates' held-out
     scores on the later domains (:func:`own_domains_premise`); ``random_changes`` (the random-direction
-    baseline's change of ``domain`` per draw) and ``same_domain_change`` are reported, not judged.
+    baseline's change of ``domain`` per draw) and ``same_domain_change`` (``domain``'s change under as many more
+    steps of itself; None when that optional control was not run) are reported, not judged.
 
     Premises (rules file ``[C0]``): the base meets notebook 00's preconditions; at least
     ``min_control_replicates`` replicates; zero-advantage share matched within ``zero_advantage_tolerance`` at
@@ -349,21 +350,23 @@ def c0_narrative(check: ClaimCheck, specificity: ClaimCheck, controls: pd.DataFr
     """Where notebook 04's run agrees with the paper and where it does not, in words: the drop beside the
     paper's (C0(a), ``check``), the replayed-reward control and whether it stayed neutral (its zero-advantage share
     step by step, its distance and its own domains beside the real chain's; its entropy when it did not), what the
-    random-direction baseline says, the other control, what the
-    lost items became, two cautions (the damaged domain's own stage still climbing; the stages before it
-    costing more than it won back) and both verdicts.
+    random-direction baseline says, the other control (more of the same, or that it was not run and how to run
+    it), what the lost items became, two cautions (the damaged domain's own stage still climbing, judged only
+    when more of the same was run; the stages before it costing more than it won back) and both verdicts.
 
     ``specificity``: C0(b) (:func:`check_c0_specificity`); ``controls``: :func:`mdrl_lib.interference.control_table`
-    (rows ``real chain``, the ``replayed rewards (seed <s>)`` replicates, ``more of the same``; optionally a
-    ``random directions`` row); ``split``: :func:`mdrl_lib.interference.drop_splits`; ``base_score``: the base's
-    score on the damaged domain; ``rl_seed``: the RL seed of the real chain in ``controls``."""
+    (rows ``real chain``, the ``replayed rewards (seed <s>)`` replicates; optionally ``more of the same``, which
+    notebook 04 runs only with ``more_of_the_same = True``, and a ``random directions`` row); ``split``:
+    :func:`mdrl_lib.interference.drop_splits`; ``base_score``: the base's score on the damaged domain;
+    ``rl_seed``: the RL seed of the real chain in ``controls``."""
     from mdrl_lib.domains.base import DOMAIN_TITLES
 
     f, g = check.figures, specificity.figures
     domain = f["domain"]
     title = DOMAIN_TITLES[domain]
     reference = controls.set_index("control")
-    real, more = reference.loc["real chain"], reference.loc["more of the same"]
+    real = reference.loc["real chain"]
+    more = reference.loc["more of the same"] if "more of the same" in reference.index else None
     replayed = reference[[str(n).startswith("replayed rewards") for n in reference.index]]
     paper = C0_PAPER_POINTS
     drop = paper["chain end"] - paper["after Math"]
@@ -417,7 +420,8 @@ def c0_narrative(check: ClaimCheck, specificity: ClaimCheck, controls: pd.DataFr
                            "probability on average (the softmax saturates: a sure token has little to gain and much "
                            "to lose), so the policy's entropy rises step after step, and on a tiny model that spread "
                            "reaches the answers of the very domains the control trains on." + entropy
-                         + " The random-direction baseline and more of the same, below, remain as references.")
+                         + (" The random-direction baseline and more of the same, below, remain as references."
+                            if more is not None else " The random-direction baseline, below, remains as a reference."))
         else:
             lines.append("The control stayed matched: its zero-advantage share and distance are within the rules' "
                          "bounds, and it kept its own domains.")
@@ -428,14 +432,20 @@ def c0_narrative(check: ClaimCheck, specificity: ClaimCheck, controls: pd.DataFr
                      + ("distance alone, in a random direction, does little; the damage needs RL's directions."
                         if abs(g["random_change_mean"]) < abs(real["change"]) / 2 else
                         "a random move of this size does comparable damage, so size alone could explain the drop."))
-    lines.append(f"More {title} for as many steps moved it by {more['change']:+.3f}.")
+    if more is not None:
+        lines.append(f"More {title} for as many steps moved it by {more['change']:+.3f}.")
+    else:
+        lines.append(f"More of the same ({title} itself for as many steps, the reference for whether its own stage "
+                     f"had converged) was not run: it is optional and off by default, to keep the toy pipeline "
+                     f"within its time budget (more_of_the_same = True, or -p more_of_the_same True, restores it: "
+                     f"one more stage).")
     lost = split[["lost", "lost: right content, wrong convention", "lost: wrong content"]].sum()
     if lost["lost"]:
         seeds = "all RL seeds" if len(split) > 1 else split.index[0]
         lines.append(f"Of the {int(lost['lost'])} {title} items lost over the later stages ({seeds}), "
                      f"{lost['lost: right content, wrong convention'] / lost['lost']:.0%} kept the right content in "
                      f"the wrong convention and {lost['lost: wrong content'] / lost['lost']:.0%} became wrong content.")
-    if more["change"] > 0 and more["p_value"] < 0.05:
+    if more is not None and more["change"] > 0 and more["p_value"] < 0.05:
         lines.append(f"Read the drop with care: as many more steps of {title} raised it by {more['change']:+.3f} "
                      f"(p={more['p_value']:.2g}), so {title}'s own stage had not converged; the drop is measured from "
                      f"a point that was still climbing, unlike the paper's peak.")

@@ -24,8 +24,11 @@ from mdrl_lib.store import write_json_atomic
 
 CLAIMS_DIR = "claims"
 # C0 is the task-level observation the paper starts from (a later domain's RL lowers an earlier domain);
-# C1-C7 are the claims that explain it.
-CLAIM_IDS: tuple[str, ...] = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7")
+# C1-C7 are the claims that explain it. K1 is the kit's own comparison, not a claim of the paper (notebook
+# 06_recovery_methods: is the single refresh on the Pareto front of the recovery methods?); the ledger lists it
+# after C7, with its rule fixed in the rules file's [K1] section before the run like the paper's claims.
+CLAIM_IDS: tuple[str, ...] = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "K1")
+KIT_CLAIM_IDS: tuple[str, ...] = ("K1",)  # the kit's own comparisons (not the paper's claims)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 TESTED = ("mechanism", "outcome")  # what a check tested: the claim's mechanism, or only the outcome it predicts
 # The four verdicts, in the order a ledger counts them.
@@ -239,8 +242,9 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
 
 
 def ledger(run_dir: str | Path) -> pd.DataFrame:
-    """Every claim check a run recorded, gathered in claim order (C0-C7), one row per check; a claim with
-    no recorded check gets one row saying so (its notebook has not run, or does not exist yet).
+    """Every claim check a run recorded, gathered in claim order (C0-C7, then the kit's own comparisons,
+    :data:`KIT_CLAIM_IDS`: K1), one row per check; a claim with no recorded check gets one row saying so (its
+    notebook has not run, or does not exist yet).
 
     Columns: claim, check, notebook, paper, this run, baseline / control, premises (in words), verdict, tested
     (mechanism or outcome), caveats, why, rules (the rules version it was judged by), artifacts (the cache keys
@@ -251,7 +255,8 @@ def ledger(run_dir: str | Path) -> pd.DataFrame:
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"no run directory at {run_dir}")
     rows = []
-    for path in sorted(folder.glob("C*-*.json")) if folder.is_dir() else []:
+    paths = [p for p in folder.glob("*-*.json") if p.name.split("-")[0] in CLAIM_IDS] if folder.is_dir() else []
+    for path in sorted(paths):
         record = json.loads(path.read_text())
         check = load_check(path)
         rows.append({"claim": check.claim, "check": check.name, "notebook": record.get("notebook", ""),

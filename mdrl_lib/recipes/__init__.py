@@ -20,6 +20,7 @@ RECIPE_MODULES: dict[str, str] = {
     "03_perturbation_theory": "mdrl_lib.recipes.nb03",
     "04_sequential_rl": "mdrl_lib.recipes.nb04",
     "05_refresh_vs_rollback": "mdrl_lib.recipes.nb05",
+    "06_recovery_methods": "mdrl_lib.recipes.nb06",
 }
 
 

@@ -33,6 +33,9 @@ class Params(NotebookParams):
                                         "stages (2 stages each, about 50 CPU-s)", minimum=3, maximum=20)
     random_draws: int = option(10, "random Gaussian displacements of the real later stages' size (a second each)",
                                minimum=10, maximum=1000)
+    more_of_the_same: bool = option(False, "also train as many more steps of the damaged domain itself after its "
+                                           "stage, a reference for whether its own stage had converged (one more "
+                                           "stage, about 20 CPU-s)")
 
     def validate(self) -> None:
         if not self.seeds:
@@ -62,8 +65,9 @@ class ChainPlan:
 
     ``chains``: RL seed -> the chain's stage specs (all on the run's one base); ``controls``: the
     :func:`~mdrl_lib.interference.control_specs` of the first RL seed (``after``, ``real chain``, the
-    ``replayed rewards (seed <s>)`` replicates, ``more of the same``); ``random_directions``: the
-    :class:`~mdrl_lib.interference.RandomDirections` baseline from ``after`` of the real chain's size;
+    ``replayed rewards (seed <s>)`` replicates, and ``more of the same`` when the option ``more_of_the_same``
+    asks for it); ``random_directions``: the :class:`~mdrl_lib.interference.RandomDirections` baseline from
+    ``after`` of the real chain's size;
     ``worlds``: other run configurations (other world seeds, the digit-free world) -> their chain for the
     first RL seed, each on its own base (empty unless asked for); and the base's
     :class:`~mdrl_lib.specs.GroupSignal` (its precondition check, :meth:`analysis_specs`)."""
@@ -127,7 +131,8 @@ def chain_plan(kit, params: Params) -> ChainPlan:
     domain = params.damaged_domain
     first = params.seeds[0]
     chains = {s: kit.chain_specs(order, s) for s in params.seeds}
-    controls = control_specs(kit, order, domain, rl_seed=first, replicates=params.control_replicates)
+    controls = control_specs(kit, order, domain, rl_seed=first, replicates=params.control_replicates,
+                             more_of_the_same=params.more_of_the_same)
     random_directions = RandomDirections(controls["after"], controls[REAL], domain, draws=params.random_draws)
     worlds: dict[str, tuple[RunConfig, list[Spec]]] = {}
     base_params = {**kit.config.to_params(), "order": ",".join(order)}
@@ -187,8 +192,8 @@ def world_items(kit, params: Params) -> dict:
 def control_runs(kit, params: Params, worlds: dict | None = None) -> dict:
     """What :func:`~mdrl_lib.interference.control_table` takes: control name -> (per-item results right after
     the damaged domain's stage, at the control's end), for the run's own controls (``real chain``, the
-    ``replayed rewards (seed <s>)`` replicates, ``more of the same``) and, when ``worlds`` (:func:`world_items`)
-    holds it, the digit-free world's chain (from its own stage to its chain's end)."""
+    ``replayed rewards (seed <s>)`` replicates, ``more of the same`` when asked for) and, when ``worlds``
+    (:func:`world_items`) holds it, the digit-free world's chain (from its own stage to its chain's end)."""
     plan_ = chain_plan(kit, params)
     after = kit.item_results(plan_.controls["after"])
     runs = {name: (after, kit.item_results(spec)) for name, spec in plan_.controls.items() if name != "after"}
@@ -250,7 +255,8 @@ def c0_specificity_inputs(kit, params: Params) -> dict:
     domain's held-out items), the zero-advantage share, mean |advantage| and entropy at each step over the later
     stages (trl's figures, from the GRPO diagnostics stored with each stage; None where not recorded), the distance
     each moved from the post-stage checkpoint, the replicates' held-out scores on the later domains, the
-    random-direction baseline's changes and the "more of the same" change."""
+    random-direction baseline's changes and the "more of the same" change (None when the option
+    ``more_of_the_same`` is off, the default)."""
     import numpy as np
     import pandas as pd
 
@@ -291,7 +297,7 @@ def c0_specificity_inputs(kit, params: Params) -> dict:
                          "controls": [displacement_norm(kit, after, controls[n]) for n in names]},
             "own_domains": own, "preconditions_hold": bool(base_precondition_table(kit)["holds"].all()),
             "domain": domain, "random_changes": [float(c) for c in random_changes],
-            "same_domain_change": float(table.loc[MORE, "change"])}
+            "same_domain_change": float(table.loc[MORE, "change"]) if MORE in table.index else None}
 
 
 def neutrality_table(inputs: dict) -> "pd.DataFrame":

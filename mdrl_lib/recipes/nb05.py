@@ -34,8 +34,7 @@ class Params(NotebookParams):
     notebook: ClassVar[str] = "05_refresh_vs_rollback"
 
     order: str = common.chain_order()
-    refresh_domain: str = option("math", "A: the damaged domain, refreshed from the end of the chain",
-                                 choices=DOMAIN_NAMES)
+    refresh_domain: str = common.refresh_domain()
     refresh_budgets: str = option("10,20,50", "GRPO steps of the shorter refreshes; the run's rl_refresh_steps is "
                                               "always added", minimum=1, maximum=10**6, number_list=True)
     constant_refresh: bool = option(True, "also refresh at a constant rate at the largest of refresh_budgets (beside "

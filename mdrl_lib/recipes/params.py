@@ -109,6 +109,12 @@ def chain_order() -> Any:
     return run_param("code,math,qa,cw", "the chain's domain order (the paper's: Code -> Math -> QA -> CW)")
 
 
+def refresh_domain() -> Any:
+    from mdrl_lib.domains.base import DOMAIN_NAMES
+
+    return option("math", "A: the damaged domain, refreshed from the end of the chain", choices=DOMAIN_NAMES)
+
+
 def objective_prompts() -> Any:
     return option(64, "prompts of the objective batch of A (L_A: the NLL of verified-correct samples of A)",
                   minimum=1, maximum=10**6)
