@@ -29,7 +29,7 @@ def test_the_recipe_imports_neither_pandas_nor_torch():
 
 def test_the_plan_holds_every_analysis_the_notebook_opens(tmp_path):
     kit = Kit(RunConfig.from_params(run_dir=str(tmp_path), seed=3))
-    params = recipe.Params(run_dir=str(tmp_path), seed=3)
+    params = recipe.Params(run_dir=str(tmp_path), seed=3, rate_grid="2e-4,1e-5,1e-6")
     entries = recipe.plan(kit, params)
     main = [e for e in entries if not isinstance(e, tuple)]
     grid = [spec for run, spec in (e for e in entries if isinstance(e, tuple)) if run == recipe.GRID_RUN]

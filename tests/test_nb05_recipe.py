@@ -16,7 +16,8 @@ from mdrl_lib.kit import Kit
 from mdrl_lib.recipes import nb05 as recipe
 from mdrl_lib.recovery import refresh_step_cost, rollback_cost, sweep_changes
 
-PAIRS = {"rollback_pair": "math,qa", "second_rollback_pair": "math,cw"}  # the pairs these tests were written for
+PAIRS = {"rollback_pair": "math,qa", "second_rollback_pair": "math,cw",  # the settings these tests were written for
+         "refresh_budgets": "10,20,50"}
 
 ITEMS = 20
 FIRST_ORDER = [0.6, 0.7, 0.8, 0.85, 0.9]  # Math after the first-order rollback at each default budget

@@ -31,7 +31,7 @@ def test_the_refreshes_and_rollbacks_are_notebook_05s_own_specs(setup):
     kit, params, settled, plan = setup
     five = nb05.recovery_plan(kit, settled, ("math,cw",))
     steps = kit.config.rl.refresh_steps
-    assert sorted(plan.refreshes) == sorted({10, 20, 50, steps})
+    assert sorted(plan.refreshes) == sorted(set(settled.budgets) | {steps})  # 05's own budgets
     for n, spec in plan.refreshes.items():
         assert spec == Refresh(five.chain_end, "math", steps=n, lr_schedule="linear")
         assert kit.key(spec) == kit.key(five.refreshes[("linear", n)])
@@ -58,7 +58,8 @@ def test_seven_merges_of_the_four_experts(setup):
 def test_the_alternating_refresh_costs_the_single_refresh(setup):
     kit, _, _, plan = setup
     steps, rl = kit.config.rl.refresh_steps, kit.config.rl
-    assert len(plan.schedule) == 5 * 4 and len(plan.cycle_ends) == 5
+    cycles = recipe.Params().alternating_cycles
+    assert len(plan.schedule) == cycles * 4 and len(plan.cycle_ends) == cycles
     assert sum(s.steps for s in plan.schedule) == steps
     assert schedule_cost(list(plan.schedule), rl) == plan.refresh_cost == steps * refresh_step_cost(rl)
     assert plan.schedule[0].parent == plan.chain_end and plan.schedule[0].domain == "math"
@@ -76,7 +77,7 @@ def test_the_plan_lists_each_spec_once_with_the_scores_the_notebook_reads(setup)
                       *plan.cycle_ends}
     assert set(plan.schedule) <= set(specs) and set(plan.rollbacks.values()) <= set(specs)
     assert sum(isinstance(s, Merge) for s in specs) == 7
-    assert sum(isinstance(s, Scores) for s in specs) == 2 + 4 + 4 + 7 + 5
+    assert sum(isinstance(s, Scores) for s in specs) == 2 + len(plan.refreshes) + 4 + 7 + len(plan.cycle_ends)
 
 
 def test_the_plan_waits_for_the_chain_before_listing_the_rest(setup):

@@ -122,7 +122,8 @@ def test_notebook_params_take_the_overrides_a_notebook_declares(tmp_path):
 
 def test_the_plans_of_notebooks_00_and_01_hold_what_they_ask_for(tmp_path):
     """Notebook 01 trains every expert, a second RL seed of Math and a bf16 grid (its own run config)."""
-    items = plan.notebook_plan(NOTEBOOKS / "01_sparse_edits.ipynb", {"run_dir": str(tmp_path), "grid_steps": 7})
+    items = plan.notebook_plan(NOTEBOOKS / "01_sparse_edits.ipynb", {"run_dir": str(tmp_path), "grid_steps": 7,
+                                                                    "rate_grid": "2e-4,1e-5,1e-6"})
     kit = open_kit(RunConfig.from_params(run_dir=str(tmp_path)))
     keys = {kit.key(i.spec) for i in items if "rl_precision" not in i.params}
     for name in ("code", "math", "qa", "cw"):

@@ -17,7 +17,8 @@ from mdrl_lib.specs import Base, GradientSteps, ObjectiveBatch, Scores
 
 def plan(kit, params):
     """Notebook 05's plan for the notebook options ``params`` (the rest: the recipe's defaults)."""
-    pairs = {"rollback_pair": "math,qa", "second_rollback_pair": "math,cw"}  # the pairs these tests were written for
+    pairs = {"rollback_pair": "math,qa", "second_rollback_pair": "math,cw",  # the settings these tests were written for
+             "refresh_budgets": "10,20,50"}
     return recovery_plan(kit, Params(run_dir=kit.config.run_dir, **{**pairs, **params}))
 
 

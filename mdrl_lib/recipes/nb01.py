@@ -26,7 +26,7 @@ class Params(NotebookParams):
                                       "(the paper's 10%)", above=0.0, maximum=0.5)
     second_seed_domains: str = option("math", 'domains whose expert is trained again with RL seed 1 (C2\'s '
                                               'same-domain reference); "" for none, "all"')
-    rate_grid: str = option("2e-4,1e-5,1e-6", "learning rates of the bf16 grid, comma-separated (C1 where the paper "
+    rate_grid: str = option("1e-5,1e-6", "learning rates of the bf16 grid, comma-separated (C1 where the paper "
                                               "measures it)", above=0.0, maximum=1.0, number_list=True)
     grid_steps: int = option(60, "GRPO steps of each expert of the rate grid (short: the grid is about rate and "
                                  "precision)", minimum=1, maximum=10**6)

@@ -35,7 +35,7 @@ class Params(NotebookParams):
 
     order: str = common.chain_order()
     refresh_domain: str = common.refresh_domain()
-    refresh_budgets: str = option("10,20,50", "GRPO steps of the shorter refreshes; the run's rl_refresh_steps is "
+    refresh_budgets: str = option("10,50", "GRPO steps of the shorter refreshes; the run's rl_refresh_steps is "
                                               "always added", minimum=1, maximum=10**6, number_list=True)
     constant_refresh: bool = option(True, "also refresh at a constant rate at the largest of refresh_budgets (beside "
                                           "the decaying one)")

@@ -41,7 +41,7 @@ class Params(NotebookParams):
     merge_drop_rates: str = option("0.5,0.9", "DARE-TIES: the share of each task vector's entries dropped at random, "
                                               "the rest rescaled (one merge each)", minimum=0.0, maximum=0.99,
                                    number_list=True)
-    alternating_cycles: int = option(5, "cycles of the alternating refresh (A, then each other domain; A takes twice "
+    alternating_cycles: int = option(3, "cycles of the alternating refresh (A, then each other domain; A takes twice "
                                         "each other's steps), rl_refresh_steps in all", minimum=1, maximum=10**4)
 
     def validate(self) -> None:
