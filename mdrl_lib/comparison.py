@@ -1,6 +1,6 @@
 """Recovery methods side by side: the alternating refresh, and one comparison of every recovery method.
 
-Introduced for notebook ``05_refresh_vs_rollback`` (recovery methods side by side; issue 24). Two pieces:
+Introduced for notebook ``06_recovery_methods`` (recovery methods side by side). Two pieces:
 
 - :func:`alternating_refresh`: short GRPO refreshes that cycle over the domains (the damaged domain first,
   then each other domain of the chain, repeated), as a chain of :class:`~mdrl_lib.specs.Refresh` specs whose
@@ -84,7 +84,7 @@ def alternating_refresh(start: Spec, order: Sequence[str], first: str, *, total_
                         first_share: float | None = None, **overrides: Any) -> list[Refresh]:
     """Short GRPO refreshes cycling over the domains from ``start`` (the chain's end), as one chain of
     :class:`~mdrl_lib.specs.Refresh` specs, each the parent of the next. Introduced for notebook
-    ``05_refresh_vs_rollback`` (recovery methods side by side).
+    ``06_recovery_methods`` (recovery methods side by side).
 
     Each of the ``cycles`` cycles refreshes ``first`` (the damaged domain) and then each other domain of ``order``
     in the chain's order. Steps (:func:`cycle_split`): each cycle gets ``total_steps / cycles``; ``first`` takes

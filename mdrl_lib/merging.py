@@ -1,6 +1,6 @@
 """Model-merging baselines on full-weight deltas: task arithmetic, TIES and DARE, tensor by tensor.
 
-Introduced for notebook ``05_refresh_vs_rollback`` (recovery methods side by side, issue 24): what the
+Introduced for notebook ``06_recovery_methods`` (recovery methods side by side): what the
 field already does to combine single-domain experts, beside a refresh and a rollback. Given a base
 theta_0 and models theta_1..theta_n built from it (single-domain experts, or a chain's stages), each
 model's *task vector* is tau_i = theta_i - theta_0 and the merged model is
@@ -199,7 +199,7 @@ class Merge(Spec):
     master of a bf16 stage; one tensor per model at a time, never a whole model beside the base), merges
     each floating tensor some model changed and leaves the others as the base's, and stores the model as
     :class:`~mdrl_lib.specs.GradientSteps` does. Memory: one model plus one tensor per merged model.
-    Introduced for notebook ``05_refresh_vs_rollback`` (issue 24: merging baselines).
+    Introduced for notebook ``06_recovery_methods`` (merging baselines).
     """
 
     base: Spec

@@ -601,7 +601,7 @@ def plot_recovery_front(table: pd.DataFrame, damaged: str, *, title: str | None 
     labelled: a point on the front or a reference (no cost) with its method and cost, any other with a number named
     in a key beside the axes (method and cost); marker area grows with the cost in sequence passes (hollow: no cost
     applies); colour and marker by family (legend); the Pareto front is a dashed line through its points, ringed;
-    the chain's end is the origin. Introduced for notebook ``05_refresh_vs_rollback`` (recovery methods side by
+    the chain's end is the origin. Introduced for notebook ``06_recovery_methods`` (recovery methods side by
     side)."""
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""Recovery methods side by side (notebook 05, issue 24): the alternating refresh's schedule, the comparison's
+"""Recovery methods side by side (notebook 06): the alternating refresh's schedule, the comparison's
 paired changes on hand-made per-item tables, the choice of settings on the selection half only, the Pareto
 front, and the figure."""
 import math

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mdrl_lib.config import ConfigError
+from mdrl_lib.config import ConfigError, RunConfig
 from mdrl_lib.recipes import RECIPE_MODULES, recipe
 from mdrl_lib.recipes.params import injected_names, literal
 
@@ -183,3 +183,15 @@ def test_a_recipe_does_not_declare_a_run_parameter_of_the_base_class_again():
         source = inspect.getsource(recipe(notebook).Params)
         for name in NotebookParams.names():
             assert not re.search(rf"^    {name}: ", source, re.M), f"{notebook} declares {name} again"
+
+
+def test_used_and_planned_keys_walk_every_input_once_and_skip_pending(tmp_path):
+    from mdrl_lib.kit import Kit
+    from mdrl_lib.plan import Pending
+    from mdrl_lib.recipes.params import used_and_planned_keys
+    from mdrl_lib.specs import Base, Scores, Stage
+
+    kit = Kit(RunConfig.from_params(run_dir=str(tmp_path)))
+    expert = Stage(Base(), "math")
+    used, planned = used_and_planned_keys(kit, [Scores(expert), expert, Pending("later", ())])
+    assert used == set() and planned == {kit.key(Scores(expert)), kit.key(expert), kit.key(Base())}

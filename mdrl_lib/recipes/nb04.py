@@ -331,16 +331,7 @@ def neutrality_table(inputs: dict) -> "pd.DataFrame":
 def used_and_planned(kit, params: Params) -> tuple[set[str], set[str]]:
     """(the keys of every artifact ``kit`` was asked for, the keys of the run's own world's planned specs
     and of everything they are built from): equal when notebook 04 used exactly what its plan lists."""
-    from mdrl_lib.specs import as_spec
-
-    planned: set[str] = set()
-    todo = list(chain_plan(kit, params).specs())
-    while todo:
-        spec = as_spec(todo.pop())
-        if kit.key(spec) not in planned:
-            planned.add(kit.key(spec))
-            todo += list(spec.inputs())
-    return set(kit.requested_keys()), planned
+    return common.used_and_planned_keys(kit, chain_plan(kit, params).specs())
 
 
 def pair_choice(kit, params: Params):

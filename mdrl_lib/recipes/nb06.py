@@ -1,5 +1,5 @@
 """Notebook ``06_recovery_methods``'s recipe: its parameters, what it asks the kit for, and the comparison of every
-recovery method it assembles from those artifacts (issue 24: recovery methods side by side).
+recovery method it assembles from those artifacts (recovery methods side by side).
 
 The methods, all against the chain's end (Code -> Math -> QA -> CW, RL seed 0) and paired over its held-out items:
 notebook 05's single refreshes of the damaged domain (the same specs, so the same cache keys), notebook 05's rollback
@@ -173,17 +173,7 @@ def plan(kit, params: Params) -> list:
 def used_and_planned(kit, params: Params) -> tuple[set[str], set[str]]:
     """(the keys of every artifact ``kit`` was asked for, the keys of the planned specs and of everything they are
     built from): equal when notebook 06 used exactly what its plan lists."""
-    from mdrl_lib.plan import Pending
-    from mdrl_lib.specs import as_spec
-
-    planned: set[str] = set()
-    todo = [s for s in plan(kit, params) if not isinstance(s, Pending)]
-    while todo:
-        spec = as_spec(todo.pop())
-        if kit.key(spec) not in planned:
-            planned.add(kit.key(spec))
-            todo += list(spec.inputs())
-    return set(kit.requested_keys()), planned
+    return common.used_and_planned_keys(kit, plan(kit, params))
 
 
 # ------------------------------------------------------------------- the notebook's tables and claim inputs

@@ -87,6 +87,23 @@ def pair_choice_text(kit, value: str) -> str:
     return chain_choice(kit, kit.config.order, a).text()
 
 
+def used_and_planned_keys(kit, specs) -> tuple[set[str], set[str]]:
+    """(the keys of every artifact ``kit`` was asked for, the keys of ``specs`` and of everything they are built
+    from, :class:`~mdrl_lib.plan.Pending` entries skipped): equal when a notebook used exactly what its plan
+    lists. Introduced in ``04_sequential_rl``."""
+    from mdrl_lib.plan import Pending
+    from mdrl_lib.specs import as_spec
+
+    planned: set[str] = set()
+    todo = [s for s in specs if not isinstance(s, Pending)]
+    while todo:
+        spec = as_spec(todo.pop())
+        if kit.key(spec) not in planned:
+            planned.add(kit.key(spec))
+            todo += list(spec.inputs())
+    return set(kit.requested_keys()), planned
+
+
 def pair_plan(kit, params: "NotebookParams", fields: tuple[str, ...], complete) -> list:
     """A recipe's plan when some of its pair ``fields`` may read ``"A,auto"``: what the choice reads (the chain's
     stages and scores), then ``complete(resolved_params)`` once the chain is scored, or a
