@@ -165,7 +165,7 @@ def schedule_cost(schedule: Sequence[Refresh], rl) -> int:
 
 # ------------------------------------------------------------------------------------------- comparison
 
-FAMILIES: tuple[str, ...] = ("refresh", "rollback", "merge", "alternating", "expert")
+FAMILIES: tuple[str, ...] = ("refresh", "rollback", "merge", "stage_merge", "alternating", "expert")
 STANDALONE_FAMILIES: tuple[str, ...] = ("expert",)  # by default each member is its own method, never chosen among
 CHANGE_COLUMNS = ("method", "family", "group", "cost", "half", "domain", "items", "before", "after", "change",
                   "ci_low", "ci_high", "p_value", "test")

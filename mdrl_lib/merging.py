@@ -7,6 +7,9 @@ model's *task vector* is tau_i = theta_i - theta_0 and the merged model is
 
     theta = theta_0 + merge(tau_1, ..., tau_n)
 
+A chain's stages are merged by their own steps: each stage's task vector starts from the stage
+before it (``references``), tau_i = theta_i - theta_{i-1}, so task arithmetic at weight 1 telescopes to
+the chain's end and TIES or DARE on the stage deltas resolve their conflicts instead. The merge is
 computed one tensor at a time with the merge utilities peft ships (:mod:`peft.utils.merge_utils`), not
 rewritten here:
 
@@ -192,8 +195,10 @@ class Merge(Spec):
     :data:`MERGE_METHODS`; ``weights``: one number per model (None: 1.0 each; task arithmetic's scaling);
     ``density``: the share of entries kept (``ties``, ``dare_*``; DARE's drop rate is 1 - density);
     ``seed``: DARE's draws (:func:`tensor_seed`); ``majority_sign``: ``total`` or ``frequency`` (``ties``,
-    ``dare_ties``). Settings a method does not use must stay at their defaults (an error otherwise), and
-    only the settings the method uses enter the key.
+    ``dare_ties``); ``references``: where each model's task vector starts, one spec per model (None: the base
+    for every model; a chain's stages: the stage before each, see :func:`stage_references`). Settings a method
+    does not use must stay at their defaults (an error otherwise), and only the settings the method uses enter
+    the key (``references`` only when given).
 
     The build loads the base (fp32, CPU; a stored base's fp32 master when it has one), streams every model's tensors together (``kit.weights``: the fp32
     master of a bf16 stage; one tensor per model at a time, never a whole model beside the base), merges
@@ -209,6 +214,7 @@ class Merge(Spec):
     density: float | None = None
     seed: int = 0
     majority_sign: str = "total"
+    references: tuple[Spec, ...] | None = None
     kind: ClassVar[str] = "merge"
 
     def __post_init__(self) -> None:
@@ -228,6 +234,24 @@ class Merge(Spec):
             raise ConfigError(f"merge models: the base {base.label()} is among the models (its task vector is zero)")
         weights, density = check_merge(self.method, len(models), self.weights, self.density, self.majority_sign,
                                        self.seed)
+        references = None
+        if self.references is not None:
+            if isinstance(self.references, (Spec, str)) or not isinstance(self.references, Sequence):
+                raise ConfigError(f"merge references: expected a sequence of {len(models)} model specs (one per "
+                                  f"model) or None, got {self.references!r}")
+            try:
+                references = tuple(as_spec(r) for r in self.references)
+            except TypeError as error:
+                raise ConfigError(f"merge references: {error}") from None
+            if len(references) != len(models):
+                raise ConfigError(f"merge references: expected {len(models)} specs (one per model), got "
+                                  f"{len(references)}")
+            same = [m.label() for m, r in zip(models, references) if m == r]
+            if same:
+                raise ConfigError(f"merge references: a model is its own reference (its task vector is zero): {same}")
+            if all(r == base for r in references):
+                references = None  # the default, one key
+        object.__setattr__(self, "references", references)
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "models", models)
         object.__setattr__(self, "weights", weights)
@@ -239,11 +263,13 @@ class Merge(Spec):
         return None if self.method not in RANDOM_METHODS else round(1.0 - self.density, 12)
 
     def inputs(self) -> tuple[Spec, ...]:
-        return (self.base, *self.models)
+        return tuple(dict.fromkeys((self.base, *self.models, *(self.references or ()))))
 
     def key_fields(self, kit: Kit) -> dict:
         fields = {"base": kit.key(self.base), "models": [kit.key(m) for m in self.models], "method": self.method,
                   "weights": list(self.weights), "dtype": "fp32"}
+        if self.references is not None:
+            fields["references"] = [kit.key(r) for r in self.references]
         if self.method in SPARSE_METHODS:
             fields["density"] = self.density
         if self.method in SIGN_METHODS:
@@ -263,7 +289,10 @@ class Merge(Spec):
                 for name, tensor in kit.weights(self.base):
                     state[name].copy_(tensor)
         end = object()
-        streams = [kit.weights(m) for m in self.models]
+        count = len(self.models)
+        own_starts = self.references is not None
+        streams = [kit.weights(m) for m in self.models] + ([kit.weights(r) for r in self.references]
+                                                            if own_starts else [])
         merged = copied = 0
         vector_squares = [0.0] * len(self.models)
         delta_square = 0.0
@@ -271,20 +300,32 @@ class Merge(Spec):
             for rows in itertools.zip_longest(*streams, fillvalue=end):
                 names = sorted({row[0] for row in rows if row is not end})
                 if any(row is end for row in rows) or len(names) != 1:
-                    raise ValueError(f"the models {[m.label() for m in self.models]} do not hold the same tensors "
+                    labels = [m.label() for m in (*self.models, *(self.references or ()))]
+                    raise ValueError(f"the models {labels} do not hold the same tensors "
                                      f"(at {names}); merge models of one architecture")
                 name = names[0]
                 if name not in state:
                     raise ValueError(f"the models hold a tensor {name!r} that the base {self.base.label()} lacks; "
                                      f"merge models built from this base")
                 target = state[name]
-                tensors = [row[1] for row in rows]
-                if not differs(target, tensors):
-                    copied += 1
-                    continue
-                out = merge_tensors(self.method, target, tensors, self.weights, self.density, self.majority_sign,
-                                    self.seed, name)
-                for i, vector in enumerate(task_vectors(target, tensors)):
+                tensors = [row[1] for row in rows[:count]]
+                if own_starts:
+                    vectors = [t.detach().float().cpu() - r.detach().float().cpu()
+                               for t, (_, r) in zip(tensors, rows[count:])]
+                    if not target.is_floating_point() or not any(bool(v.any()) for v in vectors):
+                        copied += 1
+                        continue
+                    out = (target.detach().float().cpu()
+                           + merge_task_vectors(self.method, vectors, self.weights, self.density, self.majority_sign,
+                                                self.seed, name)).to(target.dtype)
+                else:
+                    if not differs(target, tensors):
+                        copied += 1
+                        continue
+                    vectors = task_vectors(target, tensors)
+                    out = merge_tensors(self.method, target, tensors, self.weights, self.density,
+                                        self.majority_sign, self.seed, name)
+                for i, vector in enumerate(vectors):
                     vector_squares[i] += float((vector.double() ** 2).sum())
                 delta_square += float(((out.double() - target.double().cpu()) ** 2).sum())
                 target.copy_(out)
@@ -309,20 +350,29 @@ class Merge(Spec):
 
     def label(self) -> str:
         names = " + ".join(m.label() for m in self.models)
-        return f"{self.method} of [{names}] on {self.base.label()} ({self.settings()})"
+        steps = ", each minus its reference" if self.references is not None else ""
+        return f"{self.method} of [{names}]{steps} on {self.base.label()} ({self.settings()})"
 
     def toy_seconds(self, config) -> float:
         return 1.0  # loading the base, streaming the models' tensors and saving: about a second on the toy
 
 
+def stage_references(base: Spec, stages: Sequence[Spec]) -> tuple[Spec, ...]:
+    """Each stage's reference in a merge of a chain's stages: the stage before it, the first stage's being
+    ``base`` (``stages`` in chain order, each trained from the one before). Introduced for notebook 06."""
+    stages = tuple(as_spec(s) for s in stages)
+    return (as_spec(base), *stages[:-1])
+
+
 def merge_grid(base: Spec, models: Sequence[Spec], methods: Sequence[str] = MERGE_METHODS, *,
                scales: Sequence[float] = TASK_ARITHMETIC_SCALES, densities: Sequence[float] = TIES_DENSITIES,
                drop_rates: Sequence[float] = DARE_DROP_RATES, seed: int = 0,
-               majority_sign: str = "total") -> list[Merge]:
+               majority_sign: str = "total", references: Sequence[Spec] | None = None) -> list[Merge]:
     """The :class:`Merge` specs of the kit's sweep over ``methods``, in that order: ``task_arithmetic`` at
     each of ``scales`` (the same weight for every model), ``ties`` at each of ``densities``, ``dare_linear``
     and ``dare_ties`` at each of ``drop_rates`` (density 1 - rate, ``seed``); TIES and DARE with weight 1
-    per model. Defaults (:data:`TASK_ARITHMETIC_SCALES`, :data:`TIES_DENSITIES`, :data:`DARE_DROP_RATES`)
+    per model; ``references``: each model's start (:class:`Merge`), the same for every merge. Defaults
+    (:data:`TASK_ARITHMETIC_SCALES`, :data:`TIES_DENSITIES`, :data:`DARE_DROP_RATES`)
     are the kit's choice, not the paper's. Introduced for notebook 05 (a setting is chosen on one half of
     the held-out items and reported on the other)."""
     if isinstance(methods, str):
@@ -343,12 +393,13 @@ def merge_grid(base: Spec, models: Sequence[Spec], methods: Sequence[str] = MERG
     specs: list[Merge] = []
     for method in dict.fromkeys(methods):
         if method == "task_arithmetic":
-            specs += [Merge(base, models, method, weights=(float(s),) * len(models)) for s in scales]
+            specs += [Merge(base, models, method, weights=(float(s),) * len(models), references=references)
+                      for s in scales]
         elif method == "ties":
-            specs += [Merge(base, models, method, weights=ones, density=float(d), majority_sign=majority_sign)
-                      for d in densities]
+            specs += [Merge(base, models, method, weights=ones, density=float(d), majority_sign=majority_sign,
+                            references=references) for d in densities]
         else:
             sign = {"majority_sign": majority_sign} if method in SIGN_METHODS else {}
-            specs += [Merge(base, models, method, weights=ones, density=round(1.0 - float(r), 12), seed=seed, **sign)
-                      for r in drop_rates]
+            specs += [Merge(base, models, method, weights=ones, density=round(1.0 - float(r), 12), seed=seed,
+                            references=references, **sign) for r in drop_rates]
     return specs

@@ -589,7 +589,8 @@ def plot_grpo_diagnostics(diagnostics: pd.DataFrame, title: str):
 
 # ------------------------------------------------------------------------ notebook 05's recovery methods side by side
 
-FAMILY_MARKERS = {"refresh": "o", "rollback": "s", "merge": "D", "alternating": "^", "expert": "*"}
+FAMILY_MARKERS = {"refresh": "o", "rollback": "s", "merge": "D", "stage_merge": "P", "alternating": "^",
+                  "expert": "*"}
 
 
 def plot_recovery_front(table: pd.DataFrame, damaged: str, *, title: str | None = None,

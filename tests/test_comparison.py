@@ -170,7 +170,7 @@ def test_choice_breaks_ties_by_the_others_then_cost_and_respects_a_cost_cap():
 
 
 def test_comparison_refuses_bad_input_naming_the_choices():
-    with pytest.raises(ValueError, match="valid families: refresh, rollback, merge, alternating, expert"):
+    with pytest.raises(ValueError, match="valid families: refresh, rollback, merge, stage_merge, alternating, expert"):
         recovery_comparison({"A": REFERENCE}, REFERENCE, costs={"A": 1.0}, families={"A": "merging"},
                             damaged="math")
     with pytest.raises(ValueError, match="no cost for"):

@@ -9,7 +9,8 @@ from mdrl_lib.config import ConfigError, RunConfig
 from mdrl_lib.kit import Base, Stage, Stored, open_kit
 from mdrl_lib.store import cache_key
 from mdrl_lib.merging import (DARE_DROP_RATES, MERGE_METHODS, TASK_ARITHMETIC_SCALES, TIES_DENSITIES, Merge,
-                              check_merge, merge_grid, merge_task_vectors, merge_tensors, task_vectors, tensor_seed)
+                              check_merge, merge_grid, merge_task_vectors, merge_tensors, stage_references,
+                              task_vectors, tensor_seed)
 
 # Three models' tensor (6 entries) over one base. Their task vectors (model - base):
 BASE = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
@@ -283,3 +284,45 @@ def test_a_bf16_base_s_task_vectors_start_from_its_fp32_master(kit):
     merged = dict(kit.weights(kit.get(Merge(base, (model,), "task_arithmetic", weights=(0.5,)), progress=False)))
     start, end = dict(kit.weights(base)), dict(kit.weights(model))  # kit.weights: the master
     assert all(torch.allclose(merged[n], start[n] + 0.5 * (end[n] - start[n]), atol=1e-6) for n in end)
+
+
+def test_stage_deltas_telescope_to_the_last_stage_and_ties_merges_the_steps(kit):
+    """A chain's stages merged by their own steps (each minus the stage before it): task arithmetic at weight 1
+    telescopes to the last stage; TIES at density 1 elects each entry's sign from the summed steps and averages
+    the steps that agree, tensor by tensor as merge_task_vectors computes it."""
+    stored, changed, names = _toy_models(kit)
+    base, a, b = stored["base"], stored["a"], stored["b"]
+    references = stage_references(base, (a, b))
+    assert references == (base, a)
+    chain = Merge(base, (a, b), "task_arithmetic", references=references)
+    assert kit.key(chain) != kit.key(Merge(base, (a, b), "task_arithmetic"))
+    assert "references" not in Merge(base, (a, b), "task_arithmetic", references=(base, base)).key_fields(kit)
+    assert set(chain.inputs()) == {base, a, b}
+    weights = {x: dict(kit.weights(stored[x])) for x in ("base", "a", "b")}
+    merged = dict(kit.weights(kit.get(chain, progress=False)))
+    assert all(torch.allclose(merged[n], weights["b"][n], atol=1e-6) for n in merged)
+    ties = dict(kit.weights(kit.get(Merge(base, (a, b), "ties", density=1.0, references=references),
+                                    progress=False)))
+    name = sorted(set(changed["a"]) & set(changed["b"]))[0]  # a tensor both steps move
+    first = weights["a"][name] - weights["base"][name]
+    second = weights["b"][name] - weights["a"][name]
+    sign = torch.where(first + second >= 0, 1.0, -1.0)
+    agree = [(v.sign() == sign).float() for v in (first, second)]
+    expected = weights["base"][name] + (first * agree[0] + second * agree[1]) / (agree[0] + agree[1]).clamp(min=1)
+    assert torch.allclose(ties[name], expected, atol=1e-6)
+    untouched = sorted(set(ties) - set(changed["a"]) - set(changed["b"]))[0]
+    assert torch.equal(ties[untouched], weights["base"][untouched])
+
+
+def test_merge_references_are_checked_before_any_work():
+    base, a, b = Base(), Stage(Base(), "math"), Stage(Stage(Base(), "math"), "qa")
+    with pytest.raises(ConfigError, match="expected 2 specs"):
+        Merge(base, (a, b), "task_arithmetic", references=(base,))
+    with pytest.raises(ConfigError, match="its own reference"):
+        Merge(base, (a, b), "task_arithmetic", references=(base, b))
+    with pytest.raises(ConfigError, match="sequence of 2 model specs"):
+        Merge(base, (a, b), "task_arithmetic", references=base)
+    with pytest.raises(ConfigError, match="merge references"):
+        Merge(base, (a, b), "task_arithmetic", references=(base, "qa"))
+    grid = merge_grid(base, (a, b), ("ties",), densities=(0.5,), references=stage_references(base, (a, b)))
+    assert grid[0].references == (base, a) and "each minus its reference" in grid[0].label()

@@ -1,5 +1,5 @@
 """Notebook 06's recipe (mdrl_lib.recipes.nb06): its plan reuses notebook 05's specs (same keys), holds the
-7 merges of the experts and the alternating refresh with their scores, and its parameters cell is the recipe's."""
+7 merges of the experts, 6 of the chain's stages and the alternating refresh with their scores, and its parameters cell is the recipe's."""
 from __future__ import annotations
 
 import json
@@ -55,6 +55,20 @@ def test_seven_merges_of_the_four_experts(setup):
     assert len({kit.key(m) for m in plan.merges}) == 7
 
 
+def test_six_merges_of_the_chain_s_stages_each_from_the_stage_before(setup):
+    kit, params, settled, plan = setup
+    chain = tuple(plan.recovery.chain)
+    assert len(chain) == len(kit.config.order) and chain[-1] == plan.chain_end
+    assert len(plan.stage_merges) == 6  # task arithmetic at 0.3 and 0.5 (1 is the chain's end), 2 TIES, 2 DARE-TIES
+    for merge in plan.stage_merges:
+        assert merge.models == chain and merge.references == (Base(), *chain[:-1])
+    assert [recipe.merge_name(m) for m in plan.stage_merges][:3] == [
+        "stage merge task_arithmetic scale 0.3", "stage merge task_arithmetic scale 0.5", "stage merge ties density 0.2"]
+    assert not {kit.key(m) for m in plan.stage_merges} & {kit.key(m) for m in plan.merges}
+    off = recipe.comparison_plan(kit, recipe.Params(run_dir=params.run_dir, merge_stages=False), settled, ("math,cw",))
+    assert off.stage_merges == () and len(off.specs()) == len(plan.specs()) - 12  # 6 merges and their scores
+
+
 def test_the_alternating_refresh_costs_the_single_refresh(setup):
     kit, _, _, plan = setup
     steps, rl = kit.config.rl.refresh_steps, kit.config.rl
@@ -74,10 +88,10 @@ def test_the_plan_lists_each_spec_once_with_the_scores_the_notebook_reads(setup)
     assert len(keys) == len(set(keys))
     scored = {s.of for s in specs if isinstance(s, Scores)}
     assert scored == {plan.post_a, plan.chain_end, *plan.refreshes.values(), *plan.experts.values(), *plan.merges,
-                      *plan.cycle_ends}
+                      *plan.stage_merges, *plan.cycle_ends}
     assert set(plan.schedule) <= set(specs) and set(plan.rollbacks.values()) <= set(specs)
-    assert sum(isinstance(s, Merge) for s in specs) == 7
-    assert sum(isinstance(s, Scores) for s in specs) == 2 + len(plan.refreshes) + 4 + 7 + len(plan.cycle_ends)
+    assert sum(isinstance(s, Merge) for s in specs) == 13
+    assert sum(isinstance(s, Scores) for s in specs) == 2 + len(plan.refreshes) + 4 + 7 + 6 + len(plan.cycle_ends)
 
 
 def test_the_plan_waits_for_the_chain_before_listing_the_rest(setup):

@@ -3,8 +3,8 @@ recovery method it assembles from those artifacts (recovery methods side by side
 
 The methods, all against the chain's end (Code -> Math -> QA -> CW, RL seed 0) and paired over its held-out items:
 notebook 05's single refreshes of the damaged domain (the same specs, so the same cache keys), notebook 05's rollback
-sweeps of its main pair (the rules scored on every domain), merges of notebook 01's single-domain experts
-(:mod:`mdrl_lib.merging`), the alternating refresh at the single refresh's cost (:mod:`mdrl_lib.comparison`), and the
+sweeps of its main pair (the rules scored on every domain), merges of notebook 01's single-domain experts and of the
+chain's own stages (each stage's step, :mod:`mdrl_lib.merging`), the alternating refresh at the single refresh's cost (:mod:`mdrl_lib.comparison`), and the
 experts themselves as references. Settings are chosen on the selection half of the items and reported on the report
 half (:func:`mdrl_lib.comparison.recovery_comparison`).
 """
@@ -41,6 +41,9 @@ class Params(NotebookParams):
     merge_drop_rates: str = option("0.5,0.9", "DARE-TIES: the share of each task vector's entries dropped at random, "
                                               "the rest rescaled (one merge each)", minimum=0.0, maximum=0.99,
                                    number_list=True)
+    merge_stages: bool = option(True, "also merge the chain's own stages (each stage minus the one before it) with "
+                                      "the same grid (task arithmetic at scale 1 is the chain's end, so it is left "
+                                      "out)")
     alternating_cycles: int = option(3, "cycles of the alternating refresh (A, then each other domain; A takes twice "
                                         "each other's steps), rl_refresh_steps in all", minimum=1, maximum=10**4)
 
@@ -78,6 +81,8 @@ class ComparisonPlan:
     Refresh}``, 05's linear refreshes of A from the chain's end; ``pair``: 05's main rollback pair; ``rollbacks``:
     ``{rule: RollbackScores}``, its sweeps scored on every domain; ``experts``: ``{domain: Stage(Base(), domain)}``;
     ``merges``: the :class:`~mdrl_lib.merging.Merge` specs of the experts (:func:`~mdrl_lib.merging.merge_grid`);
+    ``stage_merges``: those of the chain's stages, each stage's task vector starting from the stage before it
+    (empty when ``merge_stages`` is off);
     ``schedule``: the alternating refresh (:func:`~mdrl_lib.comparison.alternating_refresh`); ``cycle_ends``: its
     refreshes that end a cycle (scored); ``refresh_cost``: the single refresh's sequence passes at
     ``rl_refresh_steps`` (the cost cap).
@@ -91,6 +96,7 @@ class ComparisonPlan:
     rollbacks: dict
     experts: dict
     merges: tuple
+    stage_merges: tuple
     schedule: tuple
     cycle_ends: tuple
     refresh_steps: int
@@ -113,8 +119,9 @@ class ComparisonPlan:
     def specs(self) -> list[Spec]:
         """Every spec, each once, inputs first: the chain, the refreshes, the rollback sweeps, the experts, the
         merges, the alternating refresh, and the scores the notebook reads."""
-        models = [*self.recovery.chain, *self.refreshes.values(), *self.experts.values(), *self.merges]
-        scored = [self.post_a, self.chain_end, *self.refreshes.values(), *self.experts.values(), *self.merges,
+        merges = [*self.merges, *self.stage_merges]
+        models = [*self.recovery.chain, *self.refreshes.values(), *self.experts.values(), *merges]
+        scored = [self.post_a, self.chain_end, *self.refreshes.values(), *self.experts.values(), *merges,
                   *self.cycle_ends]
         return list(dict.fromkeys([Base(), *models, *self.rollbacks.values(), *self.schedule,
                                    *(Scores(m) for m in scored)]))
@@ -131,7 +138,7 @@ def comparison_plan(kit, params: Params, recovery_params: nb05.Params | None = N
     """Notebook 06's artifacts for ``params`` (``recovery_params``: notebook 05's, settled by :func:`settle`; by
     default settled here, which scores the chain). Specs only: nothing else is built."""
     from mdrl_lib.comparison import alternating_refresh, cycle_ends
-    from mdrl_lib.merging import merge_grid
+    from mdrl_lib.merging import merge_grid, stage_references
     from mdrl_lib.recovery import refresh_step_cost, rollback_cost
 
     if recovery_params is None:
@@ -154,10 +161,19 @@ def comparison_plan(kit, params: Params, recovery_params: nb05.Params | None = N
     merges = tuple(merge_grid(Base(), tuple(experts.values()), MERGE_METHODS, scales=params.numbers("merge_scales"),
                               densities=params.numbers("merge_densities"),
                               drop_rates=params.numbers("merge_drop_rates"), seed=kit.config.seed))
+    stage_merges = ()
+    if params.merge_stages:
+        chain = tuple(recovery.chain)
+        stage_merges = tuple(merge_grid(Base(), chain, MERGE_METHODS,
+                                        scales=tuple(s for s in params.numbers("merge_scales") if s != 1.0),
+                                        densities=params.numbers("merge_densities"),
+                                        drop_rates=params.numbers("merge_drop_rates"), seed=kit.config.seed,
+                                        references=stage_references(Base(), chain)))
     schedule = tuple(alternating_refresh(recovery.chain_end, order, a, total_steps=steps,
                                          cycles=params.alternating_cycles, lr_schedule="linear"))
     return ComparisonPlan(options=params.options(), recovery=recovery, domain=a, refreshes=refreshes, pair=pair,
-                          rollbacks=rollbacks, experts=experts, merges=merges, schedule=schedule,
+                          rollbacks=rollbacks, experts=experts, merges=merges, stage_merges=stage_merges,
+                          schedule=schedule,
                           cycle_ends=tuple(cycle_ends(list(schedule))), refresh_steps=steps,
                           step_cost=refresh_step_cost(kit.config.rl), rollback_costs=rollback_costs)
 
@@ -185,12 +201,14 @@ def items(kit, spec):
 
 
 def merge_name(spec) -> str:
-    """A merge's name in the comparison: its method and the setting its sweep varies."""
+    """A merge's name in the comparison: what it merges (``merge``: the experts; ``stage merge``: the chain's
+    stages), its method and the setting its sweep varies."""
+    what = "stage merge" if spec.references is not None else "merge"
     if spec.method == "task_arithmetic":
-        return f"merge task_arithmetic scale {spec.weights[0]:g}"
+        return f"{what} task_arithmetic scale {spec.weights[0]:g}"
     if spec.method == "ties":
-        return f"merge ties density {spec.density:g}"
-    return f"merge {spec.method} drop {spec.drop_rate:g}"
+        return f"{what} ties density {spec.density:g}"
+    return f"{what} {spec.method} drop {spec.drop_rate:g}"
 
 
 def refresh_name(steps: int) -> str:
@@ -229,6 +247,8 @@ def methods(kit, plan: ComparisonPlan) -> dict:
             add(rollback_name(rule, fraction), part, plan.rollback_costs[rule], "rollback", f"rollback {rule}")
     for spec in plan.merges:
         add(merge_name(spec), items(kit, spec), 0, "merge", f"merge {spec.method}")
+    for spec in plan.stage_merges:
+        add(merge_name(spec), items(kit, spec), 0, "stage_merge", f"stage merge {spec.method}")
     cycles = len(plan.cycle_ends)
     add(alternating_name(cycles, cycles), items(kit, plan.cycle_ends[-1]), plan.refresh_cost, "alternating",
         "alternating")
@@ -271,6 +291,8 @@ def cost_lines(plan: ComparisonPlan) -> list[str]:
     lines += [f"rollback {rule}: {cost:,} passes (recovery.rollback_cost: choosing the coordinates; any k)"
               for rule, cost in plan.rollback_costs.items()]
     lines += ["merges: 0 training passes (tensor arithmetic on the experts' weights only)",
+              "merges of the chain's stages: 0 training passes (tensor arithmetic on the stages' weights, which the "
+              "chain trained anyway)",
               "single experts: not counted (they are what the merges combine; references beside the front)"]
     return lines
 
