@@ -302,7 +302,7 @@ def format_ledger(run_dir: Path) -> str:
         raise CliError(str(error)) from None
     lines = [f"Claims ledger of {run_dir}"]
     for row in table.to_dict("records"):
-        head = f"{row['claim']} {row['check']}".strip()
+        head = f"{row['claim']} {row['check']}".strip() + (f" [{row['regime']}]" if row.get("regime") else "")
         lines.append(f"\n{head}: {row['verdict'].upper()}" + (f"  ({row['notebook']})" if row["notebook"] else ""))
         for label in ("paper", "this run", "baseline / control", "premises", "tested", "caveats", "why"):
             if row[label]:

@@ -781,6 +781,19 @@ def contraction_bound(mu: float, alpha: float, t, x0: float):
     return float(out) if np.ndim(out) == 0 else out
 
 
+def steps_to_bound(alpha: float, mu: float, bound: float, max_steps: int) -> int:
+    """The fewest plain-GD steps ``t`` with ``|1 - alpha mu|^t <= bound`` (``max_steps`` when the factor is not
+    below 1, or when more would be needed). Introduced in ``03_perturbation_theory`` (the ladder)."""
+    factor = abs(1.0 - alpha * mu)
+    if not 0 < bound < 1:
+        raise ValueError(f"bound must be in (0, 1), got {bound}")
+    if factor == 0:
+        return 1
+    if factor >= 1:
+        return max_steps
+    return min(max_steps, math.ceil(math.log(bound) / math.log(factor) - 1e-12))
+
+
 def curvature_on_subspace(hvp_fn: Callable[[Vector], Vector], basis) -> np.ndarray:
     """Eigenvalues (ascending) of ``H`` restricted to ``S = span(basis)``: those of the Rayleigh-Ritz
     matrix ``Q^T H Q`` with ``Q`` an orthonormal basis of ``S`` (``k`` products for ``basis`` of shape

@@ -662,3 +662,43 @@ def plot_recovery_front(table: pd.DataFrame, damaged: str, *, title: str | None 
         if hasattr(handle, "set_sizes"):
             handle.set_sizes([50])  # the legend names families; marker area is for cost in the plot only
     return ax
+
+
+# ------------------------------------------------------------------------------- notebook 03's ladder of regimes
+
+
+def plot_ladder(table: pd.DataFrame, *, tolerance: float | None = None) -> plt.Figure:
+    """The ladder's rungs side by side (a :func:`mdrl_lib.ladder.ladder_table`): left, each rung's first- and
+    second-order terms and their sum as a share of the measured damage of L_A at t = 1 (1 = the quadratic model is
+    exact; ``tolerance``, when given, shades the band the locality premise accepts); right, the plain-GD refresh's
+    measured ratio ``||P_S(theta_T - theta_A*)|| / ||P_S delta_B||`` beside the theorem's bound ``|1 - alpha mu|^T``
+    (log scale: below the bound, the theorem held). Each rung's label carries its premises held. Introduced in
+    ``03_perturbation_theory``."""
+    import numpy as np
+
+    use_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
+    labels = [f"{r}\n(premises {p})" for r, p in zip(table["regime"], table["premises held"])]
+    x = np.arange(len(table))
+    measured = table["measured damage"].astype(float).replace(0.0, np.nan)
+    parts = {"first order": table["first order"], "second order": table["second order"],
+             "first + second": table["first order"] + table["second order"]}
+    width = 0.26
+    for i, (name, values) in enumerate(parts.items()):
+        left.bar(x + (i - 1) * width, values.astype(float) / measured, width, label=name)
+    left.axhline(1.0, color="black", lw=1, label="measured damage")
+    if tolerance is not None:
+        left.axhspan(1 - tolerance, 1 + tolerance, color="grey", alpha=0.2, label=f"locality premise (±{tolerance:g})")
+    left.set_xticks(x, labels, fontsize=8)
+    left.set(ylabel="term / measured damage of $L_A$ (t = 1)",
+             title="Damage against its Taylor terms, per rung")
+    left.legend(fontsize=8)
+    ratio, bound = table["GD ratio"].astype(float), table["bound"].astype(float)
+    right.bar(x - 0.2, ratio, 0.4, label="measured ratio")
+    right.bar(x + 0.2, bound, 0.4, label="theorem's bound $|1-\\alpha\\mu|^T$", color="grey")
+    right.set_yscale("log")
+    right.set_xticks(x, labels, fontsize=8)
+    right.set(ylabel="$\\|P_S(\\theta_T-\\theta_A^*)\\| \\,/\\, \\|P_S\\delta_B\\|$",
+              title="Plain-GD refresh on $L_A$: contraction on S against the bound")
+    right.legend(fontsize=8)
+    return fig

@@ -17,7 +17,8 @@ def kit(tmp_path):
 
 def analysis_keys(kit, **options):
     a = recipe.analyses(recipe.Params(**{"perturbation_pair": "math,qa", **options}))
-    return {"hvp": kit.key(a.hvp_check), "routes": kit.key(a.routes), "subspace": kit.key(a.subspace),
+    return {"hvp": kit.key(a.hvp_check), "controlled": kit.key(a.controlled), "routes": kit.key(a.routes),
+            "subspace": kit.key(a.subspace),
             "shares": kit.key(a.shares), "curvature": kit.key(a.curvature),
             **{f"segment {n}": kit.key(s) for n, s in a.segments.items()},
             **{f"along {n}": kit.key(s) for n, s in a.along.items()},
@@ -29,7 +30,7 @@ def test_the_plan_names_every_trained_artifact_and_analysis_once(kit):
     params = recipe.Params(perturbation_pair="math,qa")
     planned = recipe.plan(kit, params)
     keys = [kit.key(s) for s in planned]
-    assert len(keys) == len(set(keys)) == 6 + 14
+    assert len(keys) == len(set(keys)) == 6 + 15  # 15 analyses: 14 on the LM, the ladder's controlled rung
     assert set(analysis_keys(kit).values()) <= set(keys)
     s = recipe.specs(params)
     assert s.regimes == {"default rate": s.b_stage, "local": s.local_stage}
@@ -56,9 +57,9 @@ def test_an_auto_pair_waits_for_the_chain_and_must_be_settled_first(kit):
 
 @pytest.mark.parametrize("option, value, moved", [
     ("taylor_points", 6, {"segment default rate", "segment local"}),
-    ("subspace_rank", 8, {"subspace", "shares", "gd default rate", "gd local", "premises"}),
-    ("random_subspaces", 12, {"shares"}),
-    ("nonshared_draws", 12, {"premises"}),
+    ("subspace_rank", 8, {"subspace", "shares", "gd default rate", "gd local", "premises", "controlled"}),
+    ("random_subspaces", 12, {"shares", "controlled"}),
+    ("nonshared_draws", 12, {"premises", "controlled"}),
     ("gd_steps", 10, {"gd default rate", "gd local"}),
     ("gd_rate_scale", 1.5, {"gd default rate", "gd local"}),
     ("conflict_route_prompts", 50, {"routes", "subspace", "shares", "gd default rate", "gd local", "premises"}),

@@ -53,7 +53,7 @@ def test_every_call_in_the_notebooks_finds_its_lines(notebook, function, markers
 
     namespace = {}
     for module in ("edits", "routes", "perturbation", "recovery", "interference", "objectives", "evaluation",
-                   "training", "quadratic", "stats", "merging", "comparison"):
+                   "training", "quadratic", "stats", "merging", "comparison", "controlled", "ladder"):
         namespace[module] = importlib.import_module(f"mdrl_lib.{module}")
     namespace["pt"] = namespace["perturbation"]
     from mdrl_lib.edits import top_neurons

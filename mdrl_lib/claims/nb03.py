@@ -39,7 +39,9 @@ def check_c5(stage: Mapping[str, float], shares: pd.DataFrame, *, r: int, coordi
              nonshared_parts: Sequence[float] = (), premises: Sequence[Mapping] = (),
              local: Mapping[str, float] | None = None, path: pd.DataFrame | None = None,
              pair: tuple[str, str] = ("A", "B"), min_share: float = C5_MIN_SHARE,
-             min_second_order: float = C5_SECOND_ORDER_SHARE) -> ClaimCheck:
+             min_second_order: float = C5_SECOND_ORDER_SHARE, name: str = "second-order-subspace",
+             regime: str = "default LM", caveats: Sequence[str] | None = None,
+             what: str = "B's stage at the run's rate") -> ClaimCheck:
     """C5 judged on B's stage at the run's own rate (the default-rate stage), its premises measured first.
 
     Inputs: ``stage``, the row ``t = 1`` of :func:`mdrl_lib.perturbation.taylor_terms` for that stage's displacement
@@ -52,7 +54,9 @@ def check_c5(stage: Mapping[str, float], shares: pd.DataFrame, *, r: int, coordi
     the stage, damage, objective valid: built by :func:`mdrl_lib.recipes.nb03.c5_inputs`); ``local`` (reported, not
     judged), the same ``t = 1`` row for the local-regime stage, where the expansion holds by construction;
     ``path`` (reported), the :class:`~mdrl_lib.perturbation.PathAlong` table of the stage: ``g_A^T delta_B`` split
-    over B's checkpoints, with each segment's cosine to ``g_A``; ``pair``: (A, B) names for the caveat.
+    over B's checkpoints, with each segment's cosine to ``g_A``; ``pair``: (A, B) names for the caveat; ``name``,
+    ``regime`` (the ladder's rung, :data:`~mdrl_lib.claims.record.REGIMES`), ``caveats`` (default: one pair, one
+    world seed) and ``what`` (the displacement in words) label the record, so that one rule judges every rung.
 
     Rule, fixed before the confirmation seeds run:
 
@@ -90,7 +94,7 @@ def check_c5(stage: Mapping[str, float], shares: pd.DataFrame, *, r: int, coordi
                                "share_of_whole": whole, "nonshared_part_mean": control_mean,
                                "nonshared_part_max": control_max, "nonshared_draws": len(controls),
                                "min_share": min_share, "min_second_order": min_second_order}
-    measured_text = (f"B's stage at the run's rate, t = 1: measured {measured:.3g}, first-order {first:.3g}, "
+    measured_text = (f"{what}, t = 1: measured {measured:.3g}, first-order {first:.3g}, "
                      f"second-order {second:.3g}, remainder {measured - predicted:.3g} (quadratic error {rel:.0%}; "
                      f"second order's share {share2:.2f}); rank-{r} conflict subspace: {top:.2f} of the second-order "
                      f"damage on the shared-route coordinates (random subspaces max {random_max:.3g}), which hold "
@@ -112,12 +116,13 @@ def check_c5(stage: Mapping[str, float], shares: pd.DataFrame, *, r: int, coordi
                           f"{lf:.3g}, second {ls:.3g}")
     baseline = (f"the first-order term g_A^T delta_B and the remainder; random {r}-dimensional subspaces of the same "
                 f"coordinates; {len(controls)} sets of non-shared MLP channels of the same count")
-    caveats = [f"one pair ({pair[0]} -> {pair[1]}) and one world seed", "the local stage is reported, not judged"]
+    caveats = list(caveats) if caveats is not None else [f"one pair ({pair[0]} -> {pair[1]}) and one world seed"]
     if not measured > 0:
-        return ClaimCheck(claim="C5", name="second-order-subspace", statement=C5_STATEMENT, paper=C5_PAPER,
+        return ClaimCheck(claim="C5", name=name, statement=C5_STATEMENT, paper=C5_PAPER,
                           measured=measured_text, baseline=baseline, supported=None,
                           why=f"not testable: B's stage did not raise L_A (measured change {measured:.3g})",
-                          figures=figures, premises=list(premises), tested="mechanism", caveats=caveats)
+                          figures=figures, premises=list(premises), tested="mechanism", caveats=caveats,
+                          regime=regime)
     mainly = share2 > min_second_order
     part_a = (f"(a) second order's share of the terms {share2:.2f} {'>' if mainly else '<='} {min_second_order}")
     special = bool(controls) and coordinates_part > control_max
@@ -127,10 +132,10 @@ def check_c5(stage: Mapping[str, float], shares: pd.DataFrame, *, r: int, coordi
               f"every random subspace ({random_max:.3g}); the shared-route coordinates hold {coordinates_part:.3g} of "
               f"the whole term, {'above' if special else 'not above'} every non-shared set of the same size "
               f"(max {control_max:.3g})")
-    return ClaimCheck(claim="C5", name="second-order-subspace", statement=C5_STATEMENT, paper=C5_PAPER,
+    return ClaimCheck(claim="C5", name=name, statement=C5_STATEMENT, paper=C5_PAPER,
                       measured=measured_text, baseline=baseline, supported=bool(mainly and concentrated),
                       why=f"{part_a}; {part_b}", figures=figures, premises=list(premises), tested="mechanism",
-                      caveats=caveats)
+                      caveats=caveats, regime=regime)
 
 
 # ------------------------------------------------------------------------------------------- C6
@@ -142,7 +147,8 @@ C6_PAPER = ("Theorem 1: ||P_S(theta_t - theta_A*)|| <= (1 - alpha mu_A)^t ||P_S 
 
 
 def check_c6_theory(distance_s: Sequence[float], mu: float, alpha: float, *, name: str = "gd-contraction",
-                    drift_corrected: Sequence[float] | None = None, premises: Sequence[Mapping] = ()) -> ClaimCheck:
+                    drift_corrected: Sequence[float] | None = None, premises: Sequence[Mapping] = (),
+                    regime: str = "default LM", caveats: Sequence[str] | None = None) -> ClaimCheck:
     """C6's theorem on one plain gradient-descent refresh.
 
     Inputs: ``distance_s``, ``||P_S(theta_t - theta_A*)||`` for ``t = 0..T`` (the ``distance_s`` column of
@@ -151,7 +157,9 @@ def check_c6_theory(distance_s: Sequence[float], mu: float, alpha: float, *, nam
     ``drift_corrected`` (reported only), the same distance measured against the gradient-descent path
     started at ``theta_A*`` itself rather than against the fixed point ``theta_A*``; ``premises``: the theorem's
     premises as measured (stationarity total and on S, locality, curvature on S, back-flow, plain GD, damage:
-    built by :func:`mdrl_lib.recipes.nb03.c6_theory_inputs`); a failed one gives "not testable here".
+    built by :func:`mdrl_lib.recipes.nb03.c6_theory_inputs`); a failed one gives "not testable here"; ``regime``:
+    the ladder's rung (:data:`~mdrl_lib.claims.record.REGIMES`); ``caveats``: default one pair, one world seed and
+    plain GD on L_A rather than the kit's RL refresh.
 
     Rule, fixed before it was applied to a seed other than 0: not testable (``None``) when ``mu <= 0``
     (no positive curvature on ``S``: the theorem does not apply), when ``alpha mu >= 2`` (the rate is too
@@ -181,8 +189,9 @@ def check_c6_theory(distance_s: Sequence[float], mu: float, alpha: float, *, nam
                      f"{figures['drift_corrected_ratio']:.4f}" if drift[0] > 0 else "")
     baseline = f"the theorem's bound |1 - alpha mu|^T = {bound:.4f} with mu = {mu:.3g} (alpha mu = {alpha * mu:.3g})"
     common = {"claim": "C6", "name": name, "statement": C6_STATEMENT, "paper": C6_PAPER, "measured": measured,
-              "baseline": baseline, "premises": list(premises), "tested": "mechanism",
-              "caveats": ["one pair and one world seed; plain GD on L_A, not the kit's RL refresh"]}
+              "baseline": baseline, "premises": list(premises), "tested": "mechanism", "regime": regime,
+              "caveats": list(caveats) if caveats is not None else
+              ["one pair and one world seed; plain GD on L_A, not the kit's RL refresh"]}
     if mu <= 0 or alpha * mu >= 2 or not distances[0] > 0:
         reason = ("mu <= 0: no positive curvature on S, the theorem does not apply" if mu <= 0 else
                   "alpha mu >= 2: the rate is too large for the bound to contract" if alpha * mu >= 2 else

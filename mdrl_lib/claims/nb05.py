@@ -130,7 +130,8 @@ def check_c6_refresh(drop: Mapping[str, float], recovery: Mapping[str, float], o
                 f"{'n/a' if control_gain is None else format(control_gain['diff'], '+.3f')}); the other domains' "
                 f"collateral (tolerance {collateral})")
     common = dict(claim="C6", name=name, statement=C6_REFRESH_STATEMENT, paper=C6_REFRESH_PAPER, measured=measured,
-                  baseline=baseline, figures=figures, premises=premises, tested="outcome", caveats=caveats)
+                  baseline=baseline, figures=figures, premises=premises, tested="outcome", caveats=caveats,
+                  regime="default LM")  # the kit's real refresh (Adam, decaying rate) on the toy LM's default chain
     if not drop["ci_high"] < 0:
         return ClaimCheck(**common, supported=None,
                           why=f"not testable: {domain} did not fall significantly over the later stages "

@@ -31,6 +31,10 @@ CLAIM_IDS: tuple[str, ...] = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "K
 KIT_CLAIM_IDS: tuple[str, ...] = ("K1",)  # the kit's own comparisons (not the paper's claims)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 TESTED = ("mechanism", "outcome")  # what a check tested: the claim's mechanism, or only the outcome it predicts
+# The rungs of notebook 03's ladder, where a theory check (C5, C6) is judged: the quadratic world (premises true by
+# construction), the controlled two-task network (premises designed to hold, and measured), the toy LM in a local
+# regime (a small-rate B stage) and at its default rate. "" for checks that are not judged on a rung.
+REGIMES: tuple[str, ...] = ("quadratic", "controlled", "local LM", "default LM")
 # The four verdicts, in the order a ledger counts them.
 VERDICTS: tuple[str, ...] = ("supported", "supported (outcome only)", "not supported", "not testable here")
 
@@ -84,7 +88,8 @@ class ClaimCheck:
     ``premises``: what must hold for the check to mean anything (:func:`premise` dicts); ``tested``:
     ``"mechanism"`` when the check tested the claim's mechanism, ``"outcome"`` when only the outcome it
     predicts; ``caveats``: what a reader must know about a verdict (one domain, one seed, the best of
-    several settings, a schedule it depends on).
+    several settings, a schedule it depends on); ``regime``: the rung of notebook 03's ladder the check was
+    judged on (one of :data:`REGIMES`; ``""`` when it is not a theory check on a rung), shown as ``[regime]``.
 
     A failed premise makes the verdict "not testable here" whatever the rule said: ``supported`` becomes
     ``None``, ``why`` starts with the failed premises and the verdict the rule would have given is kept in
@@ -104,6 +109,7 @@ class ClaimCheck:
     premises: list[dict[str, Any]] = field(default_factory=list)
     tested: str = "mechanism"
     caveats: list[str] = field(default_factory=list)
+    regime: str = ""
 
     def __post_init__(self) -> None:
         if self.claim not in CLAIM_IDS:
@@ -114,6 +120,8 @@ class ClaimCheck:
             raise TypeError(f"supported must be True, False or None, got {self.supported!r}")
         if self.tested not in TESTED:
             raise ValueError(f"tested must be one of {', '.join(TESTED)}, got {self.tested!r}")
+        if self.regime not in ("", *REGIMES):
+            raise ValueError(f"regime must be one of {', '.join(REGIMES)} (or '' off the ladder), got {self.regime!r}")
         if isinstance(self.caveats, (str, bytes)) or not all(isinstance(c, str) and c for c in self.caveats):
             raise TypeError(f"caveats must be a list of non-empty strings, got {self.caveats!r}")
         object.__setattr__(self, "caveats", list(self.caveats))
@@ -137,6 +145,11 @@ class ClaimCheck:
         if self.supported:
             return "supported" if self.tested == "mechanism" else "supported (outcome only)"
         return "not supported"
+
+    @property
+    def label(self) -> str:
+        """The check as a ledger names it: ``C5 second-order-subspace [controlled]`` (no bracket off the ladder)."""
+        return f"{self.claim} {self.name}" + (f" [{self.regime}]" if self.regime else "")
 
     @property
     def failed_premises(self) -> list[dict[str, Any]]:
@@ -210,24 +223,25 @@ def load_check(path: str | Path) -> ClaimCheck:
 
 
 def checks_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
-    """One row per check (claim, check, paper, this run, baseline, premises, verdict, tested, caveats, why), as a
-    notebook shows them."""
-    return pd.DataFrame([{"claim": c.claim, "check": c.name, "paper": c.paper, "this run": c.measured,
+    """One row per check (claim, check, regime, paper, this run, baseline, premises, verdict, tested, caveats, why),
+    as a notebook shows them."""
+    return pd.DataFrame([{"claim": c.claim, "check": c.name, "regime": c.regime, "paper": c.paper, "this run": c.measured,
                           "baseline / control": c.baseline, "premises": premises_text(c.premises),
                           "verdict": c.verdict, "tested": c.tested, "caveats": "; ".join(c.caveats), "why": c.why}
                          for c in checks])
 
 
 def premises_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
-    """One row per premise of each check (``claim``, ``check``, ``premise``, ``value``, ``threshold``, ``holds``),
+    """One row per premise of each check (``claim``, ``check``, ``regime``, ``premise``, ``value``, ``threshold``,
+    ``holds``),
     shown before the verdicts so that a reader sees what each one rests on; a check without premises gets one
     row saying so. Introduced in notebook ``03_perturbation_theory``."""
     rows = []
     for check in checks:
         for p in check.premises or [{"name": "(none measured)", "value": None, "threshold": None, "holds": None}]:
-            rows.append({"claim": check.claim, "check": check.name, "premise": p["name"], "value": p["value"],
-                         "threshold": p["threshold"], "holds": p["holds"]})
-    return pd.DataFrame(rows, columns=["claim", "check", "premise", "value", "threshold", "holds"])
+            rows.append({"claim": check.claim, "check": check.name, "regime": check.regime, "premise": p["name"],
+                         "value": p["value"], "threshold": p["threshold"], "holds": p["holds"]})
+    return pd.DataFrame(rows, columns=["claim", "check", "regime", "premise", "value", "threshold", "holds"])
 
 
 def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
@@ -246,7 +260,7 @@ def ledger(run_dir: str | Path) -> pd.DataFrame:
     :data:`KIT_CLAIM_IDS`: K1), one row per check; a claim with no recorded check gets one row saying so (its
     notebook has not run, or does not exist yet).
 
-    Columns: claim, check, notebook, paper, this run, baseline / control, premises (in words), verdict, tested
+    Columns: claim, check, regime (the ladder's rung, :data:`REGIMES`; "" off the ladder), notebook, paper, this run, baseline / control, premises (in words), verdict, tested
     (mechanism or outcome), caveats, why, rules (the rules version it was judged by), artifacts (the cache keys
     the check was computed from; empty for older records). Introduced with
     ``python -m mdrl_lib report RUN_DIR``.
@@ -259,7 +273,8 @@ def ledger(run_dir: str | Path) -> pd.DataFrame:
     for path in sorted(paths):
         record = json.loads(path.read_text())
         check = load_check(path)
-        rows.append({"claim": check.claim, "check": check.name, "notebook": record.get("notebook", ""),
+        rows.append({"claim": check.claim, "check": check.name, "regime": check.regime,
+                     "notebook": record.get("notebook", ""),
                      "paper": check.paper, "this run": check.measured, "baseline / control": check.baseline,
                      "premises": premises_text(check.premises), "verdict": check.verdict, "tested": check.tested,
                      "caveats": "; ".join(check.caveats), "why": check.why,
@@ -267,7 +282,7 @@ def ledger(run_dir: str | Path) -> pd.DataFrame:
     recorded = {r["claim"] for r in rows}
     for claim in CLAIM_IDS:
         if claim not in recorded:
-            rows.append({"claim": claim, "check": "", "notebook": "", "paper": "", "this run": "",
+            rows.append({"claim": claim, "check": "", "regime": "", "notebook": "", "paper": "", "this run": "",
                          "baseline / control": "", "premises": "", "verdict": "not measured", "tested": "",
                          "caveats": "", "why": "no check of this claim is recorded in this run directory",
                          "rules": "", "artifacts": []})

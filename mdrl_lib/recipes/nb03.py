@@ -108,10 +108,12 @@ class Analyses:
     are dicts keyed by regime name: the HVP check, the Taylor terms along the segment and at the checkpoints,
     the routes A and B share, the top Hessian eigenpairs on their coordinates, the captured shares of both
     displacements, lambda_max(H_A), the plain gradient-descent refresh from each B stage, L_A and A's held-out
-    score along each B stage (with the first-order term split over its segments), and the premises of the theory
-    checks that need curvature (stationarity, back-flow, the non-shared control, H_A's sign)."""
+    score along each B stage (with the first-order term split over its segments), the premises of the theory
+    checks that need curvature (stationarity, back-flow, the non-shared control, H_A's sign), and the ladder's
+    controlled rung (:class:`~mdrl_lib.controlled.ControlledRung`, seeded by the run's seed)."""
 
     hvp_check: Any
+    controlled: Any
     segments: dict[str, Any]
     along: dict[str, Any]
     routes: Any
@@ -124,13 +126,14 @@ class Analyses:
 
     def specs(self) -> list:
         """Every analysis spec, inputs before what reads them."""
-        return [self.hvp_check, *self.segments.values(), *self.along.values(), self.routes, self.subspace,
+        return [self.hvp_check, self.controlled, *self.segments.values(), *self.along.values(), self.routes, self.subspace,
                 self.shares, self.curvature, *self.contraction.values(), *self.paths.values(), self.premises]
 
 
 def analyses(params: Params) -> Analyses:
     """Notebook 03's analysis specs for ``params``."""
     from mdrl_lib import perturbation as pt
+    from mdrl_lib.controlled import ControlledRung, ControlledWorld
 
     s = specs(params)
     a, b = params.pair
@@ -140,6 +143,9 @@ def analyses(params: Params) -> Analyses:
     curvature = pt.TopCurvature(s.objective, seed=params.seed)
     return Analyses(
         hvp_check=pt.HvpCheck(s.objective),
+        controlled=ControlledRung(ControlledWorld(seed=params.seed, rank=params.subspace_rank,
+                                                  random_subspaces=params.random_subspaces,
+                                                  nonshared_draws=params.nonshared_draws)),
         segments={name: pt.TaylorSegment(stage, s.objective, points=params.taylor_points)
                   for name, stage in s.regimes.items()},
         along={name: pt.TaylorAlong(stage, s.objective) for name, stage in s.regimes.items()},
@@ -237,21 +243,31 @@ C5_PREMISES = ("locality", "damage", "objective_rank", "objective_sign")
 C6_THEORY_PREMISES = ("stationarity", "stationarity_s", "locality", "curvature", "backflow", "plain_gd", "damage")
 
 
-def c5_inputs(kit, params: Params) -> dict:
-    """The arguments of :func:`~mdrl_lib.claims.nb03.check_c5`: C5 is judged on the default-rate B stage (the run's
-    own rate): its Taylor terms at t = 1, its captured shares at r = R, the shared-route coordinates' part of its
-    second-order term against the non-shared channel sets, its premises (:data:`C5_PREMISES`), the first-order
-    segments along its checkpoints; the local stage's terms are passed to be reported beside."""
+LADDER_REGIMES = {"local": "local LM", "default rate": "default LM"}  # notebook 03's B stages on the ladder
+CHECK_SLUGS = {"local": "local", "default rate": "default-rate"}
+
+
+def c5_inputs(kit, params: Params, regime: str = "default rate") -> dict:
+    """The arguments of :func:`~mdrl_lib.claims.nb03.check_c5` for the B stage ``regime`` (one of :data:`REGIMES`):
+    its Taylor terms at t = 1, its captured shares at r = R, the shared-route coordinates' part of its second-order
+    term against the non-shared channel sets, its premises (:data:`C5_PREMISES`), the first-order segments along its
+    checkpoints, and its rung on the ladder (``default LM``: check ``second-order-subspace``, with the local stage's
+    terms reported beside; ``local LM``: ``second-order-subspace-local``)."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
     a = analyses(params)
     segments = {name: kit.open(spec) for name, spec in a.segments.items()}
-    judged = shares_by_regime(kit, params)["default rate"]
-    measured = kit.open(a.premises)["stages"][REGIMES.index("default rate")]
-    premises = theory_premises(kit, params, "default rate")
-    return {"stage": segments["default rate"].iloc[-1].to_dict(), "shares": judged["shares"],
-            "r": params.subspace_rank, "coordinates_part": judged["coordinates_part"],
-            "nonshared_parts": measured["nonshared_parts"], "premises": [premises[k] for k in C5_PREMISES],
-            "local": segments["local"].iloc[-1].to_dict(), "path": kit.open(a.paths["default rate"])["table"],
-            "pair": params.titles}
+    judged = shares_by_regime(kit, params)[regime]
+    measured = kit.open(a.premises)["stages"][REGIMES.index(regime)]
+    premises = theory_premises(kit, params, regime)
+    inputs = {"stage": segments[regime].iloc[-1].to_dict(), "shares": judged["shares"],
+              "r": params.subspace_rank, "coordinates_part": judged["coordinates_part"],
+              "nonshared_parts": measured["nonshared_parts"], "premises": [premises[k] for k in C5_PREMISES],
+              "path": kit.open(a.paths[regime])["table"], "pair": params.titles, "regime": LADDER_REGIMES[regime]}
+    if regime == "default rate":
+        return {**inputs, "local": segments["local"].iloc[-1].to_dict()}
+    return {**inputs, "name": "second-order-subspace-local",
+            "what": f"B's local-regime stage ({params.local_steps} steps at {params.local_lr:g})"}
 
 
 def c6_theory_inputs(kit, params: Params) -> list[dict]:
@@ -263,5 +279,19 @@ def c6_theory_inputs(kit, params: Params) -> list[dict]:
         c = kit.open(analyses(params).contraction[name])
         premises = theory_premises(kit, params, name)
         out.append({"distance_s": c["to_fixed"], "mu": c["mu"], "alpha": c["alpha"], "name": f"gd-contraction-{slug}",
-                    "drift_corrected": c["to_path"], "premises": [premises[k] for k in C6_THEORY_PREMISES]})
+                    "drift_corrected": c["to_path"], "premises": [premises[k] for k in C6_THEORY_PREMISES],
+                    "regime": LADDER_REGIMES[name]})
     return out
+
+
+def ladder_inputs(kit, params: Params) -> dict[str, tuple[dict, dict]]:
+    """The first two rungs' check arguments, ``{"quadratic": (C5's, C6's), "controlled": (C5's, C6's)}``
+    (:func:`mdrl_lib.ladder.quadratic_rung_inputs` on the quadratic world of the run's seed,
+    :func:`~mdrl_lib.ladder.controlled_rung_inputs` on the controlled rung's artifact); the LM rungs' are
+    :func:`c5_inputs` and :func:`c6_theory_inputs`."""
+    from mdrl_lib.ladder import controlled_rung_inputs, quadratic_rung_inputs
+    from mdrl_lib.quadratic import make_quadratic_world
+
+    world = make_quadratic_world(seed=params.seed)
+    return {"quadratic": quadratic_rung_inputs(world, draws=params.nonshared_draws, seed=params.seed),
+            "controlled": controlled_rung_inputs(kit.open(analyses(params).controlled))}
