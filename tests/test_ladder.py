@@ -117,3 +117,18 @@ def test_the_ladder_figure_labels_each_rung_with_its_premises():
     assert right.get_yscale() == "log" and left.get_ylabel() and right.get_ylabel() and left.get_title()
     heights = [p.get_height() for p in left.patches]
     assert heights[2] == pytest.approx(1.0)  # the quadratic world's second order is the whole damage
+
+
+def test_regime_table_sets_a_claim_s_checks_in_ladder_order(tmp_path):
+    from mdrl_lib.claims.record import regime_table
+
+    common = dict(claim="C6", statement="s", paper="p", measured="m", baseline="b", supported=True, why="w")
+    for name, regime in (("refresh", "default LM"), ("gd-default", "default LM"), ("gd-quadratic", "quadratic"),
+                         ("gd-controlled", "controlled"), ("plain", "")):
+        record_check(tmp_path, ClaimCheck(**common, name=name, regime=regime))
+    record_check(tmp_path, ClaimCheck(**{**common, "claim": "C5"}, name="other", regime="quadratic"))
+    table = regime_table(tmp_path, "C6")
+    assert list(table["check"]) == ["gd-quadratic", "gd-controlled", "gd-default", "refresh", "plain"]
+    assert list(table.columns) == ["check", "regime", "notebook", "verdict", "tested", "premises"]
+    with pytest.raises(ValueError, match="valid claims"):
+        regime_table(tmp_path, "C9")

@@ -22,14 +22,15 @@ from mdrl_lib.claims.nb04 import C0_ALPHA, C0_PAPER, C0_STATEMENT, DROP_COLUMNS,
 from mdrl_lib.claims.nb05 import (C6_COLLATERAL, C6_REFRESH_PAPER, C6_REFRESH_STATEMENT, C7_PAPER, C7_STATEMENT,
                                   check_c6_refresh, check_c7)
 from mdrl_lib.claims.nb06 import K1_PAPER, K1_STATEMENT, check_k1
-from mdrl_lib.claims.record import (CLAIM_IDS, CLAIMS_DIR, KIT_CLAIM_IDS, TESTED, VERDICTS, ClaimCheck, checks_table, claim_path,
-                                    ledger, load_check, premise, premises_table, premises_text, record_check,
-                                    verdict_counts)
+from mdrl_lib.claims.record import (CLAIM_IDS, CLAIMS_DIR, KIT_CLAIM_IDS, REGIMES, TESTED, VERDICTS, ClaimCheck,
+                                    checks_table, claim_path, ledger, load_check, premise, premises_table,
+                                    premises_text, record_check, regime_table, verdict_counts)
 from mdrl_lib.claims.rules import RULES_FILE, RULES_VERSION, rule
 
 __all__ = [
     "CLAIM_IDS", "CLAIMS_DIR", "ClaimCheck", "checks_table", "claim_path", "ledger", "load_check", "record_check",
-    "TESTED", "VERDICTS", "premise", "premises_table", "premises_text", "verdict_counts", "RULES_FILE", "RULES_VERSION", "rule",
+    "REGIMES", "TESTED", "VERDICTS", "premise", "premises_table", "premises_text", "regime_table", "verdict_counts",
+    "RULES_FILE", "RULES_VERSION", "rule",
     "MATH_RIGHT_NUMBER_FLOOR", "SCORE_CEILING", "base_precondition_table", "base_preconditions", "precondition_warning",
     "C1_ALPHA", "C1_COLUMNS", "C1_PAPER", "C1_PAPER_RANGE", "C1_STATEMENT", "C2_PAPER", "C2_PAPER_MAX", "C2_RATIO",
     "C2_STATEMENT", "check_c1", "check_c2",

@@ -289,3 +289,18 @@ def ledger(run_dir: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["order"] = table["claim"].map(CLAIM_IDS.index)
     return table.sort_values(["order", "check"], kind="stable").drop(columns="order").reset_index(drop=True)
+
+
+def regime_table(run_dir: str | Path, claim: str) -> pd.DataFrame:
+    """The recorded checks of ``claim`` side by side by rung: one row per check with a regime, in ladder order
+    (:data:`REGIMES`), then those off the ladder; columns check, regime, notebook, verdict, tested, premises.
+    Notebook ``05_refresh_vs_rollback`` sets its real refresh (C6, ``default LM``) beside notebook 03's theorem
+    checks on every rung. Introduced in notebook 05."""
+    if claim not in CLAIM_IDS:
+        raise ValueError(f"unknown claim {claim!r}; valid claims: {', '.join(CLAIM_IDS)}")
+    table = ledger(run_dir)
+    table = table[(table["claim"] == claim) & (table["verdict"] != "not measured")]
+    order = {r: i for i, r in enumerate(REGIMES)}
+    table = table.assign(_rung=table["regime"].map(lambda r: order.get(r, len(REGIMES))))
+    return (table.sort_values(["_rung", "notebook", "check"], kind="stable")
+            [["check", "regime", "notebook", "verdict", "tested", "premises"]].reset_index(drop=True))
