@@ -276,25 +276,29 @@ class TaskLoss:
         return loss
 
 
-def dense_hessian(loss_fn, model: nn.Module, space) -> torch.Tensor:
-    """The exact Hessian of ``loss_fn`` on ``space``'s coordinates, ``(dim, dim)``, symmetrised: one
-    Hessian-vector product per coordinate (:func:`mdrl_lib.perturbation.hessian_operator`)."""
-    from mdrl_lib.perturbation import hessian_operator
-
-    operator = hessian_operator(loss_fn, model, space)
-    columns = [operator(e) for e in torch.eye(space.dim, dtype=torch.float64)]
-    operator.release()
-    matrix = torch.stack(columns, dim=1).double()
-    return 0.5 * (matrix + matrix.T)
-
-
-def newton_minimum(loss_fn, model: nn.Module, space, tolerance: float, max_iterations: int = 200) -> dict:
-    """Minimise ``loss_fn`` over ``space`` by damped Newton steps on the exact Hessian (shifted to be positive
-    definite when it is not, with a backtracking line search), until ``||g|| <= tolerance``. Leaves the model at
+def newton_minimum(loss_fn, model: nn.Module, space, tolerance: float, max_iterations: int = 200,
+                   max_quasi_newton: int = 500) -> dict:
+    """Minimise ``loss_fn`` over ``space``: up to ``max_quasi_newton`` L-BFGS iterations (over the model's
+    parameters the space covers), then damped Newton steps on the exact Hessian (shifted to be positive definite
+    when it is not, with a backtracking line search) until ``||g|| <= tolerance``. Leaves the model at
     the minimum. Returns ``iterations``, ``grad_norm``, ``converged``, ``hessian_min`` and ``hessian_max`` (the
     extreme eigenvalues of the Hessian there)."""
-    from mdrl_lib.perturbation import gradient, loss_value
+    from mdrl_lib.perturbation import dense_hessian, gradient, loss_value
 
+    params = space.parameters(model)
+    quasi = torch.optim.LBFGS(params, lr=1.0, max_iter=max_quasi_newton, tolerance_grad=tolerance,
+                              tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():  # L-BFGS first: cheap steps most of the way, then exact Newton steps to the tolerance
+        quasi.zero_grad()
+        loss = loss_fn(model)
+        loss.backward()
+        return loss
+
+    if max_quasi_newton:
+        quasi.step(closure)
+        for p in params:
+            p.grad = None
     iterations = 0
     for iterations in range(max_iterations + 1):
         g = gradient(loss_fn, model, space).double()
@@ -392,7 +396,7 @@ def measure(world: ControlledWorld) -> dict[str, Any]:
         # of L_A within locality_target (judged with the exact Hessian at theta_A*)
         base_loss = pt.loss_value(loss_a, net)
         g_a = pt.gradient(loss_a, net, space).double()
-        hessian = dense_hessian(loss_a, net, space)
+        hessian = pt.dense_hessian(loss_a, net, space)
 
         def quadratic(d: torch.Tensor) -> float:
             return float(g_a @ d) + 0.5 * float(d @ hessian @ d)

@@ -412,6 +412,19 @@ def hessian_operator(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSp
     return HessianOperator(loss_fn, model, space, reuse_graph=reuse_graph)
 
 
+def dense_hessian(loss_fn: LossFn, model: torch.nn.Module, space: ParameterSpace) -> torch.Tensor:
+    """The exact Hessian of ``loss_fn`` on the space's coordinates at the model's weights, shape ``(dim, dim)``
+    float64, symmetrised: one product of a :class:`HessianOperator` per unit vector, so only for small spaces.
+    Introduced in ``03_perturbation_theory`` (the ladder's controlled rung)."""
+    operator = hessian_operator(loss_fn, model, space)
+    try:
+        eye = torch.eye(space.dim, dtype=operator.dtype, device=operator.device)
+        matrix = torch.stack([operator(eye[i]) for i in range(space.dim)], dim=1).double().cpu()
+    finally:
+        operator.release()
+    return 0.5 * (matrix + matrix.T)
+
+
 def _default_eps(model: torch.nn.Module, space: ParameterSpace) -> float:
     # a central difference balances truncation (eps^2) against rounding (unit roundoff / eps)
     return 1e-4 if space.parameters(model)[0].dtype == torch.float64 else 1e-2

@@ -463,3 +463,23 @@ def test_the_summary_tables_read_the_last_row_and_the_closed_form_bound():
     assert list(table.columns)[1] == "after 2 steps (to θ_A*)"
     deltas = {"b": torch.tensor([3.0, 4.0])}
     assert pt.displacement_table(deltas, torch.tensor([0.0, 10.0])).loc["b"].tolist() == [5.0, 0.5]
+
+
+def test_dense_hessian_is_every_hessian_vector_product_stacked():
+    from mdrl_lib.perturbation import ParameterSpace, dense_hessian, hvp
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    x = torch.randn(20, 3, dtype=torch.float64)
+
+    def loss(m):
+        return (m(x) ** 2).mean()
+
+    mask = {"0.weight": torch.rand(4, 3) > 0.5, "2.weight": torch.ones(1, 4, dtype=torch.bool)}
+    space = ParameterSpace.from_model(model, ["0.weight", "2.weight"], mask=mask)
+    matrix = dense_hessian(loss, model, space)
+    assert matrix.shape == (space.dim, space.dim) and torch.equal(matrix, matrix.T)
+    for i in range(space.dim):
+        unit = torch.zeros(space.dim, dtype=torch.float64)
+        unit[i] = 1.0
+        assert torch.allclose(matrix[:, i], hvp(loss, model, space, unit), atol=1e-12)
