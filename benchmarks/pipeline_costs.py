@@ -5,8 +5,9 @@ Every stored artifact's manifest records the seconds its build took (one torch t
 This script plans the selected notebooks against a run directory that holds their artifacts (for
 example after ``make toy``), reads each planned artifact's manifest and sums the seconds: by notebook
 (an artifact two notebooks plan counts for the first of them), by kind, and per world seed, beside the
-budget in ``mdrl_lib.plan.TOY_BUDGET``. Seconds measured with other work beside the build are longer
-than on a quiet machine: measure after a run made alone.
+budget in ``mdrl_lib.plan.TOY_BUDGET``, and the budget scaled to this CPU by its base warm-up
+(``mdrl_lib.plan.budget_on_this_cpu``: CPUs of this machine kind differ by up to 1.7x). Seconds measured with
+other work beside the build are longer than on a quiet machine: measure after a run made alone.
 
     python benchmarks/pipeline_costs.py runs/toy            # every notebook, their defaults
     python benchmarks/pipeline_costs.py runs/toy -p rl_seeds 0,1,2 --only 04
@@ -43,7 +44,7 @@ def costs(run_dir: Path, notebooks: list[Path], overrides: dict) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     from mdrl_lib.cli import list_notebooks, parse_value
-    from mdrl_lib.plan import TOY_BUDGET
+    from mdrl_lib.plan import BUDGET_REFERENCE_WARMUP_S, TOY_BUDGET, budget_on_this_cpu
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, nargs="?", default=ROOT / "runs" / "toy",
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(r["seconds"] or 0.0 for r in rows)
     print(f"total: {total:.1f} CPU-s over {len(rows)} artifacts; budget: {TOY_BUDGET['work_per_world_cpu_s']} CPU-s "
           f"per world seed")
+    warmups = [r["seconds"] for r in rows if r["kind"] == "base" and r["seconds"]]
+    if len(warmups) == 1:
+        scaled = budget_on_this_cpu(warmups[0])
+        print(f"this CPU's base warm-up took {warmups[0]:.1f} s against the budget's reference "
+              f"{BUDGET_REFERENCE_WARMUP_S:.0f} s: the budget on this CPU is {scaled['work_per_world_cpu_s']:.0f} CPU-s "
+              f"per world seed (make toy {scaled['make_toy_s']:.0f} s, make test {scaled['make_test_s']:.0f} s); the "
+              f"work is {total / warmups[0]:.2f} warm-ups, the budget {TOY_BUDGET['work_per_world_cpu_s'] / BUDGET_REFERENCE_WARMUP_S:.2f}")
     if missing:
         print(f"not stored, not counted ({len(missing)}): {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
     return 0

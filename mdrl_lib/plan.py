@@ -29,7 +29,21 @@ TOY_SECONDS = {"warmup_step": 0.05, "grpo_step": 0.12, "gd_step": 0.05, "scores"
 WORKER_MEMORY_GB = {"toy": 1.0, "full": 24.0}
 # The toy scale's time budget on this machine kind (2 cores, 24 GB), for the notebooks of today and those to
 # come; measured by benchmarks/pipeline_costs.py (work) and by timing the two make targets from a fresh clone.
-TOY_BUDGET = {"work_per_world_cpu_s": 650, "make_toy_s": 570, "make_test_s": 840}  # what one worker may hold: a toy stage peaks near 0.5 GB
+TOY_BUDGET = {"work_per_world_cpu_s": 650, "make_toy_s": 570, "make_test_s": 840}
+# CPUs of this machine kind differ by up to 1.7x in speed: the budget's seconds hold on a CPU whose seed-0 base
+# warm-up (the base's manifest seconds, one thread) takes this long (an AVX-512 Xeon, where the budget was last
+# held); budget_on_this_cpu scales them by the warm-up a run measured.
+BUDGET_REFERENCE_WARMUP_S = 64.0
+
+
+def budget_on_this_cpu(warmup_seconds: float) -> dict[str, float]:
+    """:data:`TOY_BUDGET` scaled to a CPU whose seed-0 base warm-up took ``warmup_seconds`` (one thread), against
+    :data:`BUDGET_REFERENCE_WARMUP_S`: each figure times warmup_seconds / 64. Introduced with
+    ``benchmarks/pipeline_costs.py``."""
+    if not warmup_seconds > 0:
+        raise ValueError(f"warmup_seconds must be positive, got {warmup_seconds!r}")
+    factor = warmup_seconds / BUDGET_REFERENCE_WARMUP_S
+    return {name: value * factor for name, value in TOY_BUDGET.items()}
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,11 @@ def test_the_plan_prints_the_budget_per_world(tmp_path):
     text = plan.format_plan(nodes, "toy", 2)
     assert f"budget: {plan.TOY_BUDGET['work_per_world_cpu_s']} s of work per world seed" in text
     assert "world seed 7:" in text
+
+
+def test_the_budget_scales_with_this_cpu_s_warm_up():
+    scaled = plan.budget_on_this_cpu(plan.BUDGET_REFERENCE_WARMUP_S * 1.5)
+    assert scaled == {name: 1.5 * value for name, value in plan.TOY_BUDGET.items()}
+    assert plan.budget_on_this_cpu(plan.BUDGET_REFERENCE_WARMUP_S) == {k: float(v) for k, v in plan.TOY_BUDGET.items()}
+    with pytest.raises(ValueError, match="positive"):
+        plan.budget_on_this_cpu(0.0)

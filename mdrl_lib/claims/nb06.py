@@ -21,8 +21,9 @@ K1_CAVEATS = ("one world seed and one RL seed (the chain, the experts and every 
               "the grid of settings (refresh budgets, rollback rules and k, merge scales, densities and drop rates, "
               "the alternating refresh's cycles) is the kit's own choice, not the paper's or the field's tuned one",
               "the front is of point estimates; each change's paired interval is in the table",
-              "merges combine the single-domain experts from the base, not the chain: they cost no training here "
-              "only because the experts were trained anyway (their training is not counted)")
+              "merges of the experts combine the single-domain experts from the base, not the chain: they cost no "
+              "training here only because the experts were trained anyway (their training is not counted); merges of "
+              "the chain's stages recombine the chain's own steps and cost no training either")
 
 
 def _dominates(a: Mapping, b: Mapping) -> bool:
