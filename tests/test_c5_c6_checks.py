@@ -66,7 +66,7 @@ def test_c5_reports_the_local_stage_and_the_path():
                      nonshared_parts=CONTROLS)
     assert check.figures["local_second_order_share"] == pytest.approx(7 / 10.5)
     assert check.figures["path_first_order"] == -0.019 and check.figures["path_cosine_max"] == 0.012
-    assert "local stage (reported" in check.measured
+    assert "local stage (its own record judges it)" in check.measured
 
 
 # ---- C6 (theory) ------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_the_agreement_text_follows_the_checks():
     agree = agreement_text(_c5(), [c6], displacement=0.02, coordinates=100, real=_real(), b_title="QA", refresh_steps=5)
     lines = agree.splitlines()
     assert lines[0].startswith("C5 (supported), second order at the run's rate (agrees)") and "Every premise holds" in lines[0]
-    assert lines[1].startswith("C5, local stage (reported)")
+    assert lines[1].startswith("C5, local stage (judged in its own record, [local LM])")
     assert lines[2].startswith("C5, the link to C3: g_A^T δ_B = 0.2")
     assert "the shared routes do hold more" in lines[3]
     assert lines[4].startswith("C6 theory, gd-contraction-local (supported)") and "0.4000" in lines[4]

@@ -30,7 +30,7 @@ def test_the_plan_names_every_trained_artifact_and_analysis_once(kit):
     params = recipe.Params(perturbation_pair="math,qa")
     planned = recipe.plan(kit, params)
     keys = [kit.key(s) for s in planned]
-    assert len(keys) == len(set(keys)) == 6 + 15  # 15 analyses: 14 on the LM, the ladder's controlled rung
+    assert len(keys) == len(set(keys)) == 6 + 15 + 3  # 15 analyses (14 on the LM, the controlled rung), 3 scorings
     assert set(analysis_keys(kit).values()) <= set(keys)
     s = recipe.specs(params)
     assert s.regimes == {"default rate": s.b_stage, "local": s.local_stage}
@@ -124,3 +124,43 @@ def test_the_claim_inputs_come_from_the_right_regimes():
     assert all(p["holds"] for p in c6[1]["premises"])
     with pytest.raises(ValueError, match="valid: default rate, local"):
         recipe.theory_premises(kit, params, "fast")
+
+
+def test_the_lm_tradeoff_sets_both_stages_on_the_two_premises(kit):
+    """lm_tradeoff from canned analyses: each row's figures are the premise functions' on that stage's tables."""
+    import numpy as np
+    import pandas as pd
+
+    from mdrl_lib import perturbation as pt
+
+    params = recipe.Params(perturbation_pair="math,qa")
+    a, s = recipe.analyses(params), recipe.specs(params)
+    segment = {"local": pd.DataFrame({"t": [1.0], "measured": [1.0], "predicted": [1.05]}),
+               "default rate": pd.DataFrame({"t": [1.0], "measured": [1.0], "predicted": [1.5]})}
+    along = {n: pd.DataFrame({"step": [0, 10], "measured": [0.0, 1.0], "predicted": [0.0, 1.0]}) for n in segment}
+    items = {"local": {0: [1.0, 0.0] * 50, 60: [1.0, 0.0] * 50},
+             "default rate": {0: [1.0] * 100, 200: [1.0] * 60 + [0.0] * 40}}
+    results = {a.premises: {"stages": [{"delta_norm": 2.0}, {"delta_norm": 0.5}]}}
+    for name in segment:
+        results.update({a.segments[name]: segment[name], a.along[name]: along[name],
+                        a.paths[name]: {"items": items[name]}})
+
+    class Canned:
+        config = kit.config
+
+        def open(self, spec):
+            return results[spec]
+
+        def item_results(self, spec):
+            qa = {s.expert: [0.0] * 30, s.local_stage: [0.0] * 29 + [1.0], s.b_stage: [1.0] * 30}[spec]
+            return pd.DataFrame({"domain": ["qa"] * 30, "score": qa})
+
+    table = recipe.lm_tradeoff(Canned(), params, theta_norm=100.0)
+    assert list(table["regime"]) == ["local LM", "default LM"]
+    assert list(table["rate"]) == [params.local_lr, kit.config.rl.lr]
+    assert np.allclose(table["displacement"], [0.005, 0.02])  # the premises' stages are (default rate, local)
+    assert np.allclose(table["locality error"], [0.05, 0.5])
+    assert table.loc[0, "damage (paired SEs)"] == 0.0
+    assert table.loc[1, "damage (paired SEs)"] == pytest.approx(pt.paired_damage(items["default rate"][0],
+                                                                                 items["default rate"][200])["standard_errors"])
+    assert table.loc[1, "B's gain"] == pytest.approx(1.0) and table.loc[0, "B's gain"] == pytest.approx(1 / 30)

@@ -112,7 +112,7 @@ def check_c5(stage: Mapping[str, float], shares: pd.DataFrame, *, r: int, coordi
         figures.update(local_measured=lm, local_first_order=lf, local_second_order=ls,
                        local_second_order_share=second_order_share(lm, lf, ls),
                        local_relative_error=abs(lf + ls - lm) / abs(lm) if lm else None)
-        measured_text += (f"; local stage (reported, expansion local by construction): measured {lm:.3g}, first "
+        measured_text += (f"; local stage (its own record judges it): measured {lm:.3g}, first "
                           f"{lf:.3g}, second {ls:.3g}")
     baseline = (f"the first-order term g_A^T delta_B and the remainder; random {r}-dimensional subspaces of the same "
                 f"coordinates; {len(controls)} sets of non-shared MLP channels of the same count")
@@ -273,9 +273,9 @@ def agreement_text(c5: ClaimCheck, c6: Sequence[ClaimCheck], *, displacement: fl
              f"quadratic model misses (second order's share {f5['second_order_share']:.2f}; the prediction is "
              f"{f5['relative_error']:.0%} off)." + _failed(c5)]
     if f5.get("local_measured") is not None:
-        lines.append(f"C5, local stage (reported): damage {f5['local_measured']:.3g} = first {f5['local_first_order']:.3g}"
-                     f" + second {f5['local_second_order']:.3g} (second order's share "
-                     f"{f5['local_second_order_share']:.2f}), where a tiny step makes the expansion hold by construction.")
+        lines.append(f"C5, local stage (judged in its own record, [local LM]): damage {f5['local_measured']:.3g} = first "
+                     f"{f5['local_first_order']:.3g} + second {f5['local_second_order']:.3g} (second order's share "
+                     f"{f5['local_second_order_share']:.2f}), where a small step keeps the expansion close.")
     if f5.get("path_first_order") is not None:
         lines.append(f"C5, the link to C3: g_A^T δ_B = {f5['path_first_order']:.3g} summed over B's segments, each "
                      f"nearly orthogonal to g_A (|cosine| at most {f5['path_cosine_max']:.3g}, mean "

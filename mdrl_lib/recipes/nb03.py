@@ -9,7 +9,7 @@ from mdrl_lib.config import ConfigError
 from mdrl_lib.domains.base import DOMAIN_TITLES
 from mdrl_lib.recipes.params import NotebookParams, option, pair_choice_text  # noqa: F401 (the notebook reads it here)
 from mdrl_lib.recipes import params as common
-from mdrl_lib.specs import Base, ObjectiveBatch, Refresh, Stage
+from mdrl_lib.specs import Base, ObjectiveBatch, Refresh, Scores, Stage
 
 PAIRS = common.domain_pairs()
 
@@ -171,7 +171,8 @@ def plan(kit, params: Params) -> list:
     artifacts, then the analyses; a :class:`~mdrl_lib.plan.Pending` part until the chain is scored."""
     def complete(resolved: Params) -> list:
         s = specs(resolved)
-        return [Base(), s.expert, s.b_stage, s.local_stage, s.objective, s.refresh, *analyses(resolved).specs()]
+        return [Base(), s.expert, s.b_stage, s.local_stage, s.objective, s.refresh, *analyses(resolved).specs(),
+                *(Scores(m) for m in (s.expert, s.b_stage, s.local_stage))]
 
     return common.pair_plan(kit, params, ("perturbation_pair",), complete)
 
@@ -295,3 +296,33 @@ def ladder_inputs(kit, params: Params) -> dict[str, tuple[dict, dict]]:
     world = make_quadratic_world(seed=params.seed)
     return {"quadratic": quadratic_rung_inputs(world, draws=params.nonshared_draws, seed=params.seed),
             "controlled": controlled_rung_inputs(kit.open(analyses(params).controlled))}
+
+
+def lm_tradeoff(kit, params: Params, theta_norm: float):
+    """The toy LM's two B stages as a trade-off between the premises the theory needs together, one row per regime
+    (local first): ``rate``, ``steps``, ``displacement`` (||delta_B|| / ``theta_norm``, ||theta_A*||), ``locality
+    error`` (the locality premise's figure), A's ``damage (paired SEs)`` (the damage premise's), and B's own ``B's
+    gain`` on its held-out items (paired, with its ``p``). From the cached analyses and three scorings."""
+    import pandas as pd
+
+    from mdrl_lib import perturbation as pt
+    from mdrl_lib.stats import paired_difference
+
+    a = analyses(params)
+    s = specs(params)
+    _, b = params.pair
+    measured = kit.open(a.premises)["stages"]
+    before = kit.item_results(s.expert)
+    rows = []
+    for name, stage, rate, steps in (("local", s.local_stage, params.local_lr, params.local_steps),
+                                     ("default rate", s.b_stage, kit.config.rl.lr, kit.config.rl.steps)):
+        path = kit.open(a.paths[name])
+        after = kit.item_results(stage)
+        gain = paired_difference(before[before["domain"] == b]["score"].to_numpy(),
+                                 after[after["domain"] == b]["score"].to_numpy())
+        rows.append({"regime": LADDER_REGIMES[name], "rate": rate, "steps": steps,
+                     "displacement": measured[REGIMES.index(name)]["delta_norm"] / theta_norm,
+                     "locality error": pt.locality_error(kit.open(a.segments[name]), kit.open(a.along[name]))["worst"],
+                     "damage (paired SEs)": pt.paired_damage(**_damage(path))["standard_errors"],
+                     "B's gain": gain.diff, "p": gain.p_value})
+    return pd.DataFrame(rows)
