@@ -690,8 +690,8 @@ def plot_ladder(table: pd.DataFrame, *, tolerance: float | None = None) -> plt.F
     if tolerance is not None:
         left.axhspan(1 - tolerance, 1 + tolerance, color="grey", alpha=0.2, label=f"locality premise (±{tolerance:g})")
     left.set_xticks(x, labels, fontsize=8)
-    left.set(ylabel="term / measured damage of $L_A$ (t = 1)",
-             title="Damage against its Taylor terms, per rung")
+    left.set(ylabel="term / measured change of $L_A$ (t = 1)",
+             title="Taylor terms as shares of the measured change\n(first + second = 1: the quadratic model is exact)")
     left.legend(fontsize=8)
     ratio, bound = table["GD ratio"].astype(float), table["bound"].astype(float)
     right.bar(x - 0.2, ratio, 0.4, label="measured ratio")
