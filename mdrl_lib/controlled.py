@@ -356,7 +356,8 @@ def measure(world: ControlledWorld) -> dict[str, Any]:
     Returns a JSON-ready dict: ``minimum`` (Newton's result), ``routes`` (channel indices: a, b, shared, and the
     shared input group's), ``b_rate`` (the rate chosen) and ``b_trials`` (each rate tried: locality error, ||delta_B||,
     A's held-out drop and its paired standard errors), ``segment`` (Taylor terms along theta_A* + t delta_B, t =
-    0.25..1), ``along`` (at B's checkpoints: step, measured, predicted, L_A, score), ``eigenvalues`` (S's), ``shares`` (captured-share table),
+    0.25..1), ``along`` (at B's checkpoints: step, measured, predicted, L_A, score), ``eigenvalues`` (S's),
+    ``shares`` (captured-share table),
     ``coordinates_part``, ``nonshared_parts``, the premise norms (``grad_norm``, ``grad_s_norm``, ``h_delta_norm``,
     ``mu``, ``delta_s_norm``, ``curvature_term``, ``backflow``, ``lambda_max``), ``before`` / ``after`` (A's held-out
     per-item scores), and ``refresh`` (alpha, steps, loss, distance_s, distance). Introduced in notebook 03."""
@@ -391,7 +392,8 @@ def measure(world: ControlledWorld) -> dict[str, Any]:
                  for t in ("a", "b")}
         shared = found["a"] & found["b"]
         if not shared:
-            raise ValueError(f"the tasks share no channel in their top {world.route_fraction:.0%}; raise route_fraction")
+            raise ValueError(f"the tasks share no channel in their top {world.route_fraction:.0%}; "
+                             f"raise route_fraction")
         # B's stage: plain gradient descent on B's cross-entropy at the largest rate that keeps the quadratic model
         # of L_A within locality_target (judged with the exact Hessian at theta_A*)
         base_loss = pt.loss_value(loss_a, net)

@@ -124,8 +124,9 @@ def controlled_rung_inputs(result: Mapping[str, Any]) -> tuple[dict, dict]:
     c5 = {"stage": segment.iloc[-1].to_dict(), "shares": pd.DataFrame(result["shares"]), "r": result["rank"],
           "coordinates_part": result["coordinates_part"], "nonshared_parts": result["nonshared_parts"],
           "premises": [locality, damage, *objective], "name": "second-order-subspace-controlled",
-          "regime": "controlled", "what": f"B's stage in the controlled network ({world['b_steps']} GD steps at "
-                                          f"{result['b_rate']:g}, the largest of the grid within {world['locality_target']:g} locality)",
+          "regime": "controlled",
+          "what": f"B's stage in the controlled network ({world['b_steps']} GD steps at {result['b_rate']:g}, the "
+                  f"largest of the grid within {world['locality_target']:g} locality)",
           "caveats": [design, f"one world seed ({world['seed']}) of a {result['parameters']}-coordinate network"]}
     c6 = {"distance_s": refresh["distance_s"], "mu": result["mu"], "alpha": refresh["alpha"],
           "name": "gd-contraction-controlled", "regime": "controlled",

@@ -200,10 +200,11 @@ class Merge(Spec):
     does not use must stay at their defaults (an error otherwise), and only the settings the method uses enter
     the key (``references`` only when given).
 
-    The build loads the base (fp32, CPU; a stored base's fp32 master when it has one), streams every model's tensors together (``kit.weights``: the fp32
-    master of a bf16 stage; one tensor per model at a time, never a whole model beside the base), merges
-    each floating tensor some model changed and leaves the others as the base's, and stores the model as
-    :class:`~mdrl_lib.specs.GradientSteps` does. Memory: one model plus one tensor per merged model.
+    The build loads the base (fp32, CPU; a stored base's fp32 master when it has one), streams every model's
+    tensors together, and each reference's when given (``kit.weights``: the fp32 master of a bf16 stage; one tensor
+    per model at a time, never a whole model beside the base), merges each floating tensor some task vector moves
+    and leaves the others as the base's, and stores the model as :class:`~mdrl_lib.specs.GradientSteps` does.
+    Memory: one model plus one tensor per merged model and per reference.
     Introduced for notebook ``06_recovery_methods`` (merging baselines).
     """
 

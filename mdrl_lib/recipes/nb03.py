@@ -126,8 +126,9 @@ class Analyses:
 
     def specs(self) -> list:
         """Every analysis spec, inputs before what reads them."""
-        return [self.hvp_check, self.controlled, *self.segments.values(), *self.along.values(), self.routes, self.subspace,
-                self.shares, self.curvature, *self.contraction.values(), *self.paths.values(), self.premises]
+        return [self.hvp_check, self.controlled, *self.segments.values(), *self.along.values(), self.routes,
+                self.subspace, self.shares, self.curvature, *self.contraction.values(), *self.paths.values(),
+                self.premises]
 
 
 def analyses(params: Params) -> Analyses:
@@ -245,7 +246,6 @@ C6_THEORY_PREMISES = ("stationarity", "stationarity_s", "locality", "curvature",
 
 
 LADDER_REGIMES = {"local": "local LM", "default rate": "default LM"}  # notebook 03's B stages on the ladder
-CHECK_SLUGS = {"local": "local", "default rate": "default-rate"}
 
 
 def c5_inputs(kit, params: Params, regime: str = "default rate") -> dict:
