@@ -1506,19 +1506,21 @@ class TopCurvature(Spec):
 
 @dataclass(frozen=True)
 class GDContraction(Spec):
-    """The contraction theorem's refresh, measured: plain gradient descent on L_A (:func:`gd_trajectory`, in
-    memory: no model is stored) for ``steps`` steps at alpha = ``rate_scale`` / lambda_max (``curvature``),
-    from the damaged point (``stage``'s weights) and from theta_A* itself, with S the span of the
-    ``subspace``'s eigenvectors. Opens as ``{"alpha", "mu", "to_fixed", "to_path"}``: ``to_fixed[t]`` =
-    ``||P_S(theta_t - theta_A*)||`` and ``to_path[t]`` = ``||P_S(theta_t - theta'_t)||`` against the path
-    theta'_t from theta_A*, ``t = 0..steps``; mu = the smallest of the subspace's eigenvalues. Introduced in
-    ``03_perturbation_theory``."""
+    """The contraction theorem's refresh, measured: plain gradient descent on L_A (the steps of
+    :func:`gd_trajectory`, both paths in lockstep so that only their current points are held) at alpha =
+    ``rate_scale`` / lambda_max (``curvature``), from the damaged point (``stage``'s weights) and from theta_A*
+    itself, with S the span of the ``subspace``'s eigenvectors, for ``steps`` steps, or, with ``until_bound``, for
+    the fewest steps whose bound ``|1 - alpha mu|^T`` is at most ``until_bound`` (:func:`steps_to_bound`, at most
+    ``steps``). Opens as ``{"alpha", "mu", "to_fixed", "to_path"}``: ``to_fixed[t]`` = ``||P_S(theta_t -
+    theta_A*)||`` and ``to_path[t]`` = ``||P_S(theta_t - theta'_t)||`` against the path theta'_t from theta_A*,
+    ``t = 0..T``; mu = the smallest of the subspace's eigenvalues. Introduced in ``03_perturbation_theory``."""
 
     stage: Spec
     subspace: ConflictEigenpairs
     curvature: TopCurvature
     rate_scale: float = 1.0
     steps: int = 30
+    until_bound: float | None = None
     kind: ClassVar[str] = "gd-contraction"
 
     def __post_init__(self) -> None:
@@ -1528,13 +1530,18 @@ class GDContraction(Spec):
             raise ConfigError(f"gd-contraction rate_scale: expected a positive number, got {self.rate_scale!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"gd-contraction steps: expected a positive integer, got {self.steps!r}")
+        if self.until_bound is not None and not 0 < self.until_bound < 1:
+            raise ConfigError(f"gd-contraction until_bound: expected a bound in (0, 1) or None, got {self.until_bound!r}")
 
     def inputs(self) -> tuple[Spec, ...]:
         return (self.stage, self.subspace, self.curvature)
 
     def key_fields(self, kit: Kit) -> dict:
-        return {"stage": kit.key(self.stage), "subspace": kit.key(self.subspace),
-                "curvature": kit.key(self.curvature), "rate_scale": self.rate_scale, "steps": self.steps}
+        fields = {"stage": kit.key(self.stage), "subspace": kit.key(self.subspace),
+                  "curvature": kit.key(self.curvature), "rate_scale": self.rate_scale, "steps": self.steps}
+        if self.until_bound is not None:
+            fields["until_bound"] = self.until_bound
+        return fields
 
     def build(self, kit: Kit, directory: Path, progress: bool) -> dict:
         eigen = kit.open(self.subspace)
@@ -1542,12 +1549,21 @@ class GDContraction(Spec):
         expert = load_expert(kit, self.curvature.objective)
         loss, model, space, theta_a = expert.loss, expert.model, expert.space, expert.theta
         project = eigen.projector(space.dim)
-        damaged_start = theta_a + (weights_vector(kit, space, self.stage) - theta_a)
-        clean = gd_trajectory(loss, model, space, theta_a, alpha, self.steps)
-        damaged = gd_trajectory(loss, model, space, damaged_start, alpha, self.steps)
-        result = {"alpha": alpha, "mu": float(eigen.values.min()),
-                  "to_fixed": [float(project((theta - theta_a).double()).norm()) for theta in damaged],
-                  "to_path": [float(project((theta - ref).double()).norm()) for theta, ref in zip(damaged, clean)]}
+        damaged = theta_a + (weights_vector(kit, space, self.stage) - theta_a)
+        mu = float(eigen.values.min())
+        steps = self.steps if self.until_bound is None else steps_to_bound(alpha, mu, self.until_bound, self.steps)
+        clean = theta_a.clone()
+        to_fixed, to_path = [], []
+        with restored_afterwards(model, space):
+            for step in range(steps + 1):
+                to_fixed.append(float(project((damaged - theta_a).double()).norm()))
+                to_path.append(float(project((damaged - clean).double()).norm()))
+                if step < steps:  # the steps of gd_trajectory, both paths in lockstep
+                    space.set(model, clean)
+                    clean = clean - alpha * gradient(loss, model, space).to(clean)
+                    space.set(model, damaged)
+                    damaged = damaged - alpha * gradient(loss, model, space).to(damaged)
+        result = {"alpha": alpha, "mu": mu, "to_fixed": to_fixed, "to_path": to_path}
         (directory / RESULT_FILE).write_text(json.dumps(result))
         return {"alpha": alpha, "ratio": result["to_fixed"][-1] / result["to_fixed"][0]}
 
@@ -1555,7 +1571,9 @@ class GDContraction(Spec):
         return json.loads((artifact.path / RESULT_FILE).read_text())
 
     def label(self) -> str:
-        return f"{self.steps} GD steps on L_{self.curvature.objective.domain} from {self.stage.label()}"
+        steps = (f"GD steps until the bound reaches {self.until_bound:g} (at most {self.steps})"
+                 if self.until_bound is not None else f"{self.steps} GD steps")
+        return f"{steps} on L_{self.curvature.objective.domain} from {self.stage.label()}"
 
     def toy_seconds(self, config) -> float:
         return 0.3 * 2 * self.steps

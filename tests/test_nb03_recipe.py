@@ -62,6 +62,7 @@ def test_an_auto_pair_waits_for_the_chain_and_must_be_settled_first(kit):
     ("nonshared_draws", 12, {"premises", "controlled"}),
     ("gd_steps", 10, {"gd default rate", "gd local"}),
     ("gd_rate_scale", 1.5, {"gd default rate", "gd local"}),
+    ("gd_until_bound", 0.5, {"gd default rate", "gd local"}),
     ("conflict_route_prompts", 50, {"routes", "subspace", "shares", "gd default rate", "gd local", "premises"}),
     ("local_lr", 2e-5, {"segment local", "along local", "shares", "gd local", "path local", "premises"}),
     ("objective_prompts", 32, {"hvp", "subspace", "shares", "curvature", "segment default rate", "segment local",

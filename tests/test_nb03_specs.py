@@ -248,3 +248,18 @@ def test_the_tables_the_notebook_shows(tiny, built):
     checkpoint = tiny.checkpoints_along(built["stage"])[-1][1]
     assert torch.equal(pt.weights_vector(tiny, expert.space, checkpoint),
                        pt.weights_vector(tiny, expert.space, built["stage"]))
+
+
+def test_the_gd_contraction_can_run_until_its_bound(tiny, built):
+    """until_bound: as many steps as the bound needs (at most ``steps``); the same path as the fixed-length run."""
+    s = built["specs"]["gd"]
+    spec = pt.GDContraction(s.stage, s.subspace, s.curvature, rate_scale=1.0, steps=5, until_bound=0.999)
+    assert tiny.key(spec) != tiny.key(s) and "until_bound" in spec.key_fields(tiny)
+    assert "until_bound" not in s.key_fields(tiny)
+    gd, fixed = tiny.open(spec, progress=False), built["opened"]["gd"]
+    steps = pt.steps_to_bound(gd["alpha"], gd["mu"], 0.999, 5)
+    assert len(gd["to_fixed"]) == steps + 1
+    common = min(len(gd["to_fixed"]), len(fixed["to_fixed"]))
+    assert gd["to_fixed"][:common] == fixed["to_fixed"][:common]
+    with pytest.raises(ConfigError, match="until_bound"):
+        pt.GDContraction(s.stage, s.subspace, s.curvature, until_bound=1.5)

@@ -44,6 +44,9 @@ class Params(NotebookParams):
                                   maximum=100)
     gd_steps: int = option(30, "plain gradient-descent refresh steps on L_A (the theorem's refresh)", minimum=1,
                            maximum=10**4)
+    gd_until_bound: float = option(0.0, "0: run gd_steps steps; above 0: run the theorem's refresh until its bound "
+                                        "|1 - alpha mu|^T reaches this (e.g. 0.5; at most 10,000 steps, about 0.2 "
+                                        "CPU-s each on the toy, per regime)", minimum=0.0, maximum=0.99)
     gd_rate_scale: float = option(1.0, "the GD rate alpha as a multiple of 1 / (largest eigenvalue of H_A)",
                                   above=0.0, maximum=2.0)
     real_refresh_steps: int = option(50, "GRPO steps of the kit's real refresh (Adam, decaying rate) from the B stage",
@@ -155,9 +158,20 @@ def analyses(params: Params) -> Analyses:
                                  random_last_only=True),
         curvature=curvature,
         contraction={name: pt.GDContraction(stage, subspace, curvature, rate_scale=params.gd_rate_scale,
-                                            steps=params.gd_steps) for name, stage in s.regimes.items()},
+                                            **gd_length(params)) for name, stage in s.regimes.items()},
         paths={name: pt.PathAlong(stage, s.objective) for name, stage in s.regimes.items()},
         premises=pt.TheoryPremises(subspace, tuple(s.regimes.values()), draws=params.nonshared_draws, seed=params.seed))
+
+
+GD_MAX_STEPS = 10_000  # the cap of a refresh run until its bound (gd_until_bound)
+
+
+def gd_length(params: Params) -> dict:
+    """The theorem's refresh length for :class:`~mdrl_lib.perturbation.GDContraction`: ``gd_steps`` steps, or with
+    ``gd_until_bound`` above 0 until the bound reaches it (at most :data:`GD_MAX_STEPS`)."""
+    if params.gd_until_bound > 0:
+        return {"steps": GD_MAX_STEPS, "until_bound": params.gd_until_bound}
+    return {"steps": params.gd_steps}
 
 
 def resolve(kit, params: Params, *, build: bool = True) -> Params | None:
