@@ -1576,7 +1576,9 @@ class GDContraction(Spec):
         return f"{steps} on L_{self.curvature.objective.domain} from {self.stage.label()}"
 
     def toy_seconds(self, config) -> float:
-        return 0.3 * 2 * self.steps
+        # until a bound, the length is known only once mu and lambda_max are: the toy's runs to 0.5 take a few
+        # hundred steps (alpha mu near 2e-3)
+        return 0.3 * 2 * (self.steps if self.until_bound is None else min(self.steps, 400))
 
 
 @dataclass(frozen=True)
