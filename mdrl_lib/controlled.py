@@ -106,9 +106,10 @@ class ControlledWorld:
         for name, minimum in counts.items():
             Param(int, "", minimum=minimum, maximum=10**6).check(f"controlled {name}", getattr(self, name))
         Param(int, "", minimum=0, maximum=MAX_SEED).check("controlled seed", self.seed)
-        for name, low, high in (("teacher_correlation", -1.0, 1.0), ("leak", 0.0, 1.0), ("route_fraction", 0.0, 1.0),
-                                ("gd_rate_scale", 0.0, 2.0), ("gd_bound", 0.0, 1.0)):
+        for name, low, high in (("teacher_correlation", -1.0, 1.0), ("leak", 0.0, 1.0)):
             Param(float, "", minimum=low, maximum=high).check(f"controlled {name}", getattr(self, name))
+        for name, high in (("route_fraction", 1.0), ("gd_rate_scale", 2.0), ("gd_bound", 1.0)):
+            Param(float, "", above=0.0, maximum=high).check(f"controlled {name}", getattr(self, name))
         for name in ("proximal", "base_lr", "gradient_tolerance", "locality_target"):
             Param(float, "", above=0.0, maximum=10.0).check(f"controlled {name}", getattr(self, name))
         if isinstance(self.b_rates, (str, bytes)) or not isinstance(self.b_rates, tuple) or not self.b_rates:
@@ -118,9 +119,9 @@ class ControlledWorld:
         if self.checkpoint_every > self.b_steps:
             raise ConfigError(f"controlled checkpoint_every: {self.checkpoint_every} exceeds b_steps ({self.b_steps}); "
                               f"B's stage would keep no checkpoint along the way")
-        if not 0 < self.gd_rate_scale or not 0 < self.gd_bound < 1 or not 0 < self.route_fraction:
-            raise ConfigError("controlled gd_rate_scale, gd_bound and route_fraction must be positive "
-                              "(gd_bound below 1)")
+        if self.gd_bound >= 1:
+            raise ConfigError(f"controlled gd_bound: expected a bound below 1 (the refresh must contract), got "
+                              f"{self.gd_bound!r}")
 
     @property
     def inputs(self) -> int:

@@ -70,18 +70,18 @@ def quadratic_rung_inputs(world, *, draws: int = 10, seed: int = 0, bound: float
     g = world.gradient_a(world.theta_a)
     measured = float(table.iloc[-1]["measured"])
     segment = table.assign(relative_error=(table["predicted"] - table["measured"]).abs() / table["measured"].abs())
-    common = [pt.curvature_premise(world.mu, minimum=limits["mu"]),
-              pt.backflow_premise(float(np.linalg.norm(project @ h @ (delta - on_s))),
-                                  float(np.linalg.norm(project @ h @ on_s)), max_ratio=limits["backflow"]),
-              pt.locality_premise(segment, rtol=limits["locality"]),
-              premise("damage: B's update raises L_A (the world has no items; the sign of the change)", measured, 0.0,
-                      measured > 0)]
+    curvature = pt.curvature_premise(world.mu, minimum=limits["mu"])
+    backflow = pt.backflow_premise(float(np.linalg.norm(project @ h @ (delta - on_s))),
+                                   float(np.linalg.norm(project @ h @ on_s)), max_ratio=limits["backflow"])
+    locality = pt.locality_premise(segment, rtol=limits["locality"])
+    damage = premise("damage: B's update raises L_A (the world has no items; the sign of the change)", measured, 0.0,
+                     measured > 0)
     stationarity = pt.stationarity_premises(float(np.linalg.norm(g)), float(np.linalg.norm(project @ g)),
                                             float(np.linalg.norm(h @ delta)), world.mu, float(np.linalg.norm(on_s)),
                                             max_ratio=limits["stationarity"])
     shares = world.captured_share(r, n_random=draws, seed=seed)
     c5 = {"stage": table.iloc[-1].to_dict(), "shares": shares, "r": r, "coordinates_part": coordinates_part,
-          "nonshared_parts": nonshared, "premises": [common[2], common[3]], "name": "second-order-subspace-quadratic",
+          "nonshared_parts": nonshared, "premises": [locality, damage], "name": "second-order-subspace-quadratic",
           "regime": "quadratic", "what": "the quadratic world's update delta_B",
           "caveats": ["premises true by construction: L_A is exactly quadratic, S is H_A's strong directions",
                       "S is the world's basis, not found from routes"]}
@@ -90,9 +90,9 @@ def quadratic_rung_inputs(world, *, draws: int = 10, seed: int = 0, bound: float
     refresh = world.refresh(alpha, steps)
     c6 = {"distance_s": refresh["distance_s"].tolist(), "mu": world.mu, "alpha": alpha,
           "name": "gd-contraction-quadratic", "regime": "quadratic",
-          "premises": [*stationarity, *common[:3], pt.plain_gd_premise("gd", "constant", alpha * world.max_curvature,
-                                                                        max_alpha_lambda=limits["alpha_lambda"]),
-                       common[3]],
+          "premises": [*stationarity, curvature, backflow, locality,
+                       pt.plain_gd_premise("gd", "constant", alpha * world.max_curvature,
+                                           max_alpha_lambda=limits["alpha_lambda"]), damage],
           "caveats": ["premises true by construction: S is invariant under H_A"]}
     return c5, c6
 

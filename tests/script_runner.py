@@ -13,11 +13,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_script(path: Path):
-    """The script at ``path`` imported as a module (its ``main`` is not run)."""
+def load_script(path: Path, *, keep_threads: bool = False):
+    """The script at ``path`` imported as a module (its ``main`` is not run). ``keep_threads``: restore torch's
+    thread count afterwards (the benchmarks set one thread when imported)."""
+    import torch
+
+    threads = torch.get_num_threads()
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if keep_threads:
+            torch.set_num_threads(threads)
     return module
 
 

@@ -2,17 +2,12 @@
 emulated instruction sets (no training here)."""
 from __future__ import annotations
 
-import torch
 
 from tests.script_runner import ROOT, load_script
 
 
 def _module():
-    threads = torch.get_num_threads()
-    try:
-        return load_script(ROOT / "benchmarks" / "cpu_reproducibility.py")
-    finally:
-        torch.set_num_threads(threads)
+    return load_script(ROOT / "benchmarks" / "cpu_reproducibility.py", keep_threads=True)
 
 
 def test_the_grid_crosses_every_instruction_set_with_mkl_and_onednn():

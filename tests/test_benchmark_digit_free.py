@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.script_runner import ROOT, load_script
 
 
 def test_the_digit_free_benchmark_builds_both_worlds_from_one_run_setting(capsys):
-    threads = torch.get_num_threads()
-    try:
-        module = load_script(ROOT / "benchmarks" / "digit_free_world.py")
-    finally:
-        torch.set_num_threads(threads)
+    module = load_script(ROOT / "benchmarks" / "digit_free_world.py", keep_threads=True)
     assert module.WORLDS == {"default world": False, "digit-free world": True}
     with pytest.raises(SystemExit) as stop:
         module.main(["--help"])

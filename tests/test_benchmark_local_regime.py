@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.script_runner import ROOT, load_script
 
 
 def test_the_local_regime_sweep_parses_and_spans_the_default_rates(capsys):
-    threads = torch.get_num_threads()
-    try:
-        module = load_script(ROOT / "benchmarks" / "local_regime.py")
-    finally:
-        torch.set_num_threads(threads)
+    module = load_script(ROOT / "benchmarks" / "local_regime.py", keep_threads=True)
     from mdrl_lib.recipes.nb03 import Params
 
     assert module.RATES == tuple(sorted(module.RATES)) and Params().local_lr in module.RATES

@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.script_runner import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def module():
-    threads = torch.get_num_threads()
-    try:
-        return load_script(ROOT / "benchmarks" / "skill_world.py")
-    finally:
-        torch.set_num_threads(threads)
+    return load_script(ROOT / "benchmarks" / "skill_world.py", keep_threads=True)
 
 
 def test_the_skill_world_drops_only_the_answer_convention(module):
