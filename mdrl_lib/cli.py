@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "params":
             print(format_parameters(_find_notebook(args.notebook, args.notebooks_dir)))
             return 0
+        if args.command == "replicate":
+            return replicate_command(args)
         if args.command == "report":
             print(format_ledger(args.run_dir))
             return 0
@@ -79,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     params_p = sub.add_parser("params", help="list a notebook's parameters with types and help")
     params_p.add_argument("notebook", help="a notebook name or two-digit prefix, e.g. 00")
     sub.add_parser("list", help="list the notebooks in order")
+    rep_p = sub.add_parser("replicate", help="run the toy pipeline over fresh world seeds (1000-1099) in parallel "
+                                             "workers that resume after a kill, and write the reference ledger")
+    rep_p.add_argument("--seeds", required=True, help="world seeds from 1000-1099: a range '1000-1009', a list "
+                                                      "'1000,1003' or both")
+    rep_p.add_argument("--workers", type=int, default=1, help="seeds run at once, each with one build worker "
+                                                              "(default 1; 2 on a 2-core machine)")
+    rep_p.add_argument("--root", type=Path, default=None,
+                       help="where the seeds' run directories go (default: runs/reference-v<rules version>)")
+    rep_p.add_argument("--out", type=Path, default=None,
+                       help="the reference ledger to write (default: docs/reference/ledger-v<rules version>.json "
+                            "for the whole pipeline, <root>/ledger.json with --only or -p)")
+    rep_p.add_argument("--min-seeds", type=int, default=None,
+                       help="refuse a ledger over fewer included seeds (default: the rules file's [reference] "
+                            "min_seeds, 10)")
+    rep_p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="a parameter override passed to every seed's run (not seed or scale)")
+    rep_p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
+                       help="run only these notebooks in each seed (a quick check of the command; not a reference)")
     report_p = sub.add_parser("report", help="print the claims ledger of a run directory (C0-C7, and the kit's own K1)")
     report_p.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/toy")
     return parser
@@ -263,6 +283,49 @@ def run(args: argparse.Namespace) -> int:
     if (run_dir / "claims").is_dir():
         print()
         print(format_ledger(run_dir))
+    return 0
+
+
+def replicate_command(args: argparse.Namespace) -> int:
+    """``replicate``: check everything, run the seeds not done yet, then write the reference ledger and, beside
+    it, the seeds' wall times (``<ledger>-costs.json``). A failed seed makes it exit 1 after the others ran."""
+    from mdrl_lib import reference as ref
+    from mdrl_lib.claims.rules import RULES_VERSION
+    from mdrl_lib.replicate import ReplicateError, check_reference_seeds, done_record, parse_seeds, replicate
+
+    try:
+        seeds = parse_seeds(args.seeds)
+        check_reference_seeds(seeds)
+        if any(name in ("seed", "scale") for name, _ in args.parameter):
+            raise ReplicateError("-p seed and -p scale: replicate sets them itself (toy scale, one run per seed)")
+        _selection(argparse.Namespace(parameter=[["scale", "toy"], ["seed", str(seeds[0])], *args.parameter],
+                                      only=args.only, run_dir=None, workers=None, notebooks_dir=args.notebooks_dir))
+        root = (args.root or Path("runs") / f"reference-v{RULES_VERSION}").expanduser().resolve()
+        partial = bool(args.only or args.parameter)
+        out = args.out or (root / "ledger.json" if partial else ref.reference_path())
+        min_seeds = ref.rule("reference", "min_seeds") if args.min_seeds is None else args.min_seeds
+        if min_seeds < 1:
+            raise ReplicateError(f"--min-seeds: must be 1 or more, got {min_seeds}")
+        records = replicate(seeds, root, workers=args.workers, params=[tuple(p) for p in args.parameter],
+                            only=args.only, echo=_log)
+    except ReplicateError as error:
+        raise CliError(str(error)) from None
+    failed = [r["seed"] for r in records if r is None or r.get("returncode") != 0]
+    if failed:
+        raise CliError(f"seed(s) {', '.join(map(str, failed))} failed (see their logs under {root}); rerun the same "
+                       "command to resume them")
+    command = "python -m mdrl_lib replicate --seeds " + args.seeds + f" --workers {args.workers}" + "".join(
+        f" -p {n} {v}" for n, v in args.parameter) + (f" --only {' '.join(args.only)}" if args.only else "")
+    try:
+        reference = ref.build_reference(root, seeds, command=command, min_seeds=min_seeds)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    ref.write_reference(reference, out)
+    costs = {"seeds": {str(s): done_record(root, s)["wall_s"] for s in seeds}, "workers": args.workers}
+    costs["total_wall_s"] = round(sum(costs["seeds"].values()), 1)
+    ref.write_reference(costs, out.with_name(out.stem + "-costs.json"))
+    print(ref.reference_table(reference).to_string(index=False))
+    print(f"reference ledger: {out} ({len(reference['included'])} seeds included, {len(reference['excluded'])} excluded)")
     return 0
 
 

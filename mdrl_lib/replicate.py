@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,6 +90,19 @@ def machine() -> dict[str, str]:
             "MKL_CBWR": os.environ.get("MKL_CBWR", "")}
 
 
+def kit_commit() -> str:
+    """The git commit of the kit's checkout (``"<sha>+changes"`` when its tracked files differ from it; ``""``
+    outside a git checkout): which code a seed ran."""
+    folder = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return sha.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 @dataclass(frozen=True)
 class SeedRun:
     """One seed's pipeline run: its command and where its log goes."""
@@ -156,16 +170,22 @@ def replicate(seeds: Sequence[int], root: str | Path, *, workers: int = 1, param
                                  f"this kit's is {RULES_VERSION}: a reference never mixes versions; use a new root")
     root.mkdir(parents=True, exist_ok=True)
     meta = {"rules_version": RULES_VERSION, "params": [list(p) for p in params], "only": list(only or []),
-            "machine": machine()}
+            "machine": machine(), "commit": kit_commit()}
     todo = [run for run in seed_runs(seeds, root, params, only) if done_record(root, run.seed) is None]
     echo(f"{len(seeds) - len(todo)} of {len(seeds)} seed(s) already done under {root}; running {len(todo)} "
          f"with {workers} worker(s)")
 
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            echo(line)
+
     def one(run: SeedRun) -> dict:
-        echo(f"seed {run.seed}: started (log {run.log})")
+        say(f"seed {run.seed}: started (log {run.log})")
         record = run_seed(run, meta)
         state = "done" if record["returncode"] == 0 else f"FAILED (exit {record['returncode']}; see {run.log})"
-        echo(f"seed {run.seed}: {state} in {record['wall_s']:.0f} s")
+        say(f"seed {run.seed}: {state} in {record['wall_s']:.0f} s")
         return record
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
