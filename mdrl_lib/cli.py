@@ -373,4 +373,24 @@ def format_ledger(run_dir: Path) -> str:
     versions = sorted({v for v in table["rules"] if v})
     lines.append("\n" + ", ".join(f"{n} {verdict}" for verdict, n in verdict_counts(table).items())
                  + (f" (rules version {', '.join(versions)})" if versions else ""))
+    lines += ["", format_beside_reference(run_dir)]
+    return "\n".join(lines)
+
+
+def format_beside_reference(run_dir: Path) -> str:
+    """This run's verdicts beside the reference's over fresh seeds, one line per check, with whether this run's
+    effect is typical of the seeds; a line saying why when there is no reference for these rules."""
+    from mdrl_lib.claims.record import CLAIM_IDS, KIT_CLAIM_IDS
+    from mdrl_lib.reference import beside_reference
+
+    beside = beside_reference(run_dir, [*CLAIM_IDS, *KIT_CLAIM_IDS])
+    if beside.table is None:
+        return beside.message
+    width = max(len(c) for c in beside.table["check"])
+    lines = ["This run beside the reference over fresh seeds", beside.message, "",
+             f"  {'check':<{width}}  {'this run':<25} {'reference':<25} effect vs the seeds' range"]
+    for row in beside.table.to_dict("records"):
+        effect, spread = row["this run's effect"], row["seeds' range"]
+        shown = "-" if effect is None else f"{row['effect']} {effect:.3g} ({row['typical?']}: {spread})"
+        lines.append(f"  {row['check']:<{width}}  {row['this run']:<25} {row['reference']:<25} {shown}")
     return "\n".join(lines)

@@ -702,3 +702,58 @@ def plot_ladder(table: pd.DataFrame, *, tolerance: float | None = None) -> plt.F
               title="Plain-GD refresh on $L_A$: contraction on S against the bound")
     right.legend(fontsize=8)
     return fig
+
+
+VERDICT_COLORS = {"supported": "tab:green", "supported (outcome only)": "tab:olive", "not supported": "tab:red",
+                  "not testable here": "tab:gray", "not measured": "lightgray"}
+
+
+def plot_reference(reference: Mapping, placed: pd.DataFrame, *, columns: int = 3) -> plt.Figure | None:
+    """One panel per check of ``placed`` (a :func:`mdrl_lib.reference.place_run` table): the reference seeds'
+    effects (dots coloured by each seed's verdict), the threshold the claim reads it against (a dashed line when
+    every seed has the same one, grey ticks per seed otherwise), and this run's effect (a black star). A log scale
+    when the effects are positive and span more than a factor 100. ``None`` when no check has an effect.
+    Introduced in notebook ``01_sparse_edits``; every notebook's claim section uses it."""
+    import numpy as np
+
+    rows = [row for row in placed.to_dict("records") if row["effect"] != "-"]
+    if not rows:
+        return None
+    use_style()
+    columns = max(1, min(columns, len(rows)))
+    lines = -(-len(rows) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.3 * lines), layout="constrained",
+                             squeeze=False)
+    for ax in axes.flat[len(rows):]:
+        ax.set_visible(False)
+    jitter = np.random.default_rng(0)  # only the dots' horizontal spread
+    for ax, row in zip(axes.flat, rows):
+        check = reference["checks"][row["check"]]
+        seeds = [s for s in check["seeds"] if s["effect"] is not None]
+        x = jitter.uniform(-0.15, 0.15, len(seeds))
+        for verdict in VERDICT_COLORS:
+            chosen = [i for i, s in enumerate(seeds) if s["verdict"] == verdict]
+            if chosen:
+                ax.scatter(x[chosen], [seeds[i]["effect"] for i in chosen], color=VERDICT_COLORS[verdict],
+                           label=f"seed: {verdict}", s=28, zorder=3)
+        thresholds = {s["threshold"] for s in seeds if s["threshold"] is not None}
+        if len(thresholds) == 1:
+            ax.axhline(thresholds.pop(), color="black", ls="--", lw=1,
+                       label=f"threshold (claim: {check['effect']['side']})")
+        elif thresholds:
+            ax.scatter(x, [s["threshold"] for s in seeds], marker="_", color="grey", s=120,
+                       label=f"each seed's threshold (claim: {check['effect']['side']})")
+        values = [s["effect"] for s in seeds] + ([row["this run's effect"]] if row["this run's effect"] is not None
+                                                 else [])
+        if row["this run's effect"] is not None:
+            ax.scatter([0.35], [row["this run's effect"]], marker="*", s=160, color="black", zorder=4,
+                       label=f"this run ({row['this run']})")
+        if values and min(values) > 0 and max(values) / min(values) > 100:
+            ax.set_yscale("log")
+        ax.set_xlim(-0.5, 0.6)
+        ax.set_xticks([])
+        ax.set(ylabel=check["effect"]["figure"], xlabel=f"{len(seeds)} reference seeds | this run",
+               title=f"{row['check']}\nreference: {check['verdict']}")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="best")
+    return fig

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,9 +31,10 @@ SIDES = ("above", "at least", "below", "at most")
 _PAIR_CHECK = re.compile(r"^(?P<a>[a-z]+)-(?P<b>[a-z]+)-gradients$")
 
 
-def reference_path(version: str = RULES_VERSION, folder: str | Path = REFERENCE_DIR) -> Path:
-    """Where the reference ledger of rules ``version`` lives: ``docs/reference/ledger-v<version>.json``."""
-    return Path(folder) / f"ledger-v{version}.json"
+def reference_path(version: str = RULES_VERSION, folder: str | Path | None = None) -> Path:
+    """Where the reference ledger of rules ``version`` lives: ``docs/reference/ledger-v<version>.json`` (under
+    ``folder`` when given)."""
+    return Path(REFERENCE_DIR if folder is None else folder) / f"ledger-v{version}.json"
 
 
 def effect_specs() -> dict[str, dict[str, Any]]:
@@ -333,7 +335,8 @@ def reference_table(reference: Mapping[str, Any]) -> pd.DataFrame:
 def place_run(run_dir: str | Path, reference: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """A reader's run beside the reference: per reference check, this run's verdict and effect, the reference's
     verdict, the seeds' effect range and whether this run is typical (its effect within the range of the reference
-    seeds' effects; "no value" without one). Checks this run did not record read "not measured"."""
+    seeds' effects; "no value" without one). Checks this run did not record read "not measured"; a verdict judged
+    by another rules version than the reference's says so ("supported (rules v2)")."""
     reference = load_reference() if reference is None else reference
     records = seed_records(run_dir) if (Path(run_dir) / CLAIMS_DIR).is_dir() else []
     pair = chosen_pair(records)
@@ -349,8 +352,10 @@ def place_run(run_dir: str | Path, reference: Mapping[str, Any] | None = None) -
             typical = "no value"
         else:
             typical = "typical" if min(values) <= effect <= max(values) else "outside the seeds' range"
-        rows.append({"check": key, "regime": check["regime"],
-                     "this run": record["verdict"] if record else "not measured",
+        verdict = record["verdict"] if record else "not measured"
+        if record and record.get("rules_version") != reference["rules_version"]:
+            verdict += f" (rules v{record.get('rules_version')})"
+        rows.append({"check": key, "regime": check["regime"], "this run": verdict,
                      "reference": check["verdict"], "effect": check["effect"]["figure"] or "-",
                      "this run's effect": effect,
                      "seeds' range": f"{min(values):.3g} to {max(values):.3g}" if values else "-",
@@ -373,3 +378,41 @@ def reference_markdown(reference: Mapping[str, Any]) -> str:
                  f"{reference['machine'].get('cpu', '?')}, torch {reference['machine'].get('torch', '?')} "
                  f"({reference['machine'].get('torch_cpu_capability', '?')}).")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Beside:
+    """A run's checks beside the reference (:func:`beside_reference`): ``reference`` (``None`` when this kit has no
+    reference for its rules version), ``table`` (:func:`place_run`'s rows for the asked claims; ``None`` without a
+    reference) and ``message`` (what the reference is, or why there is none)."""
+
+    reference: dict[str, Any] | None
+    table: pd.DataFrame | None
+    message: str
+
+
+def beside_reference(run_dir: str | Path, claims: Sequence[str], path: str | Path | None = None) -> Beside:
+    """This run's checks of ``claims`` placed on the reference (:func:`place_run`), with a message naming the
+    reference's seeds, machine and rule; a missing reference or one of another rules version gives a message, not
+    an error (a notebook goes on without it). ``claims``: claim ids (``"C5"``) or key prefixes
+    (``"C6-gd-contraction"``: notebook 03's C6 checks, not notebook 05's refresh). Every notebook's claim section
+    shows it."""
+    unknown = sorted({c.split("-")[0] for c in claims} - set(CLAIM_IDS) - set(KIT_CLAIM_IDS))
+    if unknown:
+        raise ValueError(f"unknown claim(s) {unknown}; valid claims: {', '.join((*CLAIM_IDS, *KIT_CLAIM_IDS))}")
+    try:
+        reference = load_reference(path)
+    except (FileNotFoundError, ValueError) as error:
+        return Beside(None, None, f"No reference to compare with: {error}")
+    table = place_run(run_dir, reference)
+    table = table[table["check"].map(lambda key: any(key == c or key.startswith(c + "-") for c in claims))]
+    table = table.reset_index(drop=True)
+    machine = reference.get("machine", {})
+    seeds = reference["included"]
+    message = (f"Reference (rules version {reference['rules_version']}): {len(seeds)} fresh world seeds "
+               f"({seeds[0]}-{seeds[-1]}), default parameters, on {machine.get('cpu', '?')} "
+               f"({machine.get('torch_cpu_capability', '?')}, torch {machine.get('torch', '?')}). A verdict over seeds "
+               f"is 'supported' when a one-sided binomial test at {reference['alpha']:g} says more seeds support the "
+               "check than a coin would, 'not supported' when fewer, 'inconclusive' otherwise. This run is "
+               "'typical' when its effect lies within the seeds' range.")
+    return Beside(reference, table, message)
