@@ -136,6 +136,19 @@ def test_the_notebook_solution_passes(key):
 
 
 @pytest.mark.parametrize("key", KEYS)
+def test_the_student_stub_is_not_implemented_yet(key):
+    from tests.script_runner import load_script
+
+    make_lab = load_script(ROOT / "scripts" / "make_lab.py", keep_threads=True)
+    item = exercises.exercise(key)
+    namespace: dict = {}
+    exec(make_lab.stub_source(source(solution_cell(key)), item.function, item.hint), namespace)  # noqa: S102
+    result = exercises.check(key, namespace[item.function], quiet=True)
+    assert result.status == "not implemented yet"
+    assert result.message == item.hint and result.cases_passed == 0
+
+
+@pytest.mark.parametrize("key", KEYS)
 def test_a_perturbed_answer_fails_and_says_where(key):
     right = solution(key)
     result = exercises.check(key, lambda *args, **kwargs: perturbed(right(*args, **kwargs)), quiet=True)
