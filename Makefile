@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/toy
 PARAMS ?=
 
-.PHONY: toy test setup benchmarks clean-runs
+.PHONY: toy test setup benchmarks lab clean-runs
 
 toy: $(VENV)/.installed
 	$(PY) -m mdrl_lib run --run-dir $(RUN_DIR) -p scale toy $(PARAMS)
@@ -18,6 +18,10 @@ setup: $(VENV)/.installed
 
 benchmarks: $(VENV)/.installed
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+# Student copies of the notebooks in lab/: each "Build it yourself" solution replaced by a stub with its hint.
+lab: $(VENV)/.installed
+	$(PY) scripts/make_lab.py
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -75,3 +75,13 @@ def test_cycles_finds_a_circle_and_only_it():
 def test_the_library_has_no_import_circle_outside_the_domain_registry():
     found = [c for c in cycles(runtime_imports()) if not all(m.startswith("mdrl_lib.domains") for m in c)]
     assert found == []
+
+
+def test_nothing_in_the_library_imports_the_exercises():
+    """mdrl_lib.exercises sits on top of the analysis modules (its checks compare with them); no library module
+    may depend on it."""
+    graph = runtime_imports()
+    assert "mdrl_lib.exercises" in graph and "mdrl_lib.exercises.nb01" in graph
+    importers = {m for m, targets in graph.items() if not m.startswith("mdrl_lib.exercises")
+                 and any(t.startswith("mdrl_lib.exercises") for t in targets)}
+    assert importers == set()
