@@ -162,7 +162,7 @@ def base_failures(run_dir: str | Path, seed: int) -> list[str]:
 
 def summarise_seed(seed: int, records: Sequence[Mapping[str, Any]], base_failed: Sequence[str]) -> dict[str, Any]:
     """One seed's part of the reference: its chosen pair, its base's failed preconditions and, per check key,
-    the verdict, effect, threshold and failed premises of its record."""
+    the verdict, effect, threshold, failed premises and numeric figures of its record."""
     pair = chosen_pair(records)
     specs = effect_specs()
     checks: dict[str, dict[str, Any]] = {}
@@ -170,12 +170,28 @@ def summarise_seed(seed: int, records: Sequence[Mapping[str, Any]], base_failed:
         for key in check_keys(record, pair):
             spec = specs.get(key)
             effect, threshold = effect_of(record["figures"], spec) if spec else (None, None)
+            numbers = {name: value for name, value in record["figures"].items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
             checks[key] = {"claim": record["claim"], "regime": record.get("regime", ""),
                            "verdict": record["verdict"], "tested": record.get("tested", "mechanism"),
-                           "effect": effect, "threshold": threshold,
+                           "effect": effect, "threshold": threshold, "figures": numbers,
                            "failed_premises": [p["name"] for p in record.get("premises", []) if not p["holds"]],
                            "rules_version": record.get("rules_version", "")}
     return {"seed": seed, "pair": list(pair) if pair else None, "base_failed": list(base_failed), "checks": checks}
+
+
+def figure_ranges(figures: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float | int]]:
+    """Per numeric figure of a check's records over seeds: how many seeds have it, its minimum, median and maximum
+    (the ranges the instructor's guide prints). Figures that are ``None`` on a seed are left out there."""
+    import numpy as np
+
+    names = sorted({name for f in figures for name, value in f.items() if value is not None})
+    ranges = {}
+    for name in names:
+        values = np.array([f[name] for f in figures if f.get(name) is not None], dtype=float)
+        ranges[name] = {"n": int(values.size), "min": float(values.min()), "median": float(np.median(values)),
+                        "max": float(values.max())}
+    return ranges
 
 
 def _check_order(key: str) -> tuple:
@@ -248,6 +264,7 @@ def aggregate(seeds: Sequence[Mapping[str, Any]], *, failed_runs: Mapping[int, s
                        "interval_side": side},
             "seeds": [{k: r.get(k) for k in ("seed", "verdict", "effect", "threshold", "failed_premises")}
                       for r in rows],
+            "figure_ranges": figure_ranges([r.get("figures", {}) for r in rows]),
         }
     return {"rules_version": version, "level": level, "min_seeds": min_seeds, "alpha": rule("reference", "alpha"),
             "rule": "[reference] in mdrl_lib/claims/rules.toml", "command": command, "commit": commit,
@@ -416,3 +433,26 @@ def beside_reference(run_dir: str | Path, claims: Sequence[str], path: str | Pat
                "check than a coin would, 'not supported' when fewer, 'inconclusive' otherwise. This run is "
                "'typical' when its effect lies within the seeds' range.")
     return Beside(reference, table, message)
+
+
+def instructor_markdown(reference: Mapping[str, Any]) -> str:
+    """The instructor's guide's expected values: per check, the count of reference seeds per verdict and the range
+    (minimum, median, maximum over the included seeds) of every number the check records and prints."""
+    def number(value: float) -> str:
+        return f"{value:.3g}"
+
+    seeds = reference["included"]
+    lines = [f"Over the {len(seeds)} reference seeds ({seeds[0]}-{seeds[-1]}; rules version "
+             f"{reference['rules_version']}; {reference['machine'].get('cpu', '?')}). A student's run on another "
+             "world seed or CPU should usually fall inside these ranges; a value outside them is unusual, not wrong.",
+             ""]
+    for key, check in reference["checks"].items():
+        counts = ", ".join(f"{n} {v}" for v, n in check["counts"].items())
+        lines += [f"#### {key}" + (f" [{check['regime']}]" if check["regime"] else ""), "",
+                  f"Verdicts over seeds: {counts}; reference verdict: **{check['verdict']}**.", "",
+                  "| figure | seeds | min | median | max |", "|---|---|---|---|---|"]
+        for name, span in check.get("figure_ranges", {}).items():
+            lines.append(f"| `{name}` | {span['n']} | {number(span['min'])} | {number(span['median'])} | "
+                         f"{number(span['max'])} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -164,3 +164,22 @@ def test_the_ledger_text_sets_the_run_beside_the_reference_or_says_why_not(tmp_p
     assert beside.table.empty
     with pytest.raises(ValueError, match="unknown claim"):
         ref.beside_reference(run_dir, ["C9"])
+
+
+def test_figure_ranges_give_count_min_median_max_and_skip_missing_values():
+    ranges = ref.figure_ranges([{"a": 1.0, "b": None}, {"a": 3.0, "b": 2}, {"a": 2.0}])
+    assert ranges == {"a": {"n": 3, "min": 1.0, "median": 2.0, "max": 3.0},
+                      "b": {"n": 1, "min": 2.0, "median": 2.0, "max": 2.0}}
+    assert ref.figure_ranges([]) == {}
+
+
+def test_the_instructor_ranges_list_every_recorded_number_of_a_check():
+    parts = [_part(1000 + i, effect=0.6 + 0.1 * i) for i in range(3)]
+    for i, part in enumerate(parts):
+        part["checks"]["C5-second-order-subspace-controlled"]["figures"] = {"second_order_share": 0.6 + 0.1 * i,
+                                                                            "r": 16}
+    reference = ref.aggregate(parts, min_seeds=3, machine={"cpu": "EPYC"})
+    text = ref.instructor_markdown(reference)
+    assert "#### C5-second-order-subspace-controlled [controlled]" in text
+    assert "| `second_order_share` | 3 | 0.6 | 0.7 | 0.8 |" in text and "| `r` | 3 | 16 | 16 | 16 |" in text
+    assert "3 supported" in text and "1000-1002" in text
