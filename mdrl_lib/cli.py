@@ -296,6 +296,10 @@ def replicate_command(args: argparse.Namespace) -> int:
     try:
         seeds = parse_seeds(args.seeds)
         check_reference_seeds(seeds)
+        used = ref.seeds_of_other_versions()
+        if any(seed in used for seed in seeds):
+            raise ReplicateError("a new rules version runs on new seeds; already used by an earlier reference: "
+                                 + ", ".join(f"{s} (version {used[s]})" for s in seeds if s in used))
         if any(name in ("seed", "scale") for name, _ in args.parameter):
             raise ReplicateError("-p seed and -p scale: replicate sets them itself (toy scale, one run per seed)")
         _selection(argparse.Namespace(parameter=[["scale", "toy"], ["seed", str(seeds[0])], *args.parameter],

@@ -37,6 +37,19 @@ def reference_path(version: str = RULES_VERSION, folder: str | Path | None = Non
     return Path(REFERENCE_DIR if folder is None else folder) / f"ledger-v{version}.json"
 
 
+def seeds_of_other_versions(version: str = RULES_VERSION, folder: str | Path | None = None) -> dict[int, str]:
+    """World seeds already used by a committed reference of another rules version (seed -> that version): a new
+    rules version is confirmed on seeds no earlier reference has looked at."""
+    used: dict[int, str] = {}
+    for path in sorted(Path(REFERENCE_DIR if folder is None else folder).glob("ledger-v*.json")):
+        other = path.stem.removeprefix("ledger-v")
+        if other == version or other.endswith("-costs"):
+            continue
+        for seed in json.loads(path.read_text()).get("seeds", []):
+            used[int(seed)] = other
+    return used
+
+
 def effect_specs() -> dict[str, dict[str, Any]]:
     """The rules file's ``[reference.effects]``: per check key, the figure shown as its effect, its threshold
     (a number, the name of another figure of the record, or ``None``) and the side the claim predicts."""

@@ -183,3 +183,16 @@ def test_the_instructor_ranges_list_every_recorded_number_of_a_check():
     assert "#### C5-second-order-subspace-controlled [controlled]" in text
     assert "| `second_order_share` | 3 | 0.6 | 0.7 | 0.8 |" in text and "| `r` | 3 | 16 | 16 | 16 |" in text
     assert "3 supported" in text and "1000-1002" in text
+
+
+def test_seeds_of_other_rules_versions_are_found_and_refused_by_the_command(tmp_path, monkeypatch, capsys):
+    from mdrl_lib import cli
+
+    ref.write_reference({"rules_version": "1", "seeds": [1000, 1001]}, tmp_path / "ledger-v1.json")
+    ref.write_reference({"seeds": {"1000": 5.0}}, tmp_path / "ledger-v1-costs.json")
+    ref.write_reference({"rules_version": ref.RULES_VERSION, "seeds": [1002]},
+                        ref.reference_path(folder=tmp_path))
+    assert ref.seeds_of_other_versions(folder=tmp_path) == {1000: "1", 1001: "1"}
+    monkeypatch.setattr(ref, "REFERENCE_DIR", tmp_path)
+    assert cli.main(["replicate", "--seeds", "1001-1003", "--root", str(tmp_path / "root")]) == 2
+    assert "1001 (version 1)" in capsys.readouterr().err and not (tmp_path / "root").exists()
