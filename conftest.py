@@ -33,9 +33,12 @@ def pytest_collection_finish(session):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Tests marked ``after_notebooks`` (they read what the notebooks asked the kit for) run last."""
-    late = [item for item in items if item.get_closest_marker("after_notebooks")]
-    items[:] = [item for item in items if not item.get_closest_marker("after_notebooks")] + late
+    """Tests marked ``after_notebooks`` (they read what the notebooks asked the kit for) run last, then those
+    marked ``browser`` (JupyterLab in a headless browser: after the notebooks' artifacts are built, not beside it)."""
+    def rank(item):
+        return 2 if item.get_closest_marker("browser") else 1 if item.get_closest_marker("after_notebooks") else 0
+
+    items[:] = sorted(items, key=rank)  # stable: the order within each rank is kept
 
 
 # Where the kit logs each spec a notebook asks for while nbval runs it (tests/test_notebook_requests.py reads it).
