@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= runs/toy
 PARAMS ?=
 
-.PHONY: toy test setup benchmarks lab clean-runs
+.PHONY: toy test setup benchmarks lab jupyter clean-runs
 
 toy: $(VENV)/.installed
 	$(PY) -m mdrl_lib run --run-dir $(RUN_DIR) -p scale toy $(PARAMS)
@@ -22,6 +22,11 @@ benchmarks: $(VENV)/.installed
 # Student copies of the notebooks in lab/: each "Build it yourself" solution replaced by a stub with its hint.
 lab: $(VENV)/.installed
 	$(PY) scripts/make_lab.py
+
+# JupyterLab on the notebooks, reading and writing the run directory `make toy` filled (not a fresh one under
+# notebooks/, which would train everything again).
+jupyter: $(VENV)/.installed
+	MDRL_RUN_DIR=$(abspath $(RUN_DIR)) $(VENV)/bin/jupyter lab notebooks/
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
