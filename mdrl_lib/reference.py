@@ -208,8 +208,9 @@ def figure_ranges(figures: Sequence[Mapping[str, float]]) -> dict[str, dict[str,
 
 
 def _check_order(key: str) -> tuple:
+    """Claim order (C0-C7, then the kit's own K1), then the key."""
+    order = (*CLAIM_IDS, *KIT_CLAIM_IDS)
     claim = key.split("-")[0]
-    order = (*CLAIM_IDS, *KIT_CLAIM_IDS) if claim not in CLAIM_IDS else CLAIM_IDS
     return (order.index(claim) if claim in order else len(order), key)
 
 
@@ -282,7 +283,7 @@ def aggregate(seeds: Sequence[Mapping[str, Any]], *, failed_runs: Mapping[int, s
     return {"rules_version": version, "level": level, "min_seeds": min_seeds, "alpha": rule("reference", "alpha"),
             "rule": "[reference] in mdrl_lib/claims/rules.toml", "command": command, "commit": commit,
             "machine": dict(machine or {}),
-            "seeds": [int(p["seed"]) for p in seeds] + sorted(int(s) for s in failed_runs),
+            "seeds": sorted([int(p["seed"]) for p in seeds] + [int(s) for s in failed_runs]),
             "included": [int(p["seed"]) for p in included], "excluded": excluded,
             "base_preconditions": {"met": len(included), "of": len(seeds),
                                    "share": len(included) / len(seeds) if seeds else None},
