@@ -1,8 +1,12 @@
 """Two runs of ``python -m mdrl_lib replicate`` on two seeds give identical ledgers, and a killed run resumes.
 
-Run A goes through once. Run B is killed (SIGINT to its process group, as Ctrl-C would) after ``--kill-after``
-seconds, then rerun with the same command; the artifacts stored before the kill must be neither rebuilt nor
-rewritten (their manifests keep their modification times), and B's ledger must equal A's byte for byte.
+Run A goes through once. Run B is killed (SIGTERM to its whole process group: the command, its seeds' runs and
+their build workers) after ``--kill-after`` seconds, then rerun with the same command; the artifacts stored before
+the kill must be neither rebuilt nor rewritten (their manifests keep their modification times), and B's ledger
+must equal A's byte for byte. Run both from one commit: the ledger names the kit's commit, so a commit made
+between A and B changes that line. The check fails when B finished every seed before the kill (nothing to
+resume): lower ``--kill-after`` then. SIGTERM rather than SIGINT, because a command started in the background of
+a non-interactive shell ignores SIGINT.
 
     python benchmarks/replicate_determinism.py --seeds 1000-1001 --only 00 01 --kill-after 150
 
@@ -52,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
                               start_new_session=True)
     try:
         killed.wait(timeout=args.kill_after)
-        finished_before_kill = True
     except subprocess.TimeoutExpired:
-        os.killpg(killed.pid, signal.SIGINT)
+        os.killpg(killed.pid, signal.SIGTERM)
         killed.wait()
-        finished_before_kill = False
+    seeds = __import__("mdrl_lib.replicate", fromlist=["parse_seeds"]).parse_seeds(args.seeds)
+    done_at_kill = sum((b / f"seed-{seed}" / "done.json").is_file() for seed in seeds)
+    finished_before_kill = done_at_kill == len(seeds)
     before = manifests(b)
     subprocess.run(command(b, args.seeds, args.workers, args.only), check=True, stdout=subprocess.DEVNULL)
     seconds_b = time.perf_counter() - start
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     rewritten = sorted(k for k, t in before.items() if after.get(k) != t)
     identical = (a / "ledger.json").read_bytes() == (b / "ledger.json").read_bytes()
     print(json.dumps({"seeds": args.seeds, "only": args.only, "identical_ledgers": identical,
-                      "killed_after_s": None if finished_before_kill else args.kill_after,
+                      "killed_after_s": args.kill_after, "seeds_done_at_kill": done_at_kill,
+                      "finished_before_kill": finished_before_kill,
                       "stored_before_kill": len(before), "rewritten_after_resume": len(rewritten),
                       "stored_in_the_end": len(after), "run_a_s": round(seconds_a), "run_b_with_kill_s": round(seconds_b),
                       "folder": str(folder)}))
