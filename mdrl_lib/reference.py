@@ -28,6 +28,7 @@ REFERENCE_DIR = Path(__file__).resolve().parent.parent / "docs" / "reference"
 TESTED_VERDICTS = ("supported", "supported (outcome only)", "not supported")
 REFERENCE_VERDICTS = ("supported", "supported (outcome only)", "not supported", "inconclusive", "not testable here")
 SIDES = ("above", "at least", "below", "at most")
+COUNT_ORDER = (*TESTED_VERDICTS, "not testable here", "not measured")  # how a check's seed counts are listed
 _PAIR_CHECK = re.compile(r"^(?P<a>[a-z]+)-(?P<b>[a-z]+)-gradients$")
 
 
@@ -347,7 +348,7 @@ def reference_table(reference: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for key, check in reference["checks"].items():
         effect = check["effect"]
-        counts = ", ".join(f"{n} {v}" for v, n in check["counts"].items())
+        counts = ", ".join(f"{check['counts'][v]} {v}" for v in COUNT_ORDER if check["counts"].get(v))
         if effect["mean"] is None:
             shown = "-"
         elif effect["ci_low"] is None:
@@ -461,7 +462,7 @@ def instructor_markdown(reference: Mapping[str, Any]) -> str:
              "world seed or CPU should usually fall inside these ranges; a value outside them is unusual, not wrong.",
              ""]
     for key, check in reference["checks"].items():
-        counts = ", ".join(f"{n} {v}" for v, n in check["counts"].items())
+        counts = ", ".join(f"{check['counts'][v]} {v}" for v in COUNT_ORDER if check["counts"].get(v))
         lines += [f"#### {key}" + (f" [{check['regime']}]" if check["regime"] else ""), "",
                   f"Verdicts over seeds: {counts}; reference verdict: **{check['verdict']}**.", "",
                   "| figure | seeds | min | median | max |", "|---|---|---|---|---|"]
