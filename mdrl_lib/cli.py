@@ -310,6 +310,9 @@ def replicate_command(args: argparse.Namespace) -> int:
         min_seeds = ref.rule("reference", "min_seeds") if args.min_seeds is None else args.min_seeds
         if min_seeds < 1:
             raise ReplicateError(f"--min-seeds: must be 1 or more, got {min_seeds}")
+        if len(seeds) < min_seeds:
+            raise ReplicateError(f"--seeds gives {len(seeds)} seed(s), fewer than the {min_seeds} a ledger needs; "
+                                 "give more seeds or a smaller --min-seeds (a quick check, not a reference)")
         records = replicate(seeds, root, workers=args.workers, params=[tuple(p) for p in args.parameter],
                             only=args.only, echo=_log)
     except ReplicateError as error:

@@ -76,4 +76,6 @@ def test_the_command_checks_its_input_before_running_anything(tmp_path, capsys):
     assert "valid notebooks" in capsys.readouterr().err
     assert cli.main(["replicate", "--seeds", "1000", "--root", str(tmp_path), "-p", "scale", "full"]) == 2
     assert "sets them itself" in capsys.readouterr().err
+    assert cli.main(["replicate", "--seeds", "1000-1001", "--root", str(tmp_path)]) == 2
+    assert "fewer than the 10 a ledger needs" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
