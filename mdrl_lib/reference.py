@@ -7,7 +7,7 @@ the reference verdict (:func:`reference_verdict`). The file (``docs/reference/le
 nothing that varies between two runs on one CPU (no times, no paths), so two runs give identical files; the
 seeds' wall times go to a separate costs file. :func:`place_run` and :func:`~mdrl_lib.plots.plot_reference` set a
 reader's run beside it; every notebook's claim section and ``python -m mdrl_lib report`` show both. Introduced in
-the README's "A reference over fresh seeds".
+the README's "The verdicts over fresh seeds".
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 seed into ``<root>/seed-<N>`` and marks a seed done only when its run finished (``<root>/seed-<N>/done.json``,
 written last and atomically). Rerunning the command skips the seeds that are done and resumes the others from
 their stored artifacts. :mod:`mdrl_lib.reference` turns the finished seeds into a reference ledger. Introduced in
-the README's "A reference over fresh seeds".
+the README's "The verdicts over fresh seeds".
 """
 from __future__ import annotations
 
