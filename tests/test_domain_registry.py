@@ -121,6 +121,8 @@ JUSTIFIED = {
     ("claims/nb00.py", "base_preconditions"): 2,  # the base must know Math's arithmetic, the premise of C0
     ("interference.py", "RandomDirections"): 1,  # a spec field's default: the damaged domain, as control_specs' default
     ("recipes/nb02.py", "AFTER"): 1,  # C3 again at the Math expert: A of the paper's pair and of "math,auto"
+    ("exercises/nb00.py", "_rubric_cases"): 1,  # notebook 00's exercise scores CW's rubric itself
+    ("exercises/nb00.py", "_right_number_cases"): 3,  # ... and Math's right-number share, the base's precondition
 }
 
 
