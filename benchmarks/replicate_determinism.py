@@ -25,9 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from mdrl_lib.replicate import parse_seeds
+
 
 def command(root: Path, seeds: str, workers: int, only: list[str]) -> list[str]:
-    count = len(__import__("mdrl_lib.replicate", fromlist=["parse_seeds"]).parse_seeds(seeds))
+    count = len(parse_seeds(seeds))
     return [sys.executable, "-m", "mdrl_lib", "replicate", "--seeds", seeds, "--workers", str(workers),
             "--root", str(root), "--out", str(root / "ledger.json"), "--min-seeds", str(count),
             *(["--only", *only] if only else [])]
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.TimeoutExpired:
         os.killpg(killed.pid, signal.SIGTERM)
         killed.wait()
-    seeds = __import__("mdrl_lib.replicate", fromlist=["parse_seeds"]).parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     done_at_kill = sum((b / f"seed-{seed}" / "done.json").is_file() for seed in seeds)
     finished_before_kill = done_at_kill == len(seeds)
     before = manifests(b)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ from mdrl_lib.claims.rules import RULES_VERSION, rule
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "docs" / "reference"
 TESTED_VERDICTS = ("supported", "supported (outcome only)", "not supported")
-REFERENCE_VERDICTS = ("supported", "supported (outcome only)", "not supported", "inconclusive", "not testable here")
 SIDES = ("above", "at least", "below", "at most")
 COUNT_ORDER = (*TESTED_VERDICTS, "not testable here", "not measured")  # how a check's seed counts are listed
 _PAIR_CHECK = re.compile(r"^(?P<a>[a-z]+)-(?P<b>[a-z]+)-gradients$")
@@ -251,8 +249,7 @@ def aggregate(seeds: Sequence[Mapping[str, Any]], *, failed_runs: Mapping[int, s
         present = [p["checks"][key] for p in included if key in p["checks"]]
         spec = specs.get(key)
         verdict, why = reference_verdict([r["verdict"] for r in rows])
-        counts = {v: sum(r["verdict"] == v for r in rows) for v in (*TESTED_VERDICTS, "not testable here",
-                                                                     "not measured")}
+        counts = {v: sum(r["verdict"] == v for r in rows) for v in COUNT_ORDER}
         effects = [r["effect"] for r in rows if r.get("effect") is not None]
         interval = seed_mean_interval(effects, level) if len(effects) >= 2 else None
         margins = [margin(r.get("effect"), r.get("threshold"), spec["side"]) for r in rows] if spec else []
@@ -318,12 +315,13 @@ def build_reference(root: str | Path, seeds: Sequence[int], *, command: str = ""
 
 
 def write_reference(reference: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``reference`` as sorted, indented JSON, atomically (a ``.part`` file renamed into place)."""
+    """Write ``reference`` as sorted, indented JSON, atomically (the kit's one JSON writer,
+    :func:`mdrl_lib.store.write_json_atomic`), creating its folder."""
+    from mdrl_lib.store import write_json_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    write_json_atomic(path, reference)
     return path
 
 

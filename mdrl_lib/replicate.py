@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mdrl_lib.claims.rules import RULES_VERSION, rule
+from mdrl_lib.store import write_json_atomic
 
 DONE_FILE = "done.json"
 
@@ -133,12 +134,6 @@ def seed_runs(seeds: Sequence[int], root: str | Path, params: Sequence[tuple[str
     return runs
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def run_seed(run: SeedRun, meta: dict) -> dict:
     """Run one seed's pipeline (its output to its log) and, when it succeeds, write its ``done.json``:
     ``meta`` plus the seed, the exit status and the wall seconds. A failed run leaves no ``done.json``."""
@@ -150,7 +145,7 @@ def run_seed(run: SeedRun, meta: dict) -> dict:
         returncode = subprocess.call(run.command, stdout=log, stderr=subprocess.STDOUT)
     record = {**meta, "seed": run.seed, "returncode": returncode, "wall_s": round(time.perf_counter() - start, 1)}
     if returncode == 0:
-        _write_atomically(run.run_dir / DONE_FILE, json.dumps(record, indent=1, sort_keys=True))
+        write_json_atomic(run.run_dir / DONE_FILE, record)
     return record
 
 
